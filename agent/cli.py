@@ -1,0 +1,76 @@
+"""The `gyroscope` command line. Each subcommand lives in its own module with
+`add_arguments(parser)` and `main(args) -> int`; this file only wires them together."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from agent import __version__
+from agent.errors import GyroscopeError
+
+# (name, module, one-line help). A module that is missing is reported cleanly, not with a traceback.
+COMMANDS = [
+    ("run", "agent.run_command", "run a Python script or module under the agent"),
+    ("attach", "agent.attach_command", "attach to a running Python process by PID (py-spy)"),
+    ("eval", "agent.eval_command", "score the agent's decisions on a manifest of labeled programs"),
+    ("report", "agent.report_command", "render a session JSON as a terminal summary or an HTML report"),
+    ("replay", "agent.replay_command", "replay a kernel ledger, optionally verifying it against a snapshot"),
+]
+
+DESCRIPTION = """\
+gyroscope watches a Python program, finds its hot loops and the locks its threads wait on,
+and exports what it sees through OpenTelemetry and plain files.
+
+  gyroscope run app.py [args...]          run a script under the agent (like `python app.py`)
+  gyroscope run -m package.module [args]  run a module
+  gyroscope attach PID                    sample a running process with py-spy
+
+Observe-only by default; acting on the program (thread priorities) is opt-in.
+Exit codes: the program's own exit code for `run`; 2 for bad input (missing script, bad
+option, unreadable file); see each command's --help for the rest.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gyroscope", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gyroscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            if e.name != module_name:
+                raise
+            p = sub.add_parser(name, help=f"{help_text} (not available in this build)")
+            p.set_defaults(_missing=name)
+            continue
+        p = sub.add_parser(name, help=help_text, description=getattr(module, "DESCRIPTION", help_text),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_missing", None):
+        print(f"gyroscope: error: the '{args._missing}' command is not available in this build", file=sys.stderr)
+        return 2
+    if not getattr(args, "_main", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except GyroscopeError as e:
+        print(f"gyroscope: error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("gyroscope: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

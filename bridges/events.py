@@ -1,0 +1,119 @@
+"""The event model shared by every source (in-process sys.monitoring, py-spy attach).
+
+A source watches the program and, once per observation window, hands the agent an
+`Observation`: the events it saw since the last one, already aggregated per
+(entity, role, kind, thread). The agent turns each event into kernel words with the
+serializer (bridges/serializer.py) and into direct measurements (agent/measure.py).
+
+Entities are code regions (a loop header, a function) and synchronisation points (a lock's
+creation site or, when the object is unknown, the call site that waits). One (entity, role)
+owns one kernel cell (spec 002 §25.1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+
+class EntityKind:
+    """What an entity is, in the user's words. Values are the strings used in the session JSON."""
+    LOOP = "loop"          # a loop region: the header line of a loop in some function
+    FUNCTION = "function"  # a function (or generator / coroutine) as a whole
+    LOCK = "lock"          # a synchronisation object or the call site that waits on one
+    WAIT = "wait"          # a non-lock wait: sleep, socket, select, queue get, join
+    GC = "gc"              # the garbage collector
+    THREAD = "thread"      # a thread's life
+
+
+class WaitKind:
+    """What a thread was blocked in (the `detail` of LOCK and WAIT entities)."""
+    LOCK = "lock"
+    RLOCK = "rlock"
+    CONDITION = "condition"
+    SEMAPHORE = "semaphore"
+    EVENT = "event"
+    QUEUE = "queue"
+    SLEEP = "sleep"
+    SOCKET = "socket"
+    SELECT = "select"
+    JOIN = "join"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A place in the program. `function` is the qualified name (e.g. ``Grid.relax``)."""
+    kind: str
+    file: str
+    function: str
+    line: int
+    detail: str = ""
+
+    def label(self) -> str:
+        extra = f" [{self.detail}]" if self.detail else ""
+        return f"{self.kind} {self.function} ({self.file}:{self.line}){extra}"
+
+
+class EventKind(IntEnum):
+    """Every kind of event a source can report. The serializer has one word row per kind."""
+    LOOP_ITER = 1       # backward jumps at a loop header (count = iterations seen)
+    CALL = 2            # function entries (PY_START)
+    RESUME = 3          # generator / coroutine resumed (PY_RESUME)
+    YIELD = 4           # generator / coroutine suspended (PY_YIELD)
+    SAMPLE_RUN = 5      # a sample found the thread running here on the CPU
+    SAMPLE_WAIT = 6     # a sample found the thread blocked here (detail says in what)
+    SAMPLE_GIL = 7      # a sample found the thread runnable but not holding the GIL
+    LOCK_WAIT = 8       # a measured blocking acquire (duration_ns = time blocked)
+    LOCK_ACQUIRE = 9    # an uncontended acquire
+    GC = 10             # a garbage collection (duration_ns = pause)
+    THREAD_START = 11
+    THREAD_END = 12
+
+
+@dataclass(slots=True)
+class Event:
+    """One aggregated observation: `count` occurrences covering `duration_ns` in one thread."""
+    entity: Entity
+    role: str
+    kind: EventKind
+    thread: int          # native thread id (0 when not tied to a thread)
+    t_ns: int            # time.monotonic_ns() of the first occurrence in the window
+    count: int = 1
+    duration_ns: int = 0
+
+
+@dataclass(slots=True)
+class ThreadInfo:
+    native_id: int
+    name: str
+    cpu_ns: int = 0      # thread CPU time consumed so far (0 when unknown)
+    alive: bool = True
+
+
+@dataclass(slots=True)
+class Observation:
+    """Everything one source saw in one window."""
+    t_start_ns: int
+    t_end_ns: int
+    events: list[Event] = field(default_factory=list)
+    threads: dict[int, ThreadInfo] = field(default_factory=dict)
+    samples: int = 0          # stack samples taken (samplers), 0 otherwise
+    raw_events: int = 0       # callbacks / records seen before aggregation
+    dropped: int = 0          # events or samples lost (bounded queues); never silent
+    errors: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    """What the agent needs from a bridge."""
+    name: str                 # "run" or "attach"
+
+    def start(self) -> None: ...
+
+    def poll(self) -> Observation:
+        """Everything seen since the previous poll. Called by one agent thread, once per window."""
+        ...
+
+    def stop(self) -> Observation:
+        """Stop watching, release every hook, return what was left."""
+        ...

@@ -1,0 +1,1 @@
+"""LatticeOS: coherence math, the CoherenceExecutor, co-resonant batching, thread priorities."""

@@ -1,0 +1,20 @@
+"""Build the Cython extensions: the kernel engine and the sys.monitoring callbacks."""
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+# (module, source); each is built when its source exists.
+SOURCES = [
+    ("cyext._engine", "cyext/_engine.pyx"),
+    ("bridges._callbacks", "bridges/_callbacks.pyx"),
+]
+extensions = [
+    Extension(name, [src], include_dirs=[numpy.get_include()], extra_compile_args=["-O3"])
+    for name, src in SOURCES if os.path.exists(src)
+]
+
+setup(ext_modules=cythonize(extensions, language_level=3,
+                            compiler_directives={"boundscheck": False, "wraparound": False,
+                                                 "cdivision": True, "initializedcheck": False}))
