@@ -1,16 +1,301 @@
 """Actuators: turn entity records into decisions (spec 002 §25.1, Appendix B.1).
 
-STUB: owned by the decisions work (issue 5). Signatures are fixed; the bodies will change.
+Structural scores (spec 002 §25.1, reference weights), from the entity's primary kernel cell:
+  support  = chi_support_ratio   (distinct chi6 values in the cell's history / valid length)
+  entropy  = shell_entropy       (entropy of the 7-shell histogram / log2 7)
+  peak     = spectral_peak_ratio (max |spectral64| / its L2 norm)
+  hot_loop_score   = 0.5 (1 - support) + 0.3 (1 - entropy) + 0.2 peak
+  contention_score = 0.5 support       + 0.3 entropy       + 0.2 (1 - peak)
+  structural action: specialize_hot_loop if hot >= 0.58 and hot > contention + 0.03,
+  mitigate_contention if contention >= 0.58 and contention > hot + 0.03, else observe.
+  (The two scores always sum to 1, so the 0.03 margin is implied by the 0.58 threshold.)
+
+The decision rule. On real programs the structural action alone is not right: the cell of a
+steady hot loop (hot_loop_numeric's inner loop) scores hot 0.57 / contention 0.43 ("observe"),
+a cell fed one constant word cannot exceed 0.56, and short-lived cells with few kernel steps
+(a 0.3 s crunch thread) look "dispersed". So an action is taken when the direct measurements
+show it matters; the structural scores travel with it and rank decisions of the same action.
+  specialize_hot_loop: a loop (or a function with no hot loop of its own) of the program's own
+  code with
+    cpu_share       >= 0.25  its share of the program's sampled running time;
+    running_share   >= 0.05  it ran for >= 5% of the session's wall time (run_s_total /
+                             duration_s, or its running samples / the session's samples);
+    samples_running >= 3     enough evidence;
+    idle_share      <  0.5   the threads that block (sleep, I/O, lock) in the same function,
+                             sharing a thread with it, are idle for less than half the session
+                             (wait_s_total / (duration_s x their threads));
+    and it does not enclose a contended lock of its function (starts on or before the lock's
+    line, runs in threads that wait on it): that is lock hand-over churn (threads queued for
+    the GIL behind the lock are sampled as running), and the action there is contention.
+  mitigate_contention: a lock (acquire or Condition.wait of a synchronisation object; sleeps,
+  I/O and joins are "wait" entities and never contention) with
+    waiting_threads >= 2     threads actually queue on it;
+    wait_share      >= 0.05  its wait time / the session's thread-time (duration_s x threads);
+    waits           >= 2     sampled wait episodes.
+All thresholds are relative (shares of the process's CPU, of wall time, of thread-time), so
+they hold across sizes, thread counts and timings: a slow polling loop or an idle thread has no
+CPU (or sleeps in its loop), a rarely contended lock has a tiny wait share. Every decision
+carries its evidence: both scores, the structural action and its inputs, the measurements, the
+shares computed from them and the rule that fired.
 """
 from __future__ import annotations
 
+import math
+import os
+import sysconfig
 from typing import Any
+
+HOT = "specialize_hot_loop"
+CONTENTION = "mitigate_contention"
+OBSERVE = "observe"
+
+# Spec 002 §25.1 reference weights and action thresholds.
+ACTION_THRESHOLD = 0.58
+ACTION_MARGIN = 0.03
+
+# The measurement gates of the decision rule (see the module docstring).
+HOT_MIN_CPU_SHARE = 0.25
+HOT_MIN_RUNNING_SHARE = 0.05
+HOT_MIN_SAMPLES = 3
+HOT_MAX_IDLE_SHARE = 0.5
+CONT_MIN_WAITING_THREADS = 2
+CONT_MIN_WAIT_SHARE = 0.05
+CONT_MIN_WAITS = 2
+
+HOT_KINDS = ("loop", "function")
+CONTENTION_KINDS = ("lock",)
+_NOT_OWN_CODE = ("<frozen", "<string>", "<stdin>")
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_FOREIGN_ROOTS = tuple({os.path.abspath(p) for p in (sysconfig.get_paths().get("stdlib"),
+                                                      sysconfig.get_paths().get("platstdlib")) if p}
+                       | {os.path.join(_HERE, pkg) for pkg in ("agent", "bridges", "cyext", "schedulers")})
+
+
+def _clip01(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    if math.isnan(v):
+        return 0.0
+    return min(1.0, max(0.0, v))
+
+
+def hot_loop_score(support: float, entropy: float, peak: float) -> float:
+    """Concentrated, repetitive occupation (spec 002 §25.1)."""
+    s, h, p = _clip01(support), _clip01(entropy), _clip01(peak)
+    return 0.5 * (1.0 - s) + 0.3 * (1.0 - h) + 0.2 * p
+
+
+def contention_score(support: float, entropy: float, peak: float) -> float:
+    """Dispersed, irregular occupation (spec 002 §25.1)."""
+    s, h, p = _clip01(support), _clip01(entropy), _clip01(peak)
+    return 0.5 * s + 0.3 * h + 0.2 * (1.0 - p)
+
+
+def structural_action(hot: float, contention: float) -> str:
+    if hot >= ACTION_THRESHOLD and hot > contention + ACTION_MARGIN:
+        return HOT
+    if contention >= ACTION_THRESHOLD and contention > hot + ACTION_MARGIN:
+        return CONTENTION
+    return OBSERVE
+
+
+def structural_inputs(slcp: dict[str, Any]) -> tuple[float, float, float]:
+    """(support, entropy, peak) of an SLCP record; computed from the raw histograms when the
+    derived fields are absent (chi_hist64, shell_hist7, spectral64, valid_len)."""
+    support = slcp.get("chi_support_ratio")
+    if support is None and slcp.get("chi_hist64") is not None:
+        hist = list(slcp["chi_hist64"])
+        n = slcp.get("valid_len") or sum(hist)
+        support = (sum(1 for c in hist if c) / n) if n else 0.0
+    entropy = slcp.get("shell_entropy")
+    if entropy is None and slcp.get("shell_hist7") is not None:
+        hist = [float(c) for c in slcp["shell_hist7"]]
+        tot = sum(hist)
+        entropy = (-sum(c / tot * math.log2(c / tot) for c in hist if c > 0) / math.log2(7)) if tot else 0.0
+    peak = slcp.get("spectral_peak_ratio")
+    if peak is None and slcp.get("spectral64") is not None:
+        spec = [abs(float(x)) for x in slcp["spectral64"]]
+        norm = math.sqrt(sum(x * x for x in spec))
+        peak = (max(spec) / norm) if norm > 0 else 0.0
+    return _clip01(support), _clip01(entropy), _clip01(peak)
+
+
+def profile_entity(slcp: dict[str, Any]) -> dict[str, Any]:
+    """The spec's ApplicationDecision for one cell: both scores and the suggested action."""
+    if not slcp:
+        return {"hot_loop_score": 0.0, "contention_score": 0.0, "action": OBSERVE,
+                "chi_support_ratio": 0.0, "shell_entropy": 0.0, "spectral_peak_ratio": 0.0}
+    s, h, p = structural_inputs(slcp)
+    hot, cont = hot_loop_score(s, h, p), contention_score(s, h, p)
+    return {"hot_loop_score": round(hot, 6), "contention_score": round(cont, 6),
+            "action": structural_action(hot, cont),
+            "chi_support_ratio": s, "shell_entropy": h, "spectral_peak_ratio": p}
+
+
+def _num(m: dict[str, Any], key: str) -> float:
+    try:
+        v = float(m.get(key, 0) or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(v) else v
+
+
+def is_own_code(entity: dict[str, Any]) -> bool:
+    """Defensive: decisions only target the program's own code (a real file, not the standard
+    library, site-packages, a frozen module, or gyroscope itself)."""
+    f = str(entity.get("file") or "")
+    if not f or f.startswith(_NOT_OWN_CODE):
+        return False
+    norm = os.path.abspath(f)
+    if "site-packages" in norm.split(os.sep) or "dist-packages" in norm.split(os.sep):
+        return False
+    return not any(norm.startswith(root + os.sep) for root in _FOREIGN_ROOTS)
+
+
+def _measure_evidence(m: dict[str, Any], context: dict[str, Any]) -> dict[str, float]:
+    samples = max(_num(context, "samples"), 0.0)
+    duration = max(_num(context, "duration_s"), 0.0)
+    threads = max(_num(context, "threads"), 1.0)
+    running = _num(m, "samples_running")
+    thread_time = duration * threads
+    return {
+        "cpu_share": round(_num(m, "cpu_share"), 4),
+        "running_share": round(_running_share(m, running, samples, duration), 4),
+        "samples_running": int(running),
+        "iterations": int(_num(m, "iterations")),
+        "iterations_per_s": round(_num(m, "iterations_per_s"), 1),
+        "calls": int(_num(m, "calls")),
+        "wait_s_total": round(_num(m, "wait_s_total"), 6),
+        "wait_s_mean": round(_num(m, "wait_s_mean"), 6),
+        "waits": int(_num(m, "waits")),
+        "waiting_threads": int(_num(m, "waiting_threads")),
+        "wait_share": round(_num(m, "wait_s_total") / thread_time, 4) if thread_time > 0 else 0.0,
+        "session_duration_s": round(duration, 3),
+        "session_threads": int(threads),
+        "session_samples": int(samples),
+    }
+
+
+def _running_share(m: dict[str, Any], running: float, samples: float, duration: float) -> float:
+    """Share of the session's wall time the entity ran: sampled running seconds / duration when the
+    session reports them (run_s_total), else running samples / the session's samples."""
+    if "run_s_total" in m and duration > 0:
+        return _num(m, "run_s_total") / duration
+    return running / samples if samples > 0 else 0.0
+
+
+def measured_action(kind: str, ev: dict[str, float]) -> str:
+    """The measurement half of the rule (module docstring)."""
+    if kind in HOT_KINDS and (ev["cpu_share"] >= HOT_MIN_CPU_SHARE and ev["running_share"] >= HOT_MIN_RUNNING_SHARE
+                              and ev["samples_running"] >= HOT_MIN_SAMPLES):
+        return HOT
+    if kind in CONTENTION_KINDS and (ev["waiting_threads"] >= CONT_MIN_WAITING_THREADS
+                                     and ev["wait_share"] >= CONT_MIN_WAIT_SHARE
+                                     and ev["waits"] >= CONT_MIN_WAITS):
+        return CONTENTION
+    return OBSERVE
 
 
 def decide(entities: list[dict[str, Any]], context: dict[str, Any]) -> list[dict[str, Any]]:
     """Return DECISION dicts (see agent/result.py) for the entities that warrant an action.
 
     `entities` are ENTITY dicts (measurements + slcp); `context` carries session-wide facts
-    (duration_s, windows, threads, total samples). May add a "scores" dict to each entity.
+    (duration_s, windows, threads, samples). Adds a "scores" dict to each entity.
     """
-    return []
+    context = context or {}
+    out: list[dict[str, Any]] = []
+    for ent in entities:
+        prof = profile_entity(ent.get("slcp") or {})
+        ent["scores"] = {"hot_loop_score": prof["hot_loop_score"], "contention_score": prof["contention_score"],
+                         "action_structural": prof["action"]}
+        kind = str(ent.get("kind", ""))
+        if not is_own_code(ent):
+            continue
+        ev = _measure_evidence(ent.get("measurements") or {}, context)
+        action = measured_action(kind, ev)
+        if action == OBSERVE:
+            continue
+        ev.update({"chi_support_ratio": round(prof["chi_support_ratio"], 4),
+                   "shell_entropy": round(prof["shell_entropy"], 4),
+                   "spectral_peak_ratio": round(prof["spectral_peak_ratio"], 4),
+                   "action_structural": prof["action"],
+                   "kernel_step": int(_num(ent.get("slcp") or {}, "step")),
+                   "rule": _RULE_TEXT[action]})
+        out.append({"action": action, "entity_id": int(ent.get("id", 0) or 0), "entity_kind": kind,
+                    "file": str(ent.get("file", "")), "function": str(ent.get("function", "")),
+                    "line": int(ent.get("line", 0) or 0),
+                    "hot_loop_score": prof["hot_loop_score"], "contention_score": prof["contention_score"],
+                    "evidence": ev})
+    out = _drop_idle_loops(_drop_lock_churn(_drop_enclosing_functions(out), entities), entities, context)
+    out.sort(key=lambda d: (d["action"], -(d["hot_loop_score"] if d["action"] == HOT else d["contention_score"]),
+                            d["entity_id"]))
+    return out
+
+
+def _drop_enclosing_functions(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A hot function whose own hot loop already has a decision adds nothing: keep the loop."""
+    hot_loops = {(d["file"], d["function"]) for d in decisions if d["action"] == HOT and d["entity_kind"] == "loop"}
+    return [d for d in decisions
+            if not (d["action"] == HOT and d["entity_kind"] == "function" and (d["file"], d["function"]) in hot_loops)]
+
+
+def _drop_lock_churn(decisions: list[dict[str, Any]], entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A loop that encloses a contended lock (same function, starts on or before the lock's line,
+    runs in threads that wait on that lock) spends its running time handing the lock over, not
+    computing: the action there is contention, not specialization."""
+    threads = {int(e.get("id", 0) or 0): set(e.get("threads") or ()) for e in entities}
+    locks = [d for d in decisions if d["action"] == CONTENTION]
+    keep = []
+    for d in decisions:
+        churn = d["action"] == HOT and any(
+            k["file"] == d["file"] and k["function"] == d["function"] and d["line"] <= k["line"]
+            and (not threads.get(d["entity_id"]) or threads.get(d["entity_id"], set()) & threads.get(k["entity_id"], set()))
+            for k in locks)
+        if churn:
+            continue
+        keep.append(d)
+    return keep
+
+
+def idle_share(decision: dict[str, Any], entities: list[dict[str, Any]], context: dict[str, Any]) -> float:
+    """The largest idle fraction of the threads that block (sleep, I/O, lock) in the same function as
+    a hot-loop candidate, sharing a thread with it: wait_s_total / (duration_s x its threads)."""
+    duration = _num(context, "duration_s")
+    if duration <= 0:
+        return 0.0
+    mine = next((set(e.get("threads") or ()) for e in entities if int(e.get("id", 0) or 0) == decision["entity_id"]),
+                set())
+    best = 0.0
+    for e in entities:
+        if e.get("kind") not in ("wait", "lock") or e.get("file") != decision["file"] \
+                or e.get("function") != decision["function"]:
+            continue
+        threads = set(e.get("threads") or ())
+        if mine and threads and not (mine & threads):
+            continue
+        share = _num(e.get("measurements") or {}, "wait_s_total") / (duration * max(len(threads), 1))
+        best = max(best, share)
+    return best
+
+
+def _drop_idle_loops(decisions: list[dict[str, Any]], entities: list[dict[str, Any]],
+                     context: dict[str, Any]) -> list[dict[str, Any]]:
+    keep = []
+    for d in decisions:
+        if d["action"] == HOT:
+            idle = idle_share(d, entities, context)
+            d["evidence"]["idle_share"] = round(idle, 4)
+            if idle >= HOT_MAX_IDLE_SHARE:
+                continue
+        keep.append(d)
+    return keep
+
+
+_RULE_TEXT = {
+    HOT: (f"cpu_share >= {HOT_MIN_CPU_SHARE} and running_share >= {HOT_MIN_RUNNING_SHARE} "
+          f"and samples_running >= {HOT_MIN_SAMPLES}"),
+    CONTENTION: (f"lock with waiting_threads >= {CONT_MIN_WAITING_THREADS} and wait_share >= {CONT_MIN_WAIT_SHARE} "
+                 f"and waits >= {CONT_MIN_WAITS}"),
+}

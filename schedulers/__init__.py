@@ -1,1 +1,21 @@
-"""LatticeOS: coherence math, the CoherenceExecutor, co-resonant batching, thread priorities."""
+"""LatticeOS: coherence math, the CoherenceExecutor, co-resonant batching, thread priorities.
+
+Public surface: coherence (phi_resolvent, coherence_score, entity_coherence,
+PhiResolventRegularizer), batching (group_batches, chirality_distance), executor
+(CoherenceExecutor, PolicyQueue, Task), priorities (PriorityActuator, plan_priorities),
+dask_priority (coherent_submit; needs `distributed`, imported on use).
+"""
+from schedulers.batching import chirality_distance, group_batches
+from schedulers.coherence import (
+           PHI,
+           PhiResolventRegularizer,
+           coherence_score,
+           entity_coherence,
+           phi_resolvent,
+)
+from schedulers.executor import CoherenceExecutor, PolicyQueue, Task
+from schedulers.priorities import PriorityActuator, plan_priorities
+
+__all__ = ["PHI", "CoherenceExecutor", "PhiResolventRegularizer", "PolicyQueue", "PriorityActuator", "Task",
+           "chirality_distance", "coherence_score", "entity_coherence", "group_batches", "phi_resolvent",
+           "plan_priorities"]

@@ -1,0 +1,261 @@
+"""`gyroscope attach PID`: watch a running Python process from outside, with py-spy."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from agent.errors import GyroscopeError
+
+DESCRIPTION = """\
+Attach to a running Python process and watch it with py-spy (no change to the target, no
+restart): which loops are hot, which locks its threads wait on. Runs until --duration ends,
+Ctrl-C, or the target exits; then prints a summary to stderr and, with --json PATH, writes the
+session result (schema gyroscope.session/1, "source": "attach").
+
+Two py-spy streams watch the target: `py-spy record` (non-blocking, --rate, default 100 Hz)
+sees where the thread holding the GIL runs, and `py-spy dump` (--wait-rate, default 10 Hz;
+the target is paused only while its stacks are read) sees which threads wait, where, and in
+what. The program's own code is every file outside its standard library and site-packages.
+
+Exit codes:
+  0  the session ended normally (duration over, Ctrl-C, or the target exited)
+  2  bad option
+  3  no such process
+  4  permission denied (attaching needs the same user and ptrace permission -
+     kernel.yama.ptrace_scope = 0 - or root / CAP_SYS_PTRACE)
+  5  the process is not a Python process
+  6  py-spy not found
+  7  the target's Python version cannot be read by this py-spy
+  8  py-spy failed during the session (what was collected is still written)
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pid", metavar="PID", type=_pid, help="process id of the Python program to watch")
+    parser.add_argument("--duration", metavar="SECONDS", type=_positive_float, default=None,
+                        help="stop after SECONDS (default: until Ctrl-C or until the target exits)")
+    parser.add_argument("--rate", metavar="HZ", type=_positive_float, default=100.0,
+                        help="samples per second of running code (py-spy record), default 100")
+    parser.add_argument("--wait-rate", metavar="HZ", type=_positive_float, default=10.0,
+                        help="samples per second of thread states and waits (py-spy dump), default 10; "
+                             "dump reaches about 30")
+    parser.add_argument("--window", metavar="SECONDS", type=_positive_float, default=0.2,
+                        help="observation window (Phase OS phase window), default 0.2 s")
+    parser.add_argument("--json", metavar="PATH", help="write the session result (JSON) to PATH")
+    parser.add_argument("--subprocesses", action="store_true", help="also watch the target's child Python processes")
+    parser.add_argument("--py-spy", dest="py_spy", metavar="PATH", help="the py-spy executable to use")
+    from agent.sinks.factory import add_sink_arguments
+    add_sink_arguments(parser)
+
+
+def _pid(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return v
+
+
+def main(args: argparse.Namespace) -> int:
+    from bridges.pyspy import (
+        EXIT_PYSPY_FAILED,
+        AttachError,
+        PySpySource,
+        check_pid,
+        find_py_spy,
+        target_cmdline,
+    )
+
+    pid: int = args.pid
+    quiet = bool(getattr(args, "quiet", False))
+    try:
+        py_spy = find_py_spy(args.py_spy)
+        check_pid(pid)
+        source = PySpySource(pid, py_spy, rate_hz=args.rate, wait_rate_hz=args.wait_rate,
+                             subprocesses=args.subprocesses)
+        # the first sample fails cleanly when py-spy cannot read the target (not Python, permission,
+        # unsupported version); sampling starts before the agent's heavier imports
+        source.begin()
+    except AttachError as e:
+        raise GyroscopeError(e.message, e.exit_code) from None
+    version: list[str] = []
+    version_hint = _version_from_proc(pid)   # in case the target exits before py-spy says it
+    version_thread = threading.Thread(target=_version, args=(py_spy, pid, version), daemon=True)
+    version_thread.start()
+    json_path = os.path.abspath(args.json) if args.json else None
+    command = target_cmdline(pid)
+
+    from agent.session import Session
+    from agent.sinks.factory import build_sinks
+
+    try:
+        sinks = build_sinks(args, "attach")
+    except GyroscopeError:
+        source.stop()
+        raise
+    session = Session(source, sinks, window_s=args.window, command=command,
+                      ledger=getattr(args, "ledger", None))
+    session.result["pid"] = pid
+    session.result["python"] = ""   # the target's, filled in below when py-spy says it
+
+    stop = threading.Event()
+    interrupted = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted.append(signum)
+        stop.set()
+
+    old = {s: signal.signal(s, on_sigint) for s in (signal.SIGINT, signal.SIGTERM)}
+    live = LiveView(sys.stderr, enabled=not quiet and _isatty(sys.stderr))
+    try:
+        session.start()
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while not stop.is_set() and not source.finished.is_set():
+            timeout = args.window
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                timeout = min(timeout, left)
+            stop.wait(timeout)
+            live.update(source)
+        result = session.stop(None)
+        version_thread.join(timeout=2.0)
+        result["python"] = (version[0] if version and version[0] else "") or version_hint
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        live.clear()
+
+    status = 0
+    if source.failure and not source.target_exited:
+        print(f"gyroscope: error: py-spy stopped working: {source.failure} (results so far are kept)",
+              file=sys.stderr)
+        if not any(source.failure in e for e in result["errors"]):
+            result["errors"].append(f"py-spy: {source.failure}")
+        status = EXIT_PYSPY_FAILED
+    result["attach"] = {"target_exited": source.target_exited, "interrupted": bool(interrupted),
+                        "samples": source.total_samples, "rate_hz": args.rate,
+                        "wait_rate_hz": args.wait_rate, "record_chunks": source.record.chunks if source.record else 0,
+                        "record_sampling_errors": source.record.sampling_errors if source.record else 0,
+                        "record_empty_chunks": source.empty_chunks, "py_spy": py_spy}
+    if json_path:
+        try:
+            from agent.result import write_json_atomic
+            write_json_atomic(json_path, result)
+        except OSError as e:
+            print(f"gyroscope: error: cannot write {json_path}: {e.strerror or e}", file=sys.stderr)
+            status = status or 2
+    try:
+        from agent.summary import print_summary
+        print_summary(result, sys.stderr, quiet=quiet)
+    except Exception as e:
+        print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=sys.stderr)
+    if source.target_exited and not quiet:
+        print(f"gyroscope: process {pid} exited", file=sys.stderr)
+    return status
+
+
+def _version_from_proc(pid: int) -> str:
+    """The target's major.minor from its executable or mapped libpython ("" when unknown)."""
+    import re
+    try:
+        names = [os.readlink(f"/proc/{pid}/exe")]
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+            names += [line.rsplit(" ", 1)[-1] for line in f if "python" in line]
+    except OSError:
+        return ""
+    for name in names:
+        m = re.search(r"python(\d+\.\d+)", name) or re.search(r"/versions/(\d+\.\d+)", name)
+        if m:
+            return m.group(1)
+    return ""
+
+
+def _version(py_spy: str, pid: int, out: list[str]) -> None:
+    from bridges.pyspy import AttachError, python_version
+    try:
+        v = python_version(py_spy, pid)
+    except AttachError:
+        return
+    if v:
+        out.append(v)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class LiveView:
+    """One status line on stderr, rewritten once per window: samples, errors, top loop, top wait."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self._width = 0
+        self._t0 = time.monotonic()
+
+    def update(self, source: Any) -> None:
+        if not self.enabled:
+            return
+        try:
+            line = status_line(source, time.monotonic() - self._t0)
+            cols = _columns()
+            line = line[: cols - 1]
+            self.stream.write("\r" + line.ljust(self._width) + "\r")
+            self.stream.flush()
+            self._width = len(line)
+        except Exception:
+            self.enabled = False
+
+    def clear(self) -> None:
+        if self.enabled and self._width:
+            try:
+                self.stream.write("\r" + " " * self._width + "\r")
+                self.stream.flush()
+            except Exception:
+                pass
+
+
+def status_line(source: Any, elapsed_s: float) -> str:
+    """The live view's text, from the source's cumulative counts."""
+    run = dict(source.run_counts)
+    waits = dict(source.wait_ns)
+    total = sum(run.values()) or 1
+    parts = [f"gyroscope attach {source.pid}: {elapsed_s:5.1f}s", f"{source.total_samples} samples"]
+    if source.total_errors:
+        parts.append(f"{source.total_errors} errors")
+    if run:
+        ent, n = max(run.items(), key=lambda kv: kv[1])
+        parts.append(f"hot {ent.kind} {ent.function}:{ent.line} {100 * n / total:.0f}%")
+    if waits:
+        ent, ns = max(waits.items(), key=lambda kv: kv[1])
+        parts.append(f"wait {ent.detail} {ent.function}:{ent.line} {ns / 1e9:.2f}s")
+    return " | ".join(parts)
+
+
+def _columns() -> int:
+    try:
+        return os.get_terminal_size(2).columns
+    except OSError:
+        return 120

@@ -1,0 +1,65 @@
+"""`gyroscope report SESSION.json [--html OUT.html]`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from agent.errors import GyroscopeError
+
+DESCRIPTION = """\
+Render a session result written by `gyroscope run --json` or `gyroscope attach --json`.
+
+  gyroscope report session.json                 print the terminal summary
+  gyroscope report session.json --html out.html write one self-contained HTML file (works offline)
+
+Exit codes: 0 ok; 2 the session file is missing, unreadable or not a gyroscope session,
+or the HTML file cannot be written.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session", metavar="SESSION.json", help="a session result (schema gyroscope.session/1)")
+    parser.add_argument("--html", metavar="OUT.html", default=None, help="write an HTML report instead of printing")
+
+
+def main(args: argparse.Namespace) -> int:
+    from agent.result import ResultError, load_result
+
+    try:
+        result = load_result(args.session)
+    except ResultError as e:
+        raise GyroscopeError(str(e)) from None
+    if args.html:
+        from agent.report_html import render_html
+
+        write_text_atomic(args.html, render_html(result))
+        print(f"gyroscope: wrote {args.html}", file=sys.stderr)
+        return 0
+    from agent.summary import print_summary
+
+    print_summary(result, sys.stdout)
+    return 0
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError as e:
+        raise GyroscopeError(f"cannot write {path}: {e.strerror or e}") from None

@@ -1,0 +1,333 @@
+"""The session: one agent thread that, every window ("phase clock"), polls the source, updates
+the measurements, feeds the kernel in one batch, asks the actuators and the Phase OS gate,
+and feeds the sinks; at the end it builds the session result (agent/result.py).
+
+The agent thread is a daemon and the source never observes it. A failing sink never breaks
+the agent: every sink call is wrapped and failures go to the result's `errors`.
+
+Cost: every window is measured and ingested, but reading SLCP records (a vectorised pass
+over every record field, ~1-2 ms per call on a loaded 2-core machine), deciding, gating and
+feeding the sinks happen once per report cycle of `report_every` windows (default 5, i.e.
+once a second with 0.2 s windows) for the entities touched since the previous cycle, and
+once more at the end. At 5 Hz that pass alone would cost the program about 1% of its time.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from agent import actuators
+from agent.gate import PhaseGate
+from agent.measure import Measurements
+from agent.result import empty_result
+from agent.sinks.base import Sink, Window
+from bridges.events import Entity, EntityKind, Observation, Source
+from bridges.serializer import Serializer
+
+# The role whose cell gives an entity its SLCP record in the result.
+PRIMARY_ROLE = {EntityKind.LOOP: ("iter", "run"), EntityKind.FUNCTION: ("run", "call"),
+                EntityKind.LOCK: ("wait",), EntityKind.WAIT: ("wait",), EntityKind.GC: ("gc",),
+                EntityKind.THREAD: ("life",)}
+SLCP_FIELDS = ("cell_id", "step", "omega12", "chi6", "shell", "resonance_key", "current_resonance",
+               "omega_sig", "effective_support", "spectral_damping", "chi_support_ratio", "shell_entropy",
+               "spectral_peak_ratio")
+MAX_ERRORS = 50
+
+
+MAX_TIMELINE = 10_000   # wait intervals kept for the report's per-thread timeline
+
+
+def _make_pool(capacity: int, ledger: str | None = None):
+    from cyext import CellPool
+    return CellPool(capacity=capacity, ledger=ledger)
+
+
+class Session:
+    def __init__(self, source: Source, sinks: list[Sink] | None = None, window_s: float = 0.2,
+                 command: list[str] | None = None, pool_capacity: int = 4096, report_every: int = 5,
+                 ledger: str | None = None, act_priorities: bool = False) -> None:
+        self.source = source
+        self.sinks = list(sinks or [])
+        self.window_s = window_s
+        self.report_every = max(1, int(report_every))
+        self._touched: set[Entity] = set()
+        self._cycle_start_ns = 0
+        self._cycle_counters = {"events": 0, "raw_events": 0, "samples": 0, "dropped": 0}
+        self._cycle_threads: dict[int, str] = {}
+        self._cycle_waits: list[dict[str, Any]] = []
+        self.result = empty_result(getattr(source, "name", "run"), command or [], os.getpid())
+        self.result["window_s"] = window_s
+        self.pool = _make_pool(pool_capacity, ledger)
+        self.timeline: list[dict[str, Any]] = []
+        # opt-in actuator: lower the priority of threads the decisions mark; restored at stop()
+        self.priorities = None
+        self._lowered: set[int] = set()
+        if act_priorities:
+            from schedulers.priorities import PriorityActuator
+            self.priorities = PriorityActuator()
+        self.timeline_dropped = 0
+        self.serializer = Serializer()
+        self.measure = Measurements()
+        self.gate = PhaseGate()
+        self.cells: dict[tuple[Entity, str], int] = {}
+        self.entity_ids: dict[Entity, int] = {}
+        self.roles: dict[Entity, set[str]] = {}
+        self.threads: dict[int, dict[str, Any]] = {}
+        self.errors: list[str] = []
+        self.counters = self.result["counters"]
+        self.windows = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = time.monotonic_ns()
+        self._unix0 = time.time()
+        self._agent_cpu_ns = 0
+        self._lock = threading.Lock()   # one window at a time (the thread, then stop())
+        self._started = False
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gyroscope-session", daemon=True)
+        self._thread.start()
+        exclude = getattr(self.source, "exclude_thread", None)
+        if exclude is not None:
+            exclude(self._thread.ident)
+        self.source.start()
+        self._started = True
+
+    def _run(self) -> None:
+        cpu0 = time.thread_time_ns()
+        while not self._stop.wait(self.window_s):
+            if not getattr(self, "_started", False):
+                continue
+            try:
+                obs = self.source.poll()
+                self._window(obs)
+            except Exception as e:  # the agent keeps going; the report says what failed
+                self._error(f"agent: {type(e).__name__}: {e}")
+            self._agent_cpu_ns = time.thread_time_ns() - cpu0
+
+    def stop(self, exit_code: int | None = None) -> dict[str, Any]:
+        """Stop watching, process what is left, close the sinks; return the session result."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        cpu0 = time.thread_time_ns()
+        try:
+            obs = self.source.stop()
+            self._window(obs, final=True)
+        except Exception as e:
+            self._error(f"agent: {type(e).__name__}: {e}")
+        if self.priorities is not None:
+            try:
+                self.result["actions"].extend(self.priorities.restore_all()["actions"])
+            except Exception as e:
+                self._error(f"priorities: {type(e).__name__}: {e}")
+        result = self._build_result(exit_code)
+        result["agent"]["cpu_s"] += (time.thread_time_ns() - cpu0) / 1e9
+        for sink in self.sinks:
+            self._call_sink(sink, "close", result)
+        # sinks may add their own errors (e.g. OTLP export failures) to the result: keep both
+        result["errors"] = list(self.errors) + [e for e in result.get("errors", []) if e not in self.errors]
+        try:
+            self.pool.close()
+        except Exception:
+            pass
+        return result
+
+    # ---- one window -----------------------------------------------------------------------
+    def _window(self, obs: Observation, final: bool = False) -> None:
+        with self._lock:
+            self._window_locked(obs, final)
+
+    def _window_locked(self, obs: Observation, final: bool = False) -> None:
+        for e in obs.errors:
+            self._error(e)
+        c = self.counters
+        c["raw_events"] += obs.raw_events
+        c["events"] += len(obs.events)
+        c["samples"] += obs.samples
+        c["dropped"] += obs.dropped
+        for tid, info in obs.threads.items():
+            self.threads[tid] = {"id": tid, "name": info.name, "cpu_s": info.cpu_ns / 1e9}
+        touched = self.measure.update(obs)
+        cells = []
+        for ev in obs.events:
+            if ev.entity not in self.entity_ids:
+                self.entity_ids[ev.entity] = len(self.entity_ids) + 1
+            self.roles.setdefault(ev.entity, set()).add(ev.role)
+            cells.append(self._cell(ev.entity, ev.role))
+        ids, words = self.serializer.encode(cells, obs.events)
+        if len(ids):
+            self.pool.ingest(ids, words)
+            c["words"] += len(ids)
+        self.windows += 1
+        if not self._cycle_start_ns:
+            self._cycle_start_ns = obs.t_start_ns
+        self._touched |= touched
+        cc = self._cycle_counters
+        cc["events"] += len(obs.events)
+        cc["raw_events"] += obs.raw_events
+        cc["samples"] += obs.samples
+        cc["dropped"] += obs.dropped
+        self._cycle_threads.update({t: i.name for t, i in obs.threads.items()})
+        waits = self._waits(obs)
+        if self.sinks:
+            self._cycle_waits.extend(waits)
+        self._keep_timeline(waits)
+        if final or self.windows % self.report_every == 0:
+            self._report(obs.t_end_ns, final)
+
+    def _keep_timeline(self, waits: list[dict[str, Any]]) -> None:
+        room = MAX_TIMELINE - len(self.timeline)
+        for w in waits[:max(room, 0)]:
+            self.timeline.append({"thread": w["thread"], "entity_id": w["entity_id"],
+                                  "start_s": (w["t_ns"] - self._t0) / 1e9, "duration_s": w["duration_ns"] / 1e9})
+        self.timeline_dropped += max(len(waits) - max(room, 0), 0)
+
+    def _report(self, t_end_ns: int, final: bool = False) -> None:
+        """One report cycle: SLCP of the entities touched since the last one -> actuators -> gate -> sinks."""
+        touched, self._touched = self._touched, set()
+        slcp = self._slcp_many(touched)
+        changed = [self._entity_dict(e, slcp.get(e)) for e in touched]
+        try:
+            decisions = actuators.decide(changed, self._context())
+        except Exception as e:
+            self._error(f"actuators: {type(e).__name__}: {e}")
+            decisions = []
+        try:
+            ents, decs = self.gate.filter(self.windows, changed, decisions, final=final)
+        except Exception as e:
+            self._error(f"gate: {type(e).__name__}: {e}")
+            ents, decs = [], []
+        if self.priorities is not None and decisions and not final:
+            self._act_on_priorities(decisions)
+        t_start = self._cycle_start_ns or t_end_ns
+        counters, self._cycle_counters = self._cycle_counters, {k: 0 for k in self._cycle_counters}
+        threads, self._cycle_threads = self._cycle_threads, {}
+        waits, self._cycle_waits = self._cycle_waits, []
+        self._cycle_start_ns = 0
+        if self.sinks:
+            window = Window(index=self.windows, t_start_ns=t_start, t_end_ns=t_end_ns,
+                            unix_start_s=self._unix0 + (t_start - self._t0) / 1e9,
+                            entities=ents, decisions=decs, waits=waits, counters=counters, threads=threads)
+            for sink in self.sinks:
+                self._call_sink(sink, "on_window", window)
+
+    def _act_on_priorities(self, decisions: list[dict[str, Any]]) -> None:
+        from schedulers.priorities import plan_priorities
+        by_id = {i: e for e, i in self.entity_ids.items()}
+        threads_by_entity = {i: self.measure.threads_of(e) for i, e in by_id.items()}
+        program = [t for t in self.threads if self.threads[t].get("alive", True)] or None
+        try:
+            plan = [(t, why) for t, why in plan_priorities(decisions, threads_by_entity, all_threads=program)
+                    if t not in self._lowered]
+            self._lowered.update(t for t, _ in plan)
+            self.result["actions"].extend(self.priorities.lower_many(plan))
+        except Exception as e:
+            self._error(f"priorities: {type(e).__name__}: {e}")
+
+    def _waits(self, obs: Observation) -> list[dict[str, Any]]:
+        from bridges.events import EventKind
+        return [{"thread": ev.thread, "entity_id": self.entity_ids.get(ev.entity, 0), "t_ns": ev.t_ns,
+                 "duration_ns": ev.duration_ns} for ev in obs.events if ev.kind == EventKind.LOCK_WAIT]
+
+    def _cell(self, ent: Entity, role: str) -> int:
+        key = (ent, role)
+        cid = self.cells.get(key)
+        if cid is None:
+            try:
+                cid = int(self.pool.allocate())
+            except Exception:  # capacity exhausted: counted, never fatal
+                cid = -1
+            self.cells[key] = cid
+        if cid < 0:
+            self.counters["dropped"] += 1
+        return cid
+
+    def _slcp(self, ent: Entity) -> dict[str, Any]:
+        roles = self.roles.get(ent, set())
+        for role in PRIMARY_ROLE.get(ent.kind, ()) + tuple(sorted(roles)):
+            cid = self.cells.get((ent, role), -1)
+            if cid >= 0:
+                rec = self.pool.record(cid)
+                out = {k: rec[k] for k in SLCP_FIELDS if k in rec}
+                out["role"] = role
+                return out
+        return {}
+
+    def _primary_cell(self, ent: Entity) -> tuple[int, str]:
+        roles = self.roles.get(ent, set())
+        for role in PRIMARY_ROLE.get(ent.kind, ()) + tuple(sorted(roles)):
+            cid = self.cells.get((ent, role), -1)
+            if cid >= 0:
+                return cid, role
+        return -1, ""
+
+    def _slcp_many(self, entities: Any, arrays: bool = False) -> dict[Entity, dict[str, Any]]:
+        """SLCP records of the entities' primary cells, read from the kernel in one batch.
+        With `arrays`, also the chirality histogram and spectrum (for the final result's plots)."""
+        cells = [(e, *self._primary_cell(e)) for e in entities]
+        cells = [c for c in cells if c[1] >= 0]
+        if not cells:
+            return {}
+        recs = self.pool.records(np.asarray([c[1] for c in cells], dtype=np.int64))
+        out: dict[Entity, dict[str, Any]] = {}
+        for i, (ent, _cid, role) in enumerate(cells):
+            d = {k: recs[k][i].item() for k in SLCP_FIELDS if k in recs}
+            d["role"] = role
+            if arrays:
+                for k in ("chi_hist64", "spectral64"):
+                    if k in recs:
+                        d[k] = [float(x) if k == "spectral64" else int(x) for x in recs[k][i]]
+            out[ent] = d
+        return out
+
+    def _entity_dict(self, ent: Entity, slcp: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"id": self.entity_ids.get(ent, 0), "kind": ent.kind, "file": ent.file, "function": ent.function,
+                "line": ent.line, "detail": ent.detail, "threads": self.measure.threads_of(ent),
+                "measurements": self.measure.as_dict(ent),
+                "slcp": slcp if slcp is not None else self._slcp(ent)}
+
+    def _context(self) -> dict[str, Any]:
+        return {"duration_s": (time.monotonic_ns() - self._t0) / 1e9, "windows": self.windows,
+                "threads": len(self.threads), "samples": self.counters["samples"],
+                "source": self.result["source"], "window_s": self.window_s}
+
+    def _call_sink(self, sink: Sink, method: str, arg: Any) -> None:
+        try:
+            getattr(sink, method)(arg)
+        except Exception as e:
+            self._error(f"sink {getattr(sink, 'name', type(sink).__name__)}.{method}: {type(e).__name__}: {e}")
+
+    def _error(self, msg: str) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(msg)
+        elif len(self.errors) == MAX_ERRORS:
+            self.errors.append("... more errors not shown")
+
+    # ---- the result -----------------------------------------------------------------------
+    def _build_result(self, exit_code: int | None) -> dict[str, Any]:
+        r = self.result
+        r["duration_s"] = (time.monotonic_ns() - self._t0) / 1e9
+        r["exit_code"] = exit_code
+        r["windows"] = self.windows
+        slcp = self._slcp_many(self.entity_ids, arrays=True)
+        entities = [self._entity_dict(e, slcp.get(e, {})) for e in self.entity_ids]
+        entities.sort(key=lambda d: (-d["measurements"]["cpu_share"], -d["measurements"]["wait_s_total"], d["id"]))
+        r["entities"] = entities
+        try:
+            r["decisions"] = actuators.decide(entities, self._context())
+        except Exception as e:
+            self._error(f"actuators: {type(e).__name__}: {e}")
+        r["threads"] = sorted(self.threads.values(), key=lambda t: t["id"])
+        r["counters"].update(self.gate.counters())
+        r["timeline"] = self.timeline
+        r["counters"]["timeline_dropped"] = self.timeline_dropped
+        src_cpu = getattr(self.source, "agent_cpu_ns", lambda: 0)()
+        r["agent"]["cpu_s"] = (self._agent_cpu_ns + src_cpu) / 1e9
+        r["errors"] = list(self.errors)
+        return r

@@ -1,0 +1,165 @@
+"""File sinks: a JSONL stream, a Chrome trace-event file (opens in Perfetto), and speedscope.
+
+  StreamSink(path)   --stream PATH: one JSON object per line, each with "type":
+                     "window" | "entity" | "decision" | "session"; flushed after every window.
+  TraceSink(path)    --trace PATH: {"traceEvents": [...], "displayTimeUnit": "ms"}; windows are
+                     complete events ("X") on an "agent" track, waits are "X" events on the
+                     waiting thread's track, hot loops are counter events ("C", cpu share and
+                     iterations/s), thread names are metadata events ("M"). Written atomically
+                     at close (agent.result.write_json_atomic).
+  write_speedscope(path, samples, name="gyroscope attach", unit="none") -> None
+                     samples: iterable of (thread_name: str,
+                                           frames: sequence of (function: str, file: str, line: int),
+                                                   innermost first,
+                                           weight: int | float)
+                     writes one "sampled" profile per thread (speedscope file format 0.0.1).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from typing import IO, Any
+
+from agent.result import write_json_atomic
+from agent.sinks.base import Window
+
+_SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), default=_default)
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+class StreamSink:
+    """JSONL stream of windows, entities, decisions and the final session; nothing buffered past a window."""
+    name = "stream"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._f: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        self._f.write(_dumps(rec) + "\n")
+
+    def on_window(self, window: Window) -> None:
+        self._write({"type": "window", "index": window.index, "unix_start_s": window.unix_start_s,
+                     "duration_s": (window.t_end_ns - window.t_start_ns) / 1e9, "counters": window.counters,
+                     "threads": {str(k): v for k, v in window.threads.items()},
+                     "entities": len(window.entities), "decisions": len(window.decisions),
+                     "waits": len(window.waits)})
+        for e in window.entities:
+            self._write({"type": "entity", "window": window.index, **e})
+        for d in window.decisions:
+            self._write({"type": "decision", "window": window.index, **d})
+        self._f.flush()
+
+    def close(self, result: dict[str, Any]) -> None:
+        if self._f.closed:
+            return
+        try:
+            self._write({"type": "session", **{k: v for k, v in result.items() if k not in ("entities", "timeline")},
+                         "entities": len(result.get("entities") or [])})
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        finally:
+            self._f.close()
+
+
+class TraceSink:
+    """Chrome trace-event JSON (Perfetto / chrome://tracing). Times in microseconds since the first window."""
+    name = "trace"
+    AGENT_TID = 0
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        # fail early (a bad path is the user's error, reported before the program runs)
+        with open(self.path, "a", encoding="utf-8"):
+            pass
+        self.events: list[dict[str, Any]] = []
+        self.threads: dict[int, str] = {}
+        self._t0_ns: int | None = None
+        self._pid = 1
+
+    def _us(self, t_ns: int) -> float:
+        if self._t0_ns is None:
+            self._t0_ns = t_ns
+        return (t_ns - self._t0_ns) / 1000.0
+
+    def on_window(self, window: Window) -> None:
+        self.threads.update(window.threads)
+        ts = self._us(window.t_start_ns)
+        dur = max(0.0, (window.t_end_ns - window.t_start_ns) / 1000.0)
+        self.events.append({"name": f"window {window.index}", "cat": "window", "ph": "X", "ts": ts, "dur": dur,
+                            "pid": self._pid, "tid": self.AGENT_TID,
+                            "args": {"entities": len(window.entities), "decisions": len(window.decisions),
+                                     **window.counters}})
+        for w in window.waits:
+            self.events.append({"name": f"wait entity {w.get('entity_id', 0)}", "cat": "wait", "ph": "X",
+                                "ts": self._us(int(w.get("t_ns", window.t_start_ns))),
+                                "dur": max(0.0, int(w.get("duration_ns", 0)) / 1000.0),
+                                "pid": self._pid, "tid": int(w.get("thread", 0) or 0),
+                                "args": {"entity_id": w.get("entity_id", 0)}})
+        t_end = self._us(window.t_end_ns)
+        for e in window.entities:
+            m = e.get("measurements") or {}
+            if e.get("kind") == "loop" or m.get("iterations_per_s"):
+                label = f"{e.get('function', '?')}:{e.get('line', 0)}"
+                self.events.append({"name": f"hot {label}", "cat": "hot_loop", "ph": "C", "ts": t_end,
+                                    "pid": self._pid, "tid": self.AGENT_TID,
+                                    "args": {"cpu_share": float(m.get("cpu_share", 0.0) or 0.0),
+                                             "iterations_per_s": float(m.get("iterations_per_s", 0.0) or 0.0)}})
+        for d in window.decisions:
+            self.events.append({"name": f"{d.get('action', '')} {d.get('function', '')}:{d.get('line', 0)}",
+                                "cat": "decision", "ph": "i", "s": "p", "ts": t_end, "pid": self._pid,
+                                "tid": self.AGENT_TID,
+                                "args": {k: v for k, v in d.items() if k != "evidence"}})
+
+    def close(self, result: dict[str, Any]) -> None:
+        for t in result.get("threads") or []:
+            self.threads.setdefault(int(t.get("id", 0)), str(t.get("name", "")))
+        meta: list[dict[str, Any]] = [
+            {"name": "process_name", "ph": "M", "pid": self._pid, "tid": 0,
+             "args": {"name": f"gyroscope: {' '.join(str(c) for c in result.get('command') or [])}"}},
+            {"name": "thread_name", "ph": "M", "pid": self._pid, "tid": self.AGENT_TID,
+             "args": {"name": "gyroscope agent (windows)"}}]
+        for tid, tname in sorted(self.threads.items()):
+            if tid != self.AGENT_TID:
+                meta.append({"name": "thread_name", "ph": "M", "pid": self._pid, "tid": tid,
+                             "args": {"name": f"{tname} ({tid})"}})
+        write_json_atomic(self.path, {"traceEvents": meta + self.events, "displayTimeUnit": "ms",
+                                      "otherData": {"schema": result.get("schema", ""),
+                                                    "pid": result.get("pid", 0)}})
+
+
+def write_speedscope(path: str | os.PathLike[str],
+                     samples: Iterable[tuple[str, Sequence[tuple[str, str, int]], int | float]],
+                     name: str = "gyroscope attach", unit: str = "none") -> None:
+    """Write attach samples as a speedscope file: one sampled profile per thread, written atomically."""
+    frames: list[dict[str, Any]] = []
+    index: dict[tuple[str, str, int], int] = {}
+    per_thread: dict[str, tuple[list[list[int]], list[float]]] = {}
+    for thread_name, stack, weight in samples:
+        ids = []
+        for fn, file, line in reversed(list(stack)):   # speedscope wants outermost first
+            key = (str(fn), str(file), int(line or 0))
+            i = index.get(key)
+            if i is None:
+                i = index[key] = len(frames)
+                frames.append({"name": key[0], "file": key[1], "line": key[2]})
+            ids.append(i)
+        s, w = per_thread.setdefault(str(thread_name), ([], []))
+        s.append(ids)
+        w.append(weight)
+    profiles = [{"type": "sampled", "name": tname, "unit": unit, "startValue": 0,
+                 "endValue": sum(w), "samples": s, "weights": w} for tname, (s, w) in per_thread.items()]
+    write_json_atomic(path, {"$schema": _SPEEDSCOPE_SCHEMA, "shared": {"frames": frames}, "profiles": profiles,
+                             "name": name, "activeProfileIndex": 0, "exporter": "gyroscope"})

@@ -1,0 +1,483 @@
+"""OpenTelemetry sink: traces, metrics and logs through the OTel SDK and its OTLP/HTTP exporters.
+
+Configured the standard way (the SDK reads these itself):
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT,
+  OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_SDK_DISABLED,
+plus `--otlp ENDPOINT` (base URL, e.g. http://127.0.0.1:4318; signal paths /v1/... are appended).
+Nothing is exported unless asked: `--otlp`, OTEL_EXPORTER_OTLP_ENDPOINT (all signals) or a
+per-signal endpoint variable (that signal only). Nothing listens on the network.
+
+What is sent
+  traces   span "gyroscope.session" (the whole session) and one child span "gyroscope.window"
+           per report cycle; decisions and hot / contended entities are span events.
+  metrics  observable gauges per entity: gyroscope.hot_loop_score, gyroscope.contention_score,
+           gyroscope.iterations_per_s, gyroscope.cpu_share; histogram gyroscope.lock.wait_time (s);
+           counters gyroscope.events, gyroscope.events.dropped.
+  logs     one record per decision, event name "gyroscope.decision".
+Attributes follow the semantic conventions (code.function.name, code.file.path,
+code.line.number, thread.id, thread.name, process.pid); our own live under `gyroscope.*`.
+
+Never holding the program up: the providers are private (the global OTel providers, which the
+watched program may use, are not touched), queues are bounded, exports time out quickly and
+the flush at exit runs in a helper thread that is waited for at most FLUSH_BUDGET_S. The result
+gets result["export"]["otlp"] = {"endpoint", "spans", "metrics", "logs", "dropped", "failed"}.
+
+The SDK's worker threads are named "OtelBatchSpanRecordProcessor",
+"OtelBatchLogRecordProcessor" and "OtelPeriodicExportingMetricReader" (plus our
+"gyroscope-otel-flush"); their `threading` idents are in SDK_THREAD_IDENTS and native ids in
+SDK_THREAD_NATIVE_IDS so that sources can leave them out of what they report.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from agent.sinks.base import Window
+
+SDK_THREAD_NAME_PREFIXES = ("OtelBatch", "OtelPeriodicExportingMetricReader", "gyroscope-otel")
+SDK_THREAD_IDENTS: set[int] = set()
+SDK_THREAD_NATIVE_IDS: set[int] = set()
+
+EXPORT_TIMEOUT_S = 0.5          # one export request (the exporter retries within this deadline)
+FLUSH_BUDGET_S = 0.8            # the flush at exit waits at most this (a dead endpoint costs ~1 s in all)
+MAX_QUEUE = 2048                # spans / log records waiting to be exported
+MAX_EVENTS_PER_SPAN = 64
+METRIC_INTERVAL_MS = 5000
+
+_SIGNALS = ("traces", "metrics", "logs")
+_TRUE = ("true", "1", "yes", "on")
+
+
+def sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE
+
+
+def requested_signals(otlp: str | None) -> dict[str, str | None]:
+    """Signal -> endpoint to pass the exporter (None: let the SDK read its env vars).
+    Empty when nothing asks for export or OTEL_SDK_DISABLED is true."""
+    if sdk_disabled():
+        return {}
+    if otlp:
+        base = otlp.rstrip("/")
+        return {s: f"{base}/v1/{s}" for s in _SIGNALS}
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return {s: None for s in _SIGNALS}
+    return {s: None for s in _SIGNALS if os.environ.get(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT")}
+
+
+def _endpoint_label(signals: dict[str, str | None]) -> str:
+    if not signals:
+        return ""
+    explicit = [v for v in signals.values() if v]
+    if explicit:
+        return explicit[0].rsplit("/v1/", 1)[0]
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if base:
+        return base
+    return ", ".join(os.environ.get(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT", "") for s in signals)
+
+
+class _SdkLogCapture:
+    """The SDK reports export failures through `logging`; keep them off the program's stderr and
+    handlers (the "opentelemetry" logger stops propagating) and count them instead."""
+
+    def __init__(self) -> None:
+        import logging
+
+        class Handler(logging.Handler):
+            def emit(inner, record: logging.LogRecord) -> None:  # noqa: N805
+                capture.count += 1
+                if len(capture.messages) < 5:
+                    try:
+                        capture.messages.append(record.getMessage())
+                    except Exception:  # noqa: BLE001
+                        pass
+
+        capture = self
+        self.count = 0
+        self.messages: list[str] = []
+        self.handler = Handler(logging.WARNING)
+        log = logging.getLogger("opentelemetry")
+        log.addHandler(self.handler)
+        log.propagate = False
+
+
+_LOG_CAPTURE: _SdkLogCapture | None = None
+
+
+def _capture_sdk_logs() -> _SdkLogCapture:
+    global _LOG_CAPTURE
+    if _LOG_CAPTURE is None:
+        _LOG_CAPTURE = _SdkLogCapture()
+    return _LOG_CAPTURE
+
+
+def _register_sdk_threads() -> None:
+    for t in threading.enumerate():
+        if t.name.startswith(SDK_THREAD_NAME_PREFIXES) and t.ident is not None:
+            SDK_THREAD_IDENTS.add(t.ident)
+            if t.native_id is not None:
+                SDK_THREAD_NATIVE_IDS.add(t.native_id)
+
+
+def _code_attrs(d: dict[str, Any]) -> dict[str, Any]:
+    return {"code.function.name": str(d.get("function", "")), "code.file.path": str(d.get("file", "")),
+            "code.line.number": int(d.get("line", 0) or 0)}
+
+
+def _scalar_attrs(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, bool) or isinstance(v, (int, float, str)):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ok = {s: 0 for s in _SIGNALS}
+        self.failed = {s: 0 for s in _SIGNALS}
+
+    def add(self, signal: str, n: int, success: bool) -> None:
+        with self.lock:
+            (self.ok if success else self.failed)[signal] += n
+
+
+def _metric_points(data: Any) -> int:
+    n = 0
+    for rm in getattr(data, "resource_metrics", ()):
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                n += len(getattr(m.data, "data_points", ()))
+    return n
+
+
+class OtelSink:
+    """Sink (agent.sinks.base) exporting through the OTel SDK. Build with `OtelSink.create(...)`."""
+    name = "otlp"
+
+    def __init__(self, signals: dict[str, str | None], resource_attrs: dict[str, Any] | None = None,
+                 export_timeout_s: float = EXPORT_TIMEOUT_S, flush_budget_s: float = FLUSH_BUDGET_S,
+                 metric_interval_ms: int = METRIC_INTERVAL_MS) -> None:
+        from opentelemetry.sdk.resources import Resource
+
+        self.signals = dict(signals)
+        self._logs_capture = _capture_sdk_logs()
+        self._logs_seen = self._logs_capture.count
+        self.endpoint = _endpoint_label(signals)
+        self.flush_budget_s = flush_budget_s
+        self.counts = _Counts()
+        self.emitted = {s: 0 for s in _SIGNALS}
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._gauges: dict[int, dict[str, Any]] = {}       # entity id -> {"attrs", metric -> value}
+        self._threads: dict[int, str] = {}
+        res = Resource.create(dict(resource_attrs or {}))
+        if str(res.attributes.get("service.name", "")).startswith("unknown_service"):
+            res = res.merge(Resource({"service.name": "gyroscope"}))
+        self.resource = res
+        self._tracer_provider = self._meter_provider = self._logger_provider = None
+        self._tracer = self._logger = None
+        self._session_span = None
+        self._session_ctx = None
+        self._t0_unix_ns: int | None = None
+        self._logged: set[tuple[str, int]] = set()   # (action, entity id) already sent as a log record
+        timeout = export_timeout_s
+        counts = self.counts
+        if "traces" in signals:
+            self._setup_traces(signals["traces"], timeout, counts)
+        if "metrics" in signals:
+            self._setup_metrics(signals["metrics"], timeout, counts, metric_interval_ms)
+        if "logs" in signals:
+            self._setup_logs(signals["logs"], timeout, counts)
+        _register_sdk_threads()
+
+    @classmethod
+    def create(cls, otlp: str | None, **kw: Any) -> OtelSink | None:
+        signals = requested_signals(otlp)
+        return cls(signals, **kw) if signals else None
+
+    # ---- setup ----------------------------------------------------------------------------
+    def _setup_traces(self, endpoint: str | None, timeout: float, counts: _Counts) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        class _Exporter(OTLPSpanExporter):
+            def export(self, spans):  # type: ignore[override]
+                r = super().export(spans)
+                counts.add("traces", len(spans), r.name == "SUCCESS")
+                return r
+
+        tp = TracerProvider(resource=self.resource, shutdown_on_exit=False, span_limits=SpanLimits(max_events=MAX_EVENTS_PER_SPAN + 8))
+        tp.add_span_processor(BatchSpanProcessor(_Exporter(endpoint=endpoint, timeout=timeout),
+                                                 max_queue_size=MAX_QUEUE, schedule_delay_millis=1000,
+                                                 max_export_batch_size=256,
+                                                 export_timeout_millis=int(timeout * 1000)))
+        self._tracer_provider = tp
+        self._tracer = tp.get_tracer("gyroscope")
+
+    def _setup_metrics(self, endpoint: str | None, timeout: float, counts: _Counts, interval_ms: int) -> None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.metrics import Observation
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        class _Exporter(OTLPMetricExporter):
+            def export(self, metrics_data, timeout_millis: float = 10_000, **kw):  # type: ignore[override]
+                r = super().export(metrics_data, timeout_millis=timeout_millis, **kw)
+                counts.add("metrics", _metric_points(metrics_data), r.name == "SUCCESS")
+                return r
+
+        reader = PeriodicExportingMetricReader(_Exporter(endpoint=endpoint, timeout=timeout),
+                                               export_interval_millis=interval_ms,
+                                               export_timeout_millis=int(timeout * 1000))
+        mp = MeterProvider(resource=self.resource, metric_readers=[reader], shutdown_on_exit=False)
+        meter = mp.get_meter("gyroscope")
+
+        def gauge_cb(metric: str):
+            def cb(_options):
+                with self._lock:
+                    items = [(g["attrs"], g[metric]) for g in self._gauges.values() if metric in g]
+                return [Observation(v, a) for a, v in items]
+            return cb
+
+        for metric, unit, desc in (("hot_loop_score", "1", "structural hot-loop score (0..1)"),
+                                   ("contention_score", "1", "structural contention score (0..1)"),
+                                   ("iterations_per_s", "{iteration}/s", "loop iterations per second"),
+                                   ("cpu_share", "1", "share of the process's sampled running time")):
+            meter.create_observable_gauge(f"gyroscope.{metric}", callbacks=[gauge_cb(metric)], unit=unit,
+                                          description=desc)
+        self._wait_hist = meter.create_histogram("gyroscope.lock.wait_time", unit="s",
+                                                 description="time threads spent blocked on a lock")
+        self._events_ctr = meter.create_counter("gyroscope.events", unit="{event}",
+                                                description="events the agent saw")
+        self._dropped_ctr = meter.create_counter("gyroscope.events.dropped", unit="{event}",
+                                                 description="events or samples lost by bounded queues")
+        self._meter_provider = mp
+
+    def _setup_logs(self, endpoint: str | None, timeout: float, counts: _Counts) -> None:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+        class _Exporter(OTLPLogExporter):
+            def export(self, batch):  # type: ignore[override]
+                r = super().export(batch)
+                counts.add("logs", len(batch), r.name == "SUCCESS")
+                return r
+
+        lp = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        lp.add_log_record_processor(BatchLogRecordProcessor(_Exporter(endpoint=endpoint, timeout=timeout),
+                                                            max_queue_size=MAX_QUEUE, schedule_delay_millis=1000,
+                                                            max_export_batch_size=256,
+                                                            export_timeout_millis=int(timeout * 1000)))
+        self._logger_provider = lp
+        self._logger = lp.get_logger("gyroscope")
+
+    # ---- the sink -------------------------------------------------------------------------
+    def _ensure_session(self, unix_ns: int) -> None:
+        if self._tracer is None or self._session_span is not None:
+            return
+        from opentelemetry import trace
+
+        self._t0_unix_ns = unix_ns
+        self._session_span = self._tracer.start_span("gyroscope.session", start_time=unix_ns,
+                                                     attributes={"process.pid": os.getpid()})
+        self._session_ctx = trace.set_span_in_context(self._session_span)
+        self.emitted["traces"] += 1
+
+    def on_window(self, window: Window) -> None:
+        start_ns = int(window.unix_start_s * 1e9)
+        end_ns = start_ns + max(0, window.t_end_ns - window.t_start_ns)
+        self._threads.update(window.threads)
+        self._update_gauges(window)
+        if self._tracer is not None:
+            self._window_span(window, start_ns, end_ns)
+        if self._meter_provider is not None:
+            for w in window.waits:
+                self._wait_hist.record(w.get("duration_ns", 0) / 1e9, self._wait_attrs(w))
+            self._events_ctr.add(int(window.counters.get("events", 0)))
+            self._dropped_ctr.add(int(window.counters.get("dropped", 0)))
+        if self._logger is not None:
+            for d in window.decisions:
+                self._log_decision(d, end_ns)
+
+    def _wait_attrs(self, w: dict[str, Any]) -> dict[str, Any]:
+        tid = int(w.get("thread", 0) or 0)
+        attrs: dict[str, Any] = {"thread.id": tid, "gyroscope.entity_id": int(w.get("entity_id", 0) or 0)}
+        if tid in self._threads:
+            attrs["thread.name"] = self._threads[tid]
+        return attrs
+
+    def _update_gauges(self, window: Window) -> None:
+        with self._lock:
+            for e in window.entities:
+                eid = int(e.get("id", 0) or 0)
+                g = self._gauges.setdefault(eid, {})
+                g["attrs"] = {"gyroscope.entity_id": eid, "gyroscope.entity_kind": str(e.get("kind", "")),
+                              **_code_attrs(e)}
+                m = e.get("measurements") or {}
+                for k in ("iterations_per_s", "cpu_share"):
+                    if k in m:
+                        g[k] = float(m[k])
+                for k, v in (e.get("scores") or {}).items():
+                    if k in ("hot_loop_score", "contention_score"):
+                        g[k] = float(v)
+            for d in window.decisions:
+                eid = int(d.get("entity_id", 0) or 0)
+                g = self._gauges.setdefault(eid, {"attrs": {"gyroscope.entity_id": eid,
+                                                            "gyroscope.entity_kind": str(d.get("entity_kind", "")),
+                                                            **_code_attrs(d)}})
+                for k in ("hot_loop_score", "contention_score"):
+                    if k in d:
+                        g[k] = float(d[k])
+
+    def _window_span(self, window: Window, start_ns: int, end_ns: int) -> None:
+        self._ensure_session(start_ns)
+        span = self._tracer.start_span(
+            "gyroscope.window", context=self._session_ctx, start_time=start_ns,
+            attributes={"gyroscope.window.index": window.index,
+                        "gyroscope.window.entities": len(window.entities),
+                        "gyroscope.window.decisions": len(window.decisions),
+                        **_scalar_attrs("gyroscope.window.", window.counters)})
+        n = 0
+        for d in window.decisions:
+            if n >= MAX_EVENTS_PER_SPAN:
+                break
+            span.add_event("gyroscope.decision", attributes=self._decision_attrs(d), timestamp=end_ns)
+            n += 1
+        for e in window.entities:
+            if n >= MAX_EVENTS_PER_SPAN:
+                break
+            name = _entity_event_name(e)
+            if name:
+                span.add_event(name, attributes=self._entity_attrs(e), timestamp=end_ns)
+                n += 1
+        span.end(end_time=end_ns)
+        self.emitted["traces"] += 1
+
+    @staticmethod
+    def _decision_attrs(d: dict[str, Any]) -> dict[str, Any]:
+        attrs = {"gyroscope.action": str(d.get("action", "")),
+                 "gyroscope.entity_id": int(d.get("entity_id", 0) or 0),
+                 "gyroscope.entity_kind": str(d.get("entity_kind", "")),
+                 "gyroscope.hot_loop_score": float(d.get("hot_loop_score", 0.0) or 0.0),
+                 "gyroscope.contention_score": float(d.get("contention_score", 0.0) or 0.0),
+                 **_code_attrs(d)}
+        ev = d.get("evidence") or {}
+        attrs.update(_scalar_attrs("gyroscope.evidence.", ev))
+        return attrs
+
+    @staticmethod
+    def _entity_attrs(e: dict[str, Any]) -> dict[str, Any]:
+        attrs = {"gyroscope.entity_id": int(e.get("id", 0) or 0), "gyroscope.entity_kind": str(e.get("kind", "")),
+                 **_code_attrs(e), **_scalar_attrs("gyroscope.", e.get("measurements") or {}),
+                 **_scalar_attrs("gyroscope.", e.get("slcp") or {}),
+                 **_scalar_attrs("gyroscope.", {k: v for k, v in (e.get("scores") or {}).items()})}
+        if e.get("detail"):
+            attrs["gyroscope.detail"] = str(e["detail"])
+        threads = [int(t) for t in e.get("threads") or []]
+        if len(threads) == 1:
+            attrs["thread.id"] = threads[0]
+        elif threads:
+            attrs["gyroscope.threads"] = threads
+        return attrs
+
+    def _log_decision(self, d: dict[str, Any], ts_ns: int) -> None:
+        from opentelemetry._logs import SeverityNumber
+
+        body = (f"{d.get('action', '')} {d.get('entity_kind', '')} {d.get('function', '')} "
+                f"({d.get('file', '')}:{d.get('line', 0)})")
+        self._logged.add((str(d.get("action", "")), int(d.get("entity_id", 0) or 0)))
+        self._logger.emit(timestamp=ts_ns, observed_timestamp=time.time_ns(), severity_number=SeverityNumber.INFO,
+                          severity_text="INFO", body=body, attributes=self._decision_attrs(d),
+                          event_name="gyroscope.decision", context=self._session_ctx)
+        self.emitted["logs"] += 1
+
+    def close(self, result: dict[str, Any]) -> None:
+        """End the session span, flush everything within FLUSH_BUDGET_S, record what was sent."""
+        end_ns = time.time_ns()
+        if self._tracer is not None:
+            start = int(result.get("started_unix_s", 0) * 1e9) or end_ns
+            self._ensure_session(start)
+            span = self._session_span
+            span.set_attribute("process.pid", int(result.get("pid", os.getpid()) or 0))
+            span.set_attribute("gyroscope.source", str(result.get("source", "")))
+            span.set_attribute("gyroscope.windows", int(result.get("windows", 0) or 0))
+            span.set_attribute("gyroscope.decisions", len(result.get("decisions") or []))
+            span.set_attribute("process.command_args", [str(c) for c in result.get("command") or []])
+            for k, v in (result.get("counters") or {}).items():
+                span.set_attribute(f"gyroscope.counters.{k}", int(v))
+            for d in (result.get("decisions") or [])[:MAX_EVENTS_PER_SPAN]:
+                span.add_event("gyroscope.decision", attributes=self._decision_attrs(d), timestamp=end_ns)
+            if result.get("duration_s"):
+                end_ns = max(end_ns, start + int(float(result["duration_s"]) * 1e9))
+            span.end(end_time=end_ns)
+        if self._logger is not None:
+            # the session's final decisions that the gate never let through a window
+            for d in result.get("decisions") or []:
+                if (str(d.get("action", "")), int(d.get("entity_id", 0) or 0)) not in self._logged:
+                    self._log_decision(d, end_ns)
+        if self._meter_provider is not None:
+            # final values for every entity of the session, so the last collection is complete
+            self._update_gauges(Window(index=-1, t_start_ns=0, t_end_ns=0, unix_start_s=0.0,
+                                       entities=list(result.get("entities") or []),
+                                       decisions=list(result.get("decisions") or [])))
+        timed_out = not self._shutdown_all()
+        with self.counts.lock:
+            ok, failed = dict(self.counts.ok), dict(self.counts.failed)
+        spans_dropped = max(0, self.emitted["traces"] - ok["traces"] - failed["traces"])
+        logs_dropped = max(0, self.emitted["logs"] - ok["logs"] - failed["logs"])
+        info = {"endpoint": self.endpoint, "signals": sorted(self.signals),
+                "spans": ok["traces"], "metrics": ok["metrics"], "logs": ok["logs"],
+                "dropped": spans_dropped + logs_dropped,
+                "failed": failed["traces"] + failed["metrics"] + failed["logs"],
+                "flush_timed_out": timed_out, "emitted": {"spans": self.emitted["traces"],
+                                                          "logs": self.emitted["logs"]},
+                "sdk_warnings": self._logs_capture.count - self._logs_seen}
+        result.setdefault("export", {})["otlp"] = info
+        errors = result.setdefault("errors", [])
+        if info["failed"] or info["dropped"] or timed_out:
+            errors.append(f"otlp export to {self.endpoint}: {info['failed']} items failed, {info['dropped']} dropped"
+                          + (f", flush gave up after {self.flush_budget_s:g}s" if timed_out else "")
+                          + (f" ({self._logs_capture.messages[-1]})" if self._logs_capture.messages else ""))
+
+    def _shutdown_all(self) -> bool:
+        """Shut the providers down in a helper thread; wait at most flush_budget_s. True if done."""
+        providers = [p for p in (self._tracer_provider, self._logger_provider, self._meter_provider) if p]
+        budget_ms = int(self.flush_budget_s * 1000)
+
+        def run() -> None:
+            for p in providers:
+                try:
+                    if p is self._meter_provider:
+                        p.shutdown(timeout_millis=budget_ms)   # the reader collects one last time
+                    else:
+                        p.force_flush(budget_ms)
+                        p.shutdown()
+                except Exception as e:  # noqa: BLE001 - a failing exporter must not break the agent
+                    self.errors.append(f"{type(e).__name__}: {e}")
+
+        t = threading.Thread(target=run, name="gyroscope-otel-flush", daemon=True)
+        t.start()
+        if t.native_id is not None:
+            SDK_THREAD_NATIVE_IDS.add(t.native_id)
+        if t.ident is not None:
+            SDK_THREAD_IDENTS.add(t.ident)
+        t.join(self.flush_budget_s)
+        return not t.is_alive()
+
+
+def _entity_event_name(e: dict[str, Any]) -> str:
+    """'gyroscope.hot_entity' for code that ran, 'gyroscope.contended_entity' for places threads waited."""
+    m = e.get("measurements") or {}
+    kind = e.get("kind")
+    if kind in ("lock", "wait") and (m.get("wait_s_total", 0) or m.get("samples_waiting", 0)):
+        return "gyroscope.contended_entity"
+    if kind in ("loop", "function") and (m.get("cpu_share", 0) or m.get("iterations", 0)):
+        return "gyroscope.hot_entity"
+    return ""

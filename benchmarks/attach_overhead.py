@@ -1,0 +1,165 @@
+"""What `gyroscope attach` costs the watched program, next to py-spy alone.
+
+Each pyperformance benchmark file (site-packages/pyperformance/data-files/benchmarks/bm_*/
+run_benchmark.py) runs as a pyperf worker (`--worker -l N -n 1 -w 0 --output FILE`, N calibrated
+so that a bare run's timed part takes about --target seconds) and is watched from outside, 0.1 s
+after it starts, until it exits, by:
+
+  - bare:          nothing;
+  - attach:        `gyroscope attach PID` at its defaults (py-spy record --gil --nonblocking at
+                   100 Hz for running code + py-spy dump at 10 Hz for thread states and waits);
+  - py-spy-record: `py-spy record -p PID` alone (100 Hz, blocking: py-spy's default);
+  - dump-20hz:     `py-spy dump --json -p PID` polled at 20 Hz (the dump-only design we did not
+                   choose, for comparison);
+  - bare-control:  bare again, as if it were a tool: its ratio (ideally 1.000) is the noise floor.
+
+The tools alternate within each repeat (the order rotates). Printed: the median ratio to bare of
+the time pyperf measured for the benchmark's loops (inner), and of the fastest run (min); the
+watcher's own CPU seconds per second of target (py-spy processes + gyroscope) in --json.
+
+    .venv/bin/python benchmarks/attach_overhead.py --json attach_overhead.json [--only nbody,go]
+        [--repeat 3] [--target 1.5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCHMARKS = ["nbody", "richards", "raytrace", "float", "go", "json_dumps"]
+TOOLS = ["bare", "attach", "py-spy-record", "dump-20hz", "bare-control"]
+PY = sys.executable
+BIN = Path(sys.executable).parent
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def bench_dir() -> Path:
+    import pyperformance
+    return Path(pyperformance.__file__).parent / "data-files" / "benchmarks"
+
+
+def py_spy() -> str:
+    from bridges.pyspy import find_py_spy
+    return find_py_spy()
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_once(tool: str, script: Path, loops: int, tmp: Path) -> tuple[float, float] | None:
+    """(inner seconds, watcher CPU seconds) of one run, None if it failed."""
+    out = tmp / f"{tool}.json"
+    if out.exists():
+        out.unlink()
+    worker = [PY, str(script), "--worker", "-l", str(loops), "-n", "1", "-w", "0", "--output", str(out)]
+    target = subprocess.Popen(worker, cwd=script.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watcher_cpu = 0.0
+    try:
+        if tool != "bare":
+            time.sleep(0.1)
+            cpu0 = _children_cpu()
+            pid = str(target.pid)
+            if tool == "attach":
+                subprocess.run([PY, "-m", "agent.cli", "attach", pid, "-q"], cwd=PROJECT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=600)
+            elif tool == "py-spy-record":
+                subprocess.run([py_spy(), "record", "-p", pid, "-f", "raw", "-o", os.devnull],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+            elif tool == "dump-20hz":
+                from bridges.pyspy import is_alive  # not target.poll(): reaping it would add its CPU
+                while is_alive(target.pid):
+                    t = time.perf_counter()
+                    subprocess.run([py_spy(), "dump", "--json", "-p", pid], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=30)
+                    time.sleep(max(0.0, 0.05 - (time.perf_counter() - t)))
+            watcher_cpu = _children_cpu() - cpu0
+        _, err = target.communicate(timeout=600)
+    finally:
+        if target.poll() is None:
+            target.kill()
+            target.wait()
+    if target.returncode != 0 or not out.exists():
+        print(f"  {tool} failed (exit {target.returncode}): {err.decode(errors='replace').strip()[-200:]}",
+              file=sys.stderr)
+        return None
+    doc = json.loads(out.read_text())
+    inner = sum(sum(r.get("values", [])) for r in doc["benchmarks"][0]["runs"]) * loops
+    return inner, watcher_cpu
+
+
+def geomean(xs: list[float]) -> float:
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    ap.add_argument("--only", help=f"comma-separated benchmark names (default: {','.join(BENCHMARKS)})")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--target", type=float, default=1.5, help="seconds of timed work per bare run")
+    args = ap.parse_args(argv)
+    names = args.only.split(",") if args.only else BENCHMARKS
+    bdir = bench_dir()
+    per: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        for name in names:
+            script = bdir / f"bm_{name}" / "run_benchmark.py"
+            if not script.exists():
+                print(f"skip {name}: {script} not found", file=sys.stderr)
+                continue
+            first = run_once("bare", script, 1, tmp)
+            loops = max(1, round(args.target / max(first[0], 1e-4))) if first else 1
+            runs: dict[str, list[tuple[float, float]]] = {t: [] for t in TOOLS}
+            for rep in range(args.repeat):
+                for tool in TOOLS[rep % len(TOOLS):] + TOOLS[:rep % len(TOOLS)]:
+                    r = run_once(tool, script, loops, tmp)
+                    if r is not None:
+                        runs[tool].append(r)
+            if not runs["bare"]:
+                continue
+            bare = statistics.median(r[0] for r in runs["bare"])
+            bare_min = min(r[0] for r in runs["bare"])
+            row: dict = {"loops": loops, "bare_inner_s": bare, "inner": {}, "inner_min": {}, "watcher_cpu_per_s": {}}
+            for tool in TOOLS[1:]:
+                if runs[tool]:
+                    row["inner"][tool] = statistics.median(r[0] for r in runs[tool]) / bare
+                    row["inner_min"][tool] = min(r[0] for r in runs[tool]) / bare_min
+                    row["watcher_cpu_per_s"][tool] = statistics.median(r[1] / r[0] for r in runs[tool])
+            per[name] = row
+            print(f"{name:14} " + "  ".join(f"{t}={row['inner'].get(t, float('nan')):.3f}x" for t in TOOLS[1:]),
+                  flush=True)
+    others = TOOLS[1:]
+    gm = {t: geomean([per[n]["inner"].get(t) for n in per]) for t in others}
+    gm_min = {t: geomean([per[n]["inner_min"].get(t) for n in per]) for t in others}
+    cpu = {t: statistics.median([per[n]["watcher_cpu_per_s"][t] for n in per if t in per[n]["watcher_cpu_per_s"]]
+                                or [float("nan")]) for t in others}
+    print()
+    print(f"{'benchmark':14} " + " ".join(f"{t:>14}" for t in others) + "   (inner-time ratio to bare)")
+    for n, row in per.items():
+        print(f"{n:14} " + " ".join(f"{row['inner'].get(t, float('nan')):13.3f}x" for t in others))
+    print(f"{'geomean':14} " + " ".join(f"{gm[t]:13.3f}x" for t in others))
+    print(f"{'geomean (min)':14} " + " ".join(f"{gm_min[t]:13.3f}x" for t in others))
+    print(f"{'watcher cpu/s':14} " + " ".join(f"{cpu[t]:13.3f} " for t in others) + "  (CPU s per target s)")
+    doc = {"about": "median ratio to bare of pyperf's timed loops; min = fastest run / fastest bare run; "
+                    "watcher_cpu_per_s = CPU seconds the watcher used per second of the target's timed work",
+           "repeat": args.repeat, "python": sys.version.split()[0], "geomean": gm, "geomean_min": gm_min,
+           "watcher_cpu_per_s": cpu, "per_benchmark": per}
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Source positions -> code structure: which function (as CPython's ``co_qualname`` names it) and
+which loop a line of a file belongs to. Shared by the in-process sampler and py-spy attach, so
+that both name the same place the same way.
+
+For each file (parsed once with `ast`, cached; unreadable or unparseable files give no answer,
+never an exception) the map knows every scope and every loop:
+
+- scopes: the module (``<module>``), classes (their body runs as ``Outer.Inner``), functions,
+  lambdas (``<lambda>``) and generator expressions (``<genexpr>``), nested as CPython nests
+  ``co_qualname`` (``outer.<locals>.inner``, ``Grid.relax``). List/set/dict comprehensions are
+  inlined since Python 3.12 (PEP 709) and belong to their enclosing scope, unless the caller
+  names the frame ``<listcomp>``/``<setcomp>``/``<dictcomp>`` (an older target interpreter);
+- loops: ``for``, ``while``, ``async for`` statements and comprehensions (a comprehension is a
+  loop: sys.monitoring sees its backward jumps at its line, so the in-process bridge and this
+  map must agree). The loop of a line is the innermost loop of the line's own scope that
+  contains it; a nested ``def`` inside a loop body is its own scope, not part of the loop.
+
+A scope's first line is CPython's ``co_firstlineno``: the first decorator line when decorated.
+"""
+from __future__ import annotations
+
+import ast
+import threading
+import tokenize
+from dataclasses import dataclass
+
+_COMP_NAMES = {ast.ListComp: "<listcomp>", ast.SetComp: "<setcomp>", ast.DictComp: "<dictcomp>"}
+_LOOP_STMTS = (ast.For, ast.While, ast.AsyncFor)
+_FUNC_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a line sits: its scope's qualified name and first line, and its innermost loop."""
+    qualname: str
+    first_line: int
+    loop_header: int | None
+
+
+@dataclass(slots=True)
+class _Scope:
+    qualname: str
+    name: str          # the last component, what co_name would be
+    first_line: int    # co_firstlineno
+    start: int         # span of the node (lines)
+    end: int
+    inlined: bool      # a 3.12+ inlined comprehension: only chosen when asked for by name
+    loops: list[tuple[int, int]]   # (header, end) of loops directly in this scope
+
+
+class FileMap:
+    """The scopes and loops of one source file."""
+
+    def __init__(self, lines: list[str], scopes: list[_Scope]) -> None:
+        self.lines = lines
+        self.scopes = scopes
+
+    def scope_at(self, line: int, name: str | None = None) -> _Scope | None:
+        """The innermost scope containing `line`; when `name` (a co_name or qualname) is given and
+        several scopes contain the line (a lambda on a def's line), the innermost whose name matches."""
+        short = name.rsplit(".", 1)[-1] if name else None
+        best: _Scope | None = None
+        best_named: _Scope | None = None
+        for s in self.scopes:
+            if not (s.start <= line <= s.end):
+                continue
+            if short is not None and s.name == short:
+                if best_named is None or _inner(s, best_named):
+                    best_named = s
+            if s.inlined:
+                continue
+            if best is None or _inner(s, best):
+                best = s
+        if best_named is not None:
+            return best_named
+        return best
+
+    def locate(self, line: int, name: str | None = None) -> Location | None:
+        scope = self.scope_at(line, name)
+        if scope is None:
+            return None
+        header = None
+        size = 1 << 30
+        for start, end in scope.loops:
+            if start <= line <= end and end - start < size:
+                header, size = start, end - start
+        return Location(scope.qualname, scope.first_line, header)
+
+
+def _inner(a: _Scope, b: _Scope) -> bool:
+    """Is scope `a` nested inside (or tighter than) scope `b`?"""
+    return (a.end - a.start, -a.start) < (b.end - b.start, -b.start)
+
+
+class _Builder(ast.NodeVisitor):
+    def __init__(self, n_lines: int) -> None:
+        module = _Scope("<module>", "<module>", 1, 1, max(n_lines, 1), False, [])
+        self.scopes: list[_Scope] = [module]
+        self.stack: list[tuple[_Scope, bool]] = [(module, False)]   # (scope, is a function-like scope)
+
+    def _prefix(self) -> str:
+        # scopes nested in an inlined comprehension are named after the comprehension's owner (3.12+)
+        scope, is_func = next((s, f) for s, f in reversed(self.stack) if not s.inlined)
+        if scope.qualname == "<module>":
+            return ""
+        return scope.qualname + (".<locals>." if is_func else ".")
+
+    def _enter(self, node: ast.AST, name: str, is_func: bool, first_line: int, inlined: bool = False) -> _Scope:
+        start = getattr(node, "lineno", 1)
+        end = getattr(node, "end_lineno", None) or start
+        qual = self._prefix() + name
+        s = _Scope(qual, name, first_line, min(start, first_line), end, inlined, [])
+        self.scopes.append(s)
+        return s
+
+    def _body(self, scope: _Scope, is_func: bool, nodes: list[ast.AST]) -> None:
+        self.stack.append((scope, is_func))
+        for n in nodes:
+            self.visit(n)
+        self.stack.pop()
+
+    def _decorated(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> int:
+        lines = [d.lineno for d in node.decorator_list] + [node.lineno]
+        return min(lines)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        # decorators, defaults and annotations are evaluated in the enclosing scope
+        for d in node.decorator_list:
+            self.visit(d)
+        self.visit(node.args)
+        if node.returns is not None:
+            self.visit(node.returns)
+        scope = self._enter(node, node.name, True, self._decorated(node))
+        self._body(scope, True, node.body)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for d in node.decorator_list:
+            self.visit(d)
+        for b in node.bases:
+            self.visit(b)
+        for k in node.keywords:
+            self.visit(k)
+        scope = self._enter(node, node.name, False, self._decorated(node))
+        self._body(scope, False, node.body)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self.visit(node.args)
+        scope = self._enter(node, "<lambda>", True, node.lineno)
+        self._body(scope, True, [node.body])
+
+    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> None:
+        # the first iterable is evaluated in the enclosing scope
+        if node.generators:
+            self.visit(node.generators[0].iter)
+        scope = self._enter(node, "<genexpr>", True, node.lineno)
+        scope.loops.append((node.lineno, node.end_lineno or node.lineno))
+        rest: list[ast.AST] = [node.elt]
+        for i, g in enumerate(node.generators):
+            rest.append(g.target)
+            if i:
+                rest.append(g.iter)
+            rest.extend(g.ifs)
+        self._body(scope, True, rest)
+
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.DictComp) -> None:
+        span = (node.lineno, node.end_lineno or node.lineno)
+        # inlined (PEP 709): a loop of the nearest real scope; for older interpreters its own scope
+        for owner, _ in reversed(self.stack):
+            if not owner.inlined:
+                owner.loops.append(span)
+                break
+        scope = self._enter(node, _COMP_NAMES[type(node)], True, node.lineno, inlined=True)
+        scope.loops.append(span)
+        self._body(scope, True, list(ast.iter_child_nodes(node)))
+
+    visit_ListComp = _comprehension
+    visit_SetComp = _comprehension
+    visit_DictComp = _comprehension
+
+    def _loop(self, node: ast.For | ast.While | ast.AsyncFor) -> None:
+        self.stack[-1][0].loops.append((node.lineno, node.end_lineno or node.lineno))
+        self.generic_visit(node)
+
+    visit_For = _loop
+    visit_While = _loop
+    visit_AsyncFor = _loop
+
+
+def read_source_lines(path: str) -> list[str] | None:
+    """The lines of a source file (PEP 263 encoding), or None when it cannot be read."""
+    try:
+        with tokenize.open(path) as f:
+            return f.read().splitlines(keepends=True)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError, LookupError):
+        return None
+
+
+def build_file_map(source: str) -> FileMap:
+    """A FileMap from source text (raises SyntaxError/ValueError/RecursionError when unparseable)."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    b = _Builder(len(lines))
+    b._body(b.scopes[0], False, tree.body)
+    return FileMap(lines, b.scopes)
+
+
+class CodeMap:
+    """A cache of FileMaps, safe to use from several threads. Bounded: past `max_files` the
+    oldest entries are forgotten (and re-read when asked again)."""
+
+    def __init__(self, max_files: int = 2048) -> None:
+        self.max_files = max_files
+        self._files: dict[str, FileMap | None] = {}
+        self._located: dict[tuple[str, int, str | None], Location | None] = {}
+        self._lock = threading.Lock()
+
+    def file_map(self, path: str) -> FileMap | None:
+        fm = self._files.get(path, False)
+        if fm is not False:
+            return fm  # type: ignore[return-value]
+        fm = None
+        lines = read_source_lines(path) if path and not path.startswith("<") else None
+        if lines is not None:
+            try:
+                fm = build_file_map("".join(lines))
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                fm = FileMap(lines, [])
+        with self._lock:
+            if len(self._files) >= self.max_files:
+                for key in list(self._files)[: max(1, self.max_files // 4)]:
+                    del self._files[key]
+            self._files[path] = fm
+        return fm
+
+    def locate(self, path: str, line: int, name: str | None = None) -> Location | None:
+        key = (path, line, name)
+        try:
+            return self._located[key]
+        except KeyError:
+            pass
+        fm = self.file_map(path)
+        loc = fm.locate(line, name) if fm is not None and fm.scopes else None
+        with self._lock:
+            if len(self._located) >= 16 * self.max_files:
+                self._located.clear()
+            self._located[key] = loc
+        return loc
+
+    def qualname_at(self, path: str, line: int, name: str | None = None) -> str | None:
+        loc = self.locate(path, line, name)
+        return loc.qualname if loc else None
+
+    def loop_header(self, path: str, line: int, name: str | None = None) -> int | None:
+        loc = self.locate(path, line, name)
+        return loc.loop_header if loc else None
+
+    def source_line(self, path: str, line: int) -> str:
+        fm = self.file_map(path)
+        if fm is None or not (1 <= line <= len(fm.lines)):
+            return ""
+        return fm.lines[line - 1].strip()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._files.clear()
+            self._located.clear()
+
+
+DEFAULT = CodeMap()
+
+
+def locate(path: str, line: int, name: str | None = None) -> Location | None:
+    """Scope qualname, its first line and the innermost loop header of `path:line` (None if unknown)."""
+    return DEFAULT.locate(path, line, name)
+
+
+def qualname_at(path: str, line: int, name: str | None = None) -> str | None:
+    """The co_qualname of the code running at `path:line`; `name` disambiguates (e.g. a lambda)."""
+    return DEFAULT.qualname_at(path, line, name)
+
+
+def loop_header(path: str, line: int, name: str | None = None) -> int | None:
+    """The header line of the innermost loop of the line's own function containing it, or None."""
+    return DEFAULT.loop_header(path, line, name)
+
+
+def source_line(path: str, line: int) -> str:
+    """The stripped text of `path:line`, or "" when unknown."""
+    return DEFAULT.source_line(path, line)

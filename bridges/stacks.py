@@ -1,0 +1,198 @@
+"""The stack classifier shared by every sampler (in-process `sys._current_frames()` and py-spy):
+one sampled stack of one thread -> the entity it counts for and what it was doing.
+
+    classify(frames, idle, gil, is_own_code) -> (Entity, EventKind) | None
+
+`frames` are innermost-first. The stack is charged to the innermost frame of the program's own
+code (`is_own_code(file)`); library frames above it (threading, queue, selectors, socket...)
+only say what it waits in. None when no frame belongs to the program.
+
+- running (not idle, GIL held or unknown): SAMPLE_RUN on the innermost loop of that frame's
+  function containing its line (Entity "loop", line = the loop header), else on the function
+  ("function", line = its first line, CPython's co_firstlineno);
+- runnable but not holding the GIL (not idle, gil False): SAMPLE_GIL on the same region;
+- idle: SAMPLE_WAIT on the call site in the program's code (file, function, line of the
+  with/call statement). Lock-like waits (lock, rlock, condition, semaphore) are "lock" entities,
+  the others (sleep, socket, select, queue, event, join, other) "wait" entities; `detail` says
+  which. What is waited in comes from the outermost library frame we know between the site and
+  the leaf (Event.wait rather than the Condition.wait it calls), else, when the program's frame is
+  the leaf (a C call: lock acquire, time.sleep, socket recv), from the source text of its line.
+
+An event loop is a dispatcher, not work of its caller: a running stack whose innermost program
+frame called into asyncio's event loop (run_forever / _run_once / Handle._run) with no program
+frame above it is the loop's own bookkeeping, not the program's code: classify returns None
+(counting it would make ``asyncio.run(main())`` at module level look like a hot function).
+Idle, the same stack is the event loop waiting (select) at that call site.
+
+`with cond:` on a Condition is an acquire of its underlying lock, and the text cannot tell a
+Condition from a Lock: with-statements are reported as "lock".
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from bridges import codemap
+from bridges.events import Entity, EntityKind, EventKind, WaitKind
+
+LOCK_WAITS = frozenset({WaitKind.LOCK, WaitKind.RLOCK, WaitKind.CONDITION, WaitKind.SEMAPHORE})
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame of a sampled stack. `function` is the qualname when known (co_qualname, py-spy's
+    name), else co_name; `first_line` is co_firstlineno when known (0 otherwise)."""
+    file: str
+    function: str
+    line: int
+    first_line: int = 0
+
+
+# (module file basename, qualified name) of library functions -> what their caller waits in.
+LIBRARY_WAITS: dict[tuple[str, str], str] = {
+    ("threading.py", "Condition.wait"): WaitKind.CONDITION,
+    ("threading.py", "Condition.wait_for"): WaitKind.CONDITION,
+    ("threading.py", "Event.wait"): WaitKind.EVENT,
+    ("threading.py", "Semaphore.acquire"): WaitKind.SEMAPHORE,
+    ("threading.py", "BoundedSemaphore.acquire"): WaitKind.SEMAPHORE,
+    ("threading.py", "Thread.join"): WaitKind.JOIN,
+    ("threading.py", "Thread._wait_for_tstate_lock"): WaitKind.JOIN,
+    ("threading.py", "Barrier.wait"): WaitKind.OTHER,
+    ("threading.py", "_RLock.acquire"): WaitKind.RLOCK,
+    ("queue.py", "Queue.get"): WaitKind.QUEUE,
+    ("queue.py", "Queue.put"): WaitKind.QUEUE,
+    ("queue.py", "Queue.join"): WaitKind.QUEUE,
+    ("_base.py", "Future.result"): WaitKind.OTHER,
+    ("_base.py", "Future.exception"): WaitKind.OTHER,
+    ("_base.py", "wait"): WaitKind.OTHER,
+    ("_base.py", "as_completed"): WaitKind.OTHER,
+    ("base_events.py", "BaseEventLoop._run_once"): WaitKind.SELECT,
+    ("subprocess.py", "Popen.wait"): WaitKind.OTHER,
+    ("subprocess.py", "Popen.communicate"): WaitKind.OTHER,
+}
+# any frame of these library files: the caller waits in ...
+LIBRARY_FILE_WAITS: dict[str, str] = {
+    "selectors.py": WaitKind.SELECT, "select.py": WaitKind.SELECT,
+    "socket.py": WaitKind.SOCKET, "ssl.py": WaitKind.SOCKET,
+}
+
+# Library frames that dispatch work: running stacks through them with no program frame above are
+# the dispatcher's own work.
+DISPATCHERS: frozenset[tuple[str, str]] = frozenset({
+    ("base_events.py", "BaseEventLoop.run_forever"),
+    ("base_events.py", "BaseEventLoop._run_once"),
+    ("events.py", "Handle._run"),
+})
+
+# The source text of a line where the program's own frame is the leaf (blocked in a C call).
+# First match wins; the order puts specific calls before the generic ones.
+_TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\bsleep\s*\("), WaitKind.SLEEP),
+    (re.compile(r"\.(recv|recv_into|recvfrom|recvmsg|accept|sendall|sendto|sendmsg|send|connect)\s*\(|"
+                r"\bcreate_connection\s*\(|\bgetaddrinfo\s*\("), WaitKind.SOCKET),
+    (re.compile(r"\b(select|poll|epoll|kqueue)\s*\("), WaitKind.SELECT),
+    (re.compile(r"\.join\s*\("), WaitKind.JOIN),
+    (re.compile(r"\b\w*sem\w*\.acquire\s*\(", re.IGNORECASE), WaitKind.SEMAPHORE),
+    (re.compile(r"\b\w*rlock\w*\.acquire\s*\(", re.IGNORECASE), WaitKind.RLOCK),
+    (re.compile(r"\.acquire\s*\("), WaitKind.LOCK),
+    (re.compile(r"\b\w*(cond|cv)\w*\.wait(_for)?\s*\(", re.IGNORECASE), WaitKind.CONDITION),
+    (re.compile(r"\.wait\s*\("), WaitKind.EVENT),
+    (re.compile(r"\.(get|put)(_nowait)?\s*\("), WaitKind.QUEUE),
+    (re.compile(r"^\s*(async\s+)?with\b"), WaitKind.LOCK),
+]
+_STRING_JOIN = re.compile(r"""(['"])\s*\.join\s*\(""")
+
+
+def wait_kind_from_text(text: str) -> str:
+    """What a thread blocked on this source line (its own frame being the leaf) waits in."""
+    for pattern, kind in _TEXT_RULES:
+        if pattern.search(text):
+            if kind == WaitKind.JOIN and _STRING_JOIN.search(text):
+                continue
+            return kind
+    return WaitKind.OTHER
+
+
+def _library_wait(frame: Frame) -> str | None:
+    base = os.path.basename(frame.file)
+    w = LIBRARY_WAITS.get((base, frame.function))
+    if w is None and "." not in frame.function and frame.function not in ("<module>",):
+        # a bare co_name (an old sampler): resolve the qualname from the library's source
+        qual = codemap.qualname_at(frame.file, frame.line, frame.function)
+        if qual:
+            w = LIBRARY_WAITS.get((base, qual))
+    if w is None:
+        w = LIBRARY_FILE_WAITS.get(base)
+    return w
+
+
+def wait_kind(library: list[Frame], own: Frame) -> str:
+    """What the program's frame `own` waits in, given the library frames above it (innermost-first)."""
+    found = None
+    for f in library:           # innermost -> outermost: the outermost known one wins
+        w = _library_wait(f)
+        if w is not None:
+            found = w
+    if found is not None:
+        return found
+    # the leaf (the program's frame, or a library frame we do not know) is blocked in a C call
+    leaf = library[0] if library else own
+    return wait_kind_from_text(codemap.source_line(leaf.file, leaf.line))
+
+
+def qualified(frame: Frame) -> tuple[str, int, int | None]:
+    """(qualname, first line, loop header or None) of a frame of the program, via the code map
+    when the file can be read, else from what the frame says."""
+    loc = codemap.locate(frame.file, frame.line, frame.function)
+    if loc is None:
+        return frame.function, frame.first_line or frame.line, None
+    name = frame.function
+    if loc.qualname.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]:
+        name = loc.qualname
+    first = loc.first_line if name == loc.qualname else (frame.first_line or frame.line)
+    header = loc.loop_header if name == loc.qualname else None
+    return name, first, header
+
+
+def classify(frames: list[Frame], idle: bool, gil: bool | None,
+             is_own_code: Callable[[str], bool]) -> tuple[Entity, EventKind] | None:
+    """The entity one sampled stack counts for and the sample kind; None when no frame is the
+    program's own. See the module docstring for the rules."""
+    own_index = -1
+    for i, f in enumerate(frames):
+        if is_own_code(f.file):
+            own_index = i
+            break
+    if own_index < 0:
+        return None
+    own = frames[own_index]
+    name, first, header = qualified(own)
+    if idle:
+        kind = wait_kind(frames[:own_index], own)
+        ent_kind = EntityKind.LOCK if kind in LOCK_WAITS else EntityKind.WAIT
+        return Entity(ent_kind, own.file, name, own.line, kind), EventKind.SAMPLE_WAIT
+    for f in frames[:own_index]:
+        base = os.path.basename(f.file)
+        if (base, f.function) in DISPATCHERS or \
+                (base in ("base_events.py", "events.py") and "." not in f.function
+                 and (base, codemap.qualname_at(f.file, f.line, f.function) or "") in DISPATCHERS):
+            return None
+    if header is not None:
+        ent = Entity(EntityKind.LOOP, own.file, name, header)
+    else:
+        ent = Entity(EntityKind.FUNCTION, own.file, name, first)
+    return ent, (EventKind.SAMPLE_GIL if gil is False else EventKind.SAMPLE_RUN)
+
+
+def frames_of(frame: FrameType | None, limit: int = 256) -> list[Frame]:
+    """A live frame chain (e.g. from sys._current_frames()) as Frames, innermost-first."""
+    out: list[Frame] = []
+    while frame is not None and len(out) < limit:
+        code = frame.f_code
+        out.append(Frame(code.co_filename, code.co_qualname, frame.f_lineno or code.co_firstlineno,
+                         code.co_firstlineno))
+        frame = frame.f_back
+    return out

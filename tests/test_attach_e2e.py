@@ -1,0 +1,78 @@
+"""End to end: `gyroscope attach PID` on the labeled workloads, each started as its own process,
+attached ~0.2 s after it starts and followed until it exits."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PY = sys.executable
+GYRO = [PY, "-m", "agent.cli"]
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GYROSCOPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+WORKLOADS = SHARED / "workloads"
+MANIFEST = json.loads((WORKLOADS / "MANIFEST.json").read_text())["workloads"]
+
+
+def expected(entry: dict, action: str) -> str | None:
+    return next((e["function"] for e in entry["expect"] if e["action"] == action), None)
+
+
+def attach_to(script: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, subprocess.Popen]:
+    target = subprocess.Popen([PY, str(script)], cwd=script.parent, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        # attach 0.2 s after the start, or as soon as the program runs its threads if sooner:
+        # mixed_hot_and_lock's hot thread lives only ~0.5 s and gyroscope + py-spy record need
+        # ~0.2 s before their first sample; attaching later makes that test a race, not a check
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline and len(os.listdir(f"/proc/{target.pid}/task")) < 2:
+            time.sleep(0.005)
+        gyro = subprocess.run([*GYRO, "attach", str(target.pid), "--json", str(out), *extra], cwd=PROJECT,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        target.wait(timeout=60)
+    return gyro, target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", MANIFEST, ids=[w["script"] for w in MANIFEST])
+def test_attach_workload(tmp_path, entry):
+    script = WORKLOADS / entry["script"]
+    out = tmp_path / "attach.json"
+    gyro, target = attach_to(script, out)
+    assert gyro.returncode == 0, gyro.stderr
+    assert target.returncode == 0
+    assert "Traceback" not in gyro.stderr
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "gyroscope.session/1" and doc["source"] == "attach"
+    assert doc["pid"] == target.pid and doc["attach"]["target_exited"] is True
+    assert doc["errors"] == []
+    assert doc["counters"]["samples"] >= 5 and doc["windows"] >= 1
+    assert doc["python"].startswith("3.")
+    own = [e for e in doc["entities"] if Path(e["file"]).name == entry["script"]]
+    assert own, "no entity of the program's own code"
+    assert all(Path(e["file"]).name == entry["script"] for e in doc["entities"]
+               if e["kind"] in ("loop", "function", "lock", "wait")), "library code was charged"
+    hot = expected(entry, "specialize_hot_loop")
+    if hot:
+        regions = [e for e in own if e["kind"] in ("loop", "function")]
+        top = max(regions, key=lambda e: e["measurements"]["cpu_share"])
+        assert top["function"] == hot, [(e["function"], e["measurements"]["cpu_share"]) for e in regions]
+        assert top["kind"] == "loop"
+    waiter = expected(entry, "mitigate_contention")
+    if waiter:
+        locks = [e for e in own if e["kind"] == "lock" and e["measurements"]["waiting_threads"] >= 2]
+        assert locks, [(e["kind"], e["function"], e["measurements"]) for e in own]
+        top = max(locks, key=lambda e: e["measurements"]["wait_s_total"])
+        assert top["function"] == waiter, [(e["function"], e["line"], e["measurements"]) for e in locks]
+        assert top["measurements"]["waits"] >= 1
+    if "mitigate_contention" in entry["forbid"]:
+        # nothing of the program waits on a lock with several threads at once
+        assert not [e for e in own if e["kind"] == "lock" and e["measurements"]["waiting_threads"] >= 2
+                    and e["measurements"]["wait_s_total"] > 0.2]

@@ -1,0 +1,193 @@
+"""The OTel sink against a real OTLP/HTTP receiver on 127.0.0.1 (protobuf bodies decoded)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from agent.sinks import otel
+from agent.sinks.otel import OtelSink, requested_signals
+from tests import report_fixtures as fx
+from tests.otlp_receiver import OtlpReceiver, attrs, refused_endpoint
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _run(endpoint: str, **kw) -> dict:
+    sink = OtelSink.create(endpoint, **kw)
+    assert sink is not None
+    for w in fx.windows(3):
+        sink.on_window(w)
+    result = fx.session()
+    sink.close(result)
+    return result
+
+
+def test_exports_traces_metrics_logs():
+    with OtlpReceiver() as rx:
+        result = _run(rx.endpoint)
+        spans = rx.spans()
+    names = [s.name for s in spans]
+    assert names.count("gyroscope.session") == 1
+    assert names.count("gyroscope.window") == 3
+    session = next(s for s in spans if s.name == "gyroscope.session")
+    windows = [s for s in spans if s.name == "gyroscope.window"]
+    assert all(w.parent_span_id == session.span_id and w.trace_id == session.trace_id for w in windows)
+    sa = attrs(session.attributes)
+    assert sa["process.pid"] == 4242 and sa["gyroscope.source"] == "run"
+    assert sa["gyroscope.counters.dropped"] == 7
+    first = min(windows, key=lambda s: s.start_time_unix_nano)
+    evs = {e.name: attrs(e.attributes) for e in first.events}
+    dec = [attrs(e.attributes) for e in first.events if e.name == "gyroscope.decision"]
+    assert {d["gyroscope.action"] for d in dec} == {"specialize_hot_loop", "mitigate_contention"}
+    hot = next(d for d in dec if d["gyroscope.action"] == "specialize_hot_loop")
+    assert hot["code.function.name"] == "crunch" and hot["code.line.number"] == 12
+    assert hot["code.file.path"] == fx.FILE and hot["gyroscope.hot_loop_score"] == pytest.approx(0.84)
+    assert evs["gyroscope.hot_entity"]["gyroscope.chi6"] == 17
+    assert evs["gyroscope.hot_entity"]["gyroscope.resonance_key"] == 41
+    assert evs["gyroscope.hot_entity"]["thread.id"] == fx.MAIN
+    assert evs["gyroscope.contended_entity"]["gyroscope.wait_s_total"] == pytest.approx(1.84)
+    assert first.end_time_unix_nano - first.start_time_unix_nano == 1_000_000_000
+    assert rx.resources()[0]["service.name"] == "gyroscope"
+
+    metrics = rx.metrics()
+    for g in ("gyroscope.hot_loop_score", "gyroscope.contention_score", "gyroscope.iterations_per_s",
+              "gyroscope.cpu_share"):
+        assert g in metrics and metrics[g][-1].WhichOneof("data") == "gauge", g
+    pts = {attrs(p.attributes)["code.function.name"]: p.as_double
+           for p in metrics["gyroscope.hot_loop_score"][-1].gauge.data_points}
+    assert pts["crunch"] == pytest.approx(0.84)
+    hist = metrics["gyroscope.lock.wait_time"][-1]
+    assert hist.unit == "s"
+    assert sum(p.count for p in hist.histogram.data_points) == 6
+    assert sum(p.sum for p in hist.histogram.data_points) == pytest.approx(3 * 0.008)
+    assert {attrs(p.attributes)["thread.name"] for p in hist.histogram.data_points} == {"worker-1", "worker-2"}
+    ev = metrics["gyroscope.events"][-1].sum
+    assert ev.is_monotonic and sum(p.as_int for p in ev.data_points) == 3 * 1800
+    assert sum(p.as_int for p in metrics["gyroscope.events.dropped"][-1].sum.data_points) == 6
+
+    logs = rx.logs()
+    assert len(logs) == 2 and all(lr.event_name == "gyroscope.decision" for lr in logs)
+    la = attrs(logs[0].attributes)
+    assert la["gyroscope.action"] in ("specialize_hot_loop", "mitigate_contention")
+    assert logs[0].trace_id == session.trace_id
+
+    exp = result["export"]["otlp"]
+    assert exp["endpoint"] == rx.endpoint
+    assert exp["spans"] == 4 and exp["logs"] == 2 and exp["metrics"] > 0
+    assert exp["dropped"] == 0 and exp["failed"] == 0 and not exp["flush_timed_out"]
+
+
+def test_sdk_threads_are_recorded():
+    with OtlpReceiver() as rx:
+        sink = OtelSink.create(rx.endpoint)
+        names = {t.name: t.ident for t in threading.enumerate()}
+        for prefix in ("OtelBatchSpanRecordProcessor", "OtelBatchLogRecordProcessor",
+                       "OtelPeriodicExportingMetricReader"):
+            assert names.get(prefix) in otel.SDK_THREAD_IDENTS, prefix
+        sink.close(fx.session())
+
+
+def test_refused_endpoint_is_bounded_and_counted():
+    sink = OtelSink.create(refused_endpoint())
+    for w in fx.windows(3):
+        sink.on_window(w)
+    result = fx.session()
+    t = time.monotonic()
+    sink.close(result)
+    assert time.monotonic() - t < otel.FLUSH_BUDGET_S + 0.5  # the bound itself, not a speed claim
+    exp = result["export"]["otlp"]
+    assert exp["spans"] == 0 and exp["logs"] == 0
+    assert exp["failed"] + exp["dropped"] >= 6
+    assert any("otlp export" in e for e in result["errors"])
+
+
+def test_hanging_receiver_is_bounded():
+    with OtlpReceiver(hang_s=5.0) as rx:
+        sink = OtelSink.create(rx.endpoint)
+        for w in fx.windows(2):
+            sink.on_window(w)
+        result = fx.session()
+        t = time.monotonic()
+        sink.close(result)
+        assert time.monotonic() - t < otel.FLUSH_BUDGET_S + 0.5
+    exp = result["export"]["otlp"]
+    assert exp["spans"] == 0
+    assert exp["failed"] + exp["dropped"] >= 3
+    assert result["errors"]
+
+
+def test_only_when_asked(monkeypatch):
+    for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+              "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(v, raising=False)
+    assert requested_signals(None) == {}
+    assert OtelSink.create(None) is None
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:1/v1/traces")
+    assert set(requested_signals(None)) == {"traces"}
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+    assert set(requested_signals(None)) == {"traces", "metrics", "logs"}
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert requested_signals("http://127.0.0.1:1") == {}
+
+
+def test_env_configuration(monkeypatch):
+    with OtlpReceiver() as rx:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "my-app")
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+        result = _run(None)
+        res = rx.resources()[0]
+    assert res["service.name"] == "my-app" and res["deployment.environment"] == "test"
+    assert result["export"]["otlp"]["spans"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_end_to_end_run_exports_and_dead_endpoint_keeps_program_output(tmp_path):
+    """A real `gyroscope run --otlp` of the labeled workload to a live receiver, then to a refused port."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    workload = Path("/work/shared/workloads/mixed_hot_and_lock.py")
+    if not workload.exists():
+        pytest.skip("shared workloads are not available")
+    root = Path(__file__).resolve().parent.parent
+    bare = subprocess.run([sys.executable, str(workload)], capture_output=True, text=True, timeout=120)
+
+    def run(endpoint: str) -> tuple[subprocess.CompletedProcess, dict]:
+        sj = tmp_path / "s.json"
+        p = subprocess.run([sys.executable, "-m", "agent.cli", "run", "-q", "--json", str(sj), "--otlp", endpoint,
+                            str(workload)], cwd=root, capture_output=True, text=True, timeout=120)
+        return p, json.loads(sj.read_text())
+
+    with OtlpReceiver() as rx:
+        p, result = run(rx.endpoint)
+        spans, logs, metrics = rx.spans(), rx.logs(), rx.metrics()
+    assert p.returncode == bare.returncode and p.stdout == bare.stdout
+    names = [s.name for s in spans]
+    assert names.count("gyroscope.session") == 1 and "gyroscope.window" in names
+    assert len(logs) >= len(result["decisions"]) >= 1
+    assert {"gyroscope.hot_loop_score", "gyroscope.lock.wait_time", "gyroscope.events"} <= set(metrics)
+    assert result["export"]["otlp"]["spans"] == len(spans) and result["export"]["otlp"]["failed"] == 0
+
+    p, result = run(refused_endpoint())
+    assert p.returncode == bare.returncode and p.stdout == bare.stdout
+    assert p.stderr == bare.stderr                  # -q, and no SDK warnings on the program's stderr
+    exp = result["export"]["otlp"]
+    assert exp["spans"] == 0 and exp["failed"] + exp["dropped"] >= 1
+
+
+def test_per_signal_endpoint_exports_only_that_signal(monkeypatch):
+    for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+              "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(v, raising=False)
+    with OtlpReceiver() as rx:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", rx.endpoint + "/v1/traces")
+        result = _run(None)
+        assert len(rx.spans()) == 4
+        assert rx.requests["/v1/metrics"] == [] and rx.requests["/v1/logs"] == []
+    assert result["export"]["otlp"]["signals"] == ["traces"] and result["export"]["otlp"]["logs"] == 0

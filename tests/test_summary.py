@@ -1,0 +1,64 @@
+"""The terminal summary and the live status line."""
+from __future__ import annotations
+
+import io
+import re
+
+from agent.summary import LiveStatus, print_summary
+from tests import report_fixtures as fx
+
+ANSI = re.compile(r"\x1b\[")
+
+
+def test_order_and_content_without_tty():
+    out = io.StringIO()
+    print_summary(fx.session(), out)
+    text = out.getvalue()
+    assert not ANSI.search(text)
+    i_dec, i_loops, i_waits = text.index("Decisions"), text.index("Top loops"), text.index("Top waits")
+    i_counters = text.index("samples 300")
+    assert i_dec < i_loops < i_waits < i_counters
+    dec = text[i_dec:i_loops]
+    assert "specialize_hot_loop" in dec and "crunch" in dec and "mixed_hot_and_lock.py:12" in dec
+    assert "0.84" in dec and "cpu_share=71%" in dec
+    assert "mitigate_contention" in dec and "wait_s_total=1.84s" in dec
+    loops = text[i_loops:i_waits]
+    assert "71.0%" in loops and "800.0k" in loops
+    waits = text[i_waits:i_counters]
+    assert "1.84s" in waits and "4.6ms" in waits and "bump" in waits
+    assert "dropped 7" in text and "errors 1" in text and "sampler: 1 sample skipped" in text
+
+
+def test_quiet_prints_nothing():
+    out = io.StringIO()
+    print_summary(fx.session(), out, quiet=True)
+    assert out.getvalue() == ""
+
+
+def test_empty_session_and_no_decisions():
+    r = fx.session()
+    r["decisions"], r["entities"] = [], []
+    out = io.StringIO()
+    print_summary(r, out)
+    assert "Decisions: none" in out.getvalue() and "Top loops" not in out.getvalue()
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_live_status():
+    s = _Tty()
+    live = LiveStatus(s)
+    live.update({"elapsed_s": 1.5, "windows": 7, "samples": 120, "dropped": 0, "top": "crunch:12"})
+    live.update({"elapsed_s": 2.0, "windows": 9})
+    live.close()
+    text = s.getvalue()
+    assert text.count("\r") >= 3 and "windows 7" in text and "top: crunch:12" in text
+    assert "\n" not in text
+    plain = io.StringIO()
+    quiet = LiveStatus(plain)
+    quiet.update({"elapsed_s": 1.0})
+    quiet.close()
+    assert plain.getvalue() == ""
