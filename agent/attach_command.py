@@ -10,6 +10,7 @@ import time
 from typing import Any, TextIO
 
 from agent.errors import GyroscopeError
+from agent.options import positive_float
 
 DESCRIPTION = """\
 Attach to a running Python process and watch it with py-spy (no change to the target, no
@@ -37,14 +38,14 @@ Exit codes:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pid", metavar="PID", type=_pid, help="process id of the Python program to watch")
-    parser.add_argument("--duration", metavar="SECONDS", type=_positive_float, default=None,
+    parser.add_argument("--duration", metavar="SECONDS", type=positive_float, default=None,
                         help="stop after SECONDS (default: until Ctrl-C or until the target exits)")
-    parser.add_argument("--rate", metavar="HZ", type=_positive_float, default=100.0,
+    parser.add_argument("--rate", metavar="HZ", type=positive_float, default=100.0,
                         help="samples per second of running code (py-spy record), default 100")
-    parser.add_argument("--wait-rate", metavar="HZ", type=_positive_float, default=10.0,
+    parser.add_argument("--wait-rate", metavar="HZ", type=positive_float, default=10.0,
                         help="samples per second of thread states and waits (py-spy dump), default 10; "
                              "dump reaches about 30")
-    parser.add_argument("--window", metavar="SECONDS", type=_positive_float, default=0.2,
+    parser.add_argument("--window", metavar="SECONDS", type=positive_float, default=0.2,
                         help="observation window (Phase OS phase window), default 0.2 s")
     parser.add_argument("--json", metavar="PATH", help="write the session result (JSON) to PATH")
     parser.add_argument("--subprocesses", action="store_true", help="also watch the target's child Python processes")
@@ -63,14 +64,6 @@ def _pid(text: str) -> int:
     return v
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return v
 
 
 def main(args: argparse.Namespace) -> int:

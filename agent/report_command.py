@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 from agent.errors import GyroscopeError
 
@@ -45,21 +42,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    p = Path(path)
+    from agent import result
+
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        result.write_text_atomic(path, text)
     except OSError as e:
         raise GyroscopeError(f"cannot write {path}: {e.strerror or e}") from None

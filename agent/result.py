@@ -88,13 +88,17 @@ def empty_result(source: str, command: list[str], pid: int) -> dict[str, Any]:
 
 def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
     """Write JSON so that a crash leaves either the old file or the new one, never half."""
+    write_text_atomic(path, json.dumps(doc, indent=1, default=_jsonable) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file via a temporary file, fsync and rename: the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, default=_jsonable)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

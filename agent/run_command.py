@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from agent.errors import GyroscopeError
+from agent.options import positive_float
 
 DESCRIPTION = """\
 Run a Python program under the agent, exactly as `python app.py [args]` or
@@ -41,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", nargs="?", help="the script to run (like `python script.py`)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
     parser.add_argument("--json", metavar="PATH", help="write the session result (JSON) to PATH")
-    parser.add_argument("--window", metavar="SECONDS", type=_positive_float, default=0.2,
+    parser.add_argument("--window", metavar="SECONDS", type=positive_float, default=0.2,
                         help="observation window (Phase OS phase window), default 0.2 s")
-    parser.add_argument("--sample-interval", metavar="MS", type=_positive_float, default=10.0,
+    parser.add_argument("--sample-interval", metavar="MS", type=positive_float, default=10.0,
                         help="stack sampling interval in milliseconds, default 10 (x3 while the program "
                              "has a single thread)")
     parser.add_argument("--include", metavar="PATTERN", action="append", default=[],
@@ -57,14 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sink_arguments(parser)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return v
 
 
 def main(args: argparse.Namespace) -> int:

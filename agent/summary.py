@@ -153,6 +153,16 @@ def print_summary(result: dict[str, Any], stream: TextIO, quiet: bool = False) -
                       fmt_s(m.get("wait_s_total", 0)), fmt_s(m.get("wait_s_mean", 0)), fmt_num(m.get("waits", 0)),
                       str(m.get("waiting_threads", 0)))
         con.print(t)
+    actions = result.get("actions") or []
+    if actions:
+        t = _table("Actions (changes made to the program)", tty)
+        for col in ("action", "thread", "mechanism", "change", "result", "reason"):
+            t.add_column(col, overflow="fold")
+        for a in actions:
+            t.add_row(str(a.get("action", "")), str(a.get("thread", "")), str(a.get("mechanism", "")),
+                      f"{a.get('from')} -> {a.get('to')}", "ok" if a.get("ok") else f"not done: {a.get('error')}",
+                      str(a.get("reason", "")))
+        con.print(t)
     c = result.get("counters") or {}
     errors = result.get("errors") or []
     line = (f"samples {fmt_num(c.get('samples', 0))} | events {fmt_num(c.get('events', 0))} "

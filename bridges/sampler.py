@@ -36,28 +36,14 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 
 from bridges.events import Entity, EntityKind, Event, EventKind, ThreadInfo, WaitKind
+from bridges.stacks import LIBRARY_WAITS, LOCK_WAITS
 
 EXCLUDED_THREAD_PREFIXES = ("gyroscope", "Otel")
 _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _AGENT_DIRS = tuple(os.path.join(_PROJECT, d, "") for d in ("agent", "bridges", "cyext", "schedulers"))
 WOKE_CPU_NS = 20_000   # a blocked thread uses no CPU; more than this between two samples means it woke
 
-# Lock-like waits make "lock" entities; the rest are "wait" entities.
-LOCK_WAITS = {WaitKind.LOCK, WaitKind.RLOCK, WaitKind.CONDITION, WaitKind.SEMAPHORE}
-
-# (module file basename, qualified name) of library frames -> what the caller waits in.
-_LIBRARY_WAITS: dict[tuple[str, str], str] = {
-    ("threading.py", "Condition.wait"): WaitKind.CONDITION,
-    ("threading.py", "Condition.wait_for"): WaitKind.CONDITION,
-    ("threading.py", "Event.wait"): WaitKind.EVENT,
-    ("threading.py", "Semaphore.acquire"): WaitKind.SEMAPHORE,
-    ("threading.py", "BoundedSemaphore.acquire"): WaitKind.SEMAPHORE,
-    ("threading.py", "Thread.join"): WaitKind.JOIN,
-    ("threading.py", "Thread._wait_for_tstate_lock"): WaitKind.JOIN,
-    ("threading.py", "Barrier.wait"): WaitKind.OTHER,
-    ("queue.py", "Queue.get"): WaitKind.QUEUE,
-    ("queue.py", "Queue.put"): WaitKind.QUEUE,
-}
+# The tables of what a library frame or a lock-like wait means live in bridges/stacks.py (one place).
 _LIBRARY_FILE_WAITS = {"selectors.py": WaitKind.SELECT, "socket.py": WaitKind.SOCKET, "ssl.py": WaitKind.SOCKET,
                        "base_events.py": WaitKind.SELECT, "connection.py": WaitKind.OTHER}
 
@@ -347,7 +333,7 @@ class StackSampler:
             while f is not None:
                 c = f.f_code
                 base = os.path.basename(c.co_filename)
-                w = _LIBRARY_WAITS.get((base, c.co_qualname)) or _LIBRARY_FILE_WAITS.get(base)
+                w = LIBRARY_WAITS.get((base, c.co_qualname)) or _LIBRARY_FILE_WAITS.get(base)
                 if w is not None:
                     found = w
                 if f is callee:

@@ -191,3 +191,22 @@ def test_per_signal_endpoint_exports_only_that_signal(monkeypatch):
         assert len(rx.spans()) == 4
         assert rx.requests["/v1/metrics"] == [] and rx.requests["/v1/logs"] == []
     assert result["export"]["otlp"]["signals"] == ["traces"] and result["export"]["otlp"]["logs"] == 0
+
+
+def test_actions_are_exported_as_logs_and_span_events():
+    with OtlpReceiver() as rx:
+        sink = OtelSink.create(rx.endpoint)
+        result = fx.session()
+        result["actions"] = [
+            {"action": "lower_priority", "thread": 101, "mechanism": "nice", "from": 0, "to": 10,
+             "reason": "background thread while hot loop crunch runs", "ok": True, "error": None, "t_s": 0.5},
+            {"action": "restore_priority", "thread": 101, "mechanism": "nice", "from": None, "to": 0,
+             "reason": "restore", "ok": False, "error": "thread exited", "t_s": 1.0}]
+        sink.close(result)
+        spans, logs = rx.spans(), rx.logs()
+    session = next(s for s in spans if s.name == "gyroscope.session")
+    evs = [attrs(e.attributes) for e in session.events if e.name == "gyroscope.action"]
+    assert [e["gyroscope.action.action"] for e in evs] == ["lower_priority", "restore_priority"]
+    acts = [attrs(lr.attributes) for lr in logs if lr.event_name == "gyroscope.action"]
+    assert len(acts) == 2 and acts[0]["thread.id"] == 101 and acts[0]["gyroscope.action.to"] == 10
+    assert acts[1]["gyroscope.action.ok"] is False and acts[1]["gyroscope.action.error"] == "thread exited"

@@ -414,6 +414,8 @@ class OtelSink:
                 span.set_attribute(f"gyroscope.counters.{k}", int(v))
             for d in (result.get("decisions") or [])[:MAX_EVENTS_PER_SPAN]:
                 span.add_event("gyroscope.decision", attributes=self._decision_attrs(d), timestamp=end_ns)
+            for a in (result.get("actions") or [])[:MAX_EVENTS_PER_SPAN]:
+                span.add_event("gyroscope.action", attributes=_action_attrs(a), timestamp=end_ns)
             if result.get("duration_s"):
                 end_ns = max(end_ns, start + int(float(result["duration_s"]) * 1e9))
             span.end(end_time=end_ns)
@@ -422,6 +424,16 @@ class OtelSink:
             for d in result.get("decisions") or []:
                 if (str(d.get("action", "")), int(d.get("entity_id", 0) or 0)) not in self._logged:
                     self._log_decision(d, end_ns)
+            # every change made to the program (opt-in actuators), one record each
+            from opentelemetry._logs import SeverityNumber
+            for a in result.get("actions") or []:
+                self._logger.emit(timestamp=end_ns, observed_timestamp=time.time_ns(),
+                                  severity_number=SeverityNumber.INFO if a.get("ok") else SeverityNumber.WARN,
+                                  severity_text="INFO" if a.get("ok") else "WARN",
+                                  body=f"{a.get('action', '')} thread {a.get('thread', 0)} ({a.get('mechanism', '')})",
+                                  attributes=_action_attrs(a), event_name="gyroscope.action",
+                                  context=self._session_ctx)
+                self.emitted["logs"] += 1
         if self._meter_provider is not None:
             # final values for every entity of the session, so the last collection is complete
             self._update_gauges(Window(index=-1, t_start_ns=0, t_end_ns=0, unix_start_s=0.0,
@@ -470,6 +482,19 @@ class OtelSink:
             SDK_THREAD_IDENTS.add(t.ident)
         t.join(self.flush_budget_s)
         return not t.is_alive()
+
+
+def _action_attrs(a: dict[str, Any]) -> dict[str, Any]:
+    """An ACTION dict (schedulers/priorities.py) as attributes: thread.id plus gyroscope.action.*."""
+    attrs: dict[str, Any] = {"thread.id": int(a.get("thread", 0) or 0)}
+    for k in ("action", "mechanism", "reason", "error"):
+        if a.get(k) is not None:
+            attrs[f"gyroscope.action.{k}"] = str(a[k])
+    for k in ("from", "to"):
+        if isinstance(a.get(k), (int, float)):
+            attrs[f"gyroscope.action.{k}"] = a[k]
+    attrs["gyroscope.action.ok"] = bool(a.get("ok"))
+    return attrs
 
 
 def _entity_event_name(e: dict[str, Any]) -> str:
