@@ -21,9 +21,10 @@ show it matters; the structural scores travel with it and rank decisions of the 
     running_share   >= 0.05  it ran for >= 5% of the session's wall time (run_s_total /
                              duration_s, or its running samples / the session's samples);
     samples_running >= 3     enough evidence;
-    idle_share      <  0.5   the threads that block (sleep, I/O, lock) in the same function,
-                             sharing a thread with it, are idle for less than half the session
-                             (wait_s_total / (duration_s x their threads));
+    idle_share      <  0.5   its threads are not mostly blocked (sleep, I/O, lock) in its function:
+                             neither for half the session (wait_s_total / (duration_s x threads))
+                             nor for half the time they spend in the function (blocked / (blocked
+                             + running) over the function's entities) -- see idle_share();
     and it does not enclose a contended lock of its function (starts on or before the lock's
     line, runs in threads that wait on it): that is lock hand-over churn (threads queued for
     the GIL behind the lock are sampled as running), and the action there is contention.
@@ -260,23 +261,35 @@ def _drop_lock_churn(decisions: list[dict[str, Any]], entities: list[dict[str, A
 
 
 def idle_share(decision: dict[str, Any], entities: list[dict[str, Any]], context: dict[str, Any]) -> float:
-    """The largest idle fraction of the threads that block (sleep, I/O, lock) in the same function as
-    a hot-loop candidate, sharing a thread with it: wait_s_total / (duration_s x its threads)."""
+    """How idle the threads of a hot-loop candidate are, from the entities of its function that share
+    a thread with it: the larger of
+      - session-relative: the largest wait_s_total / (duration_s x threads) of a wait or lock entity
+        of the function (a polling thread that sleeps most of the session), and
+      - function-relative: blocked time / (blocked + running time) summed over the function's wait
+        and lock entities and its loops and function entity (a function that holds a lock and then
+        sleeps: it is the only code running, so its CPU share is high, yet it is blocked almost
+        all the time it is on the stack)."""
     duration = _num(context, "duration_s")
-    if duration <= 0:
-        return 0.0
     mine = next((set(e.get("threads") or ()) for e in entities if int(e.get("id", 0) or 0) == decision["entity_id"]),
                 set())
-    best = 0.0
+    best = blocked = ran = 0.0
+    ran_known = False
     for e in entities:
-        if e.get("kind") not in ("wait", "lock") or e.get("file") != decision["file"] \
-                or e.get("function") != decision["function"]:
+        if e.get("file") != decision["file"] or e.get("function") != decision["function"]:
             continue
         threads = set(e.get("threads") or ())
         if mine and threads and not (mine & threads):
             continue
-        share = _num(e.get("measurements") or {}, "wait_s_total") / (duration * max(len(threads), 1))
-        best = max(best, share)
+        m = e.get("measurements") or {}
+        if e.get("kind") in ("wait", "lock"):
+            blocked += _num(m, "wait_s_total")
+            if duration > 0:
+                best = max(best, _num(m, "wait_s_total") / (duration * max(len(threads), 1)))
+        elif e.get("kind") in HOT_KINDS and "run_s_total" in m:
+            ran += _num(m, "run_s_total")
+            ran_known = True
+    if ran_known and blocked + ran > 0:
+        best = max(best, blocked / (blocked + ran))
     return best
 
 

@@ -64,6 +64,8 @@ SUPPORTED_PYTHONS = "CPython 2.3-2.7 and 3.3-3.14"   # what py-spy 0.4.x can rea
 DUMP_TIMEOUT_S = 10.0
 MAX_CONSECUTIVE_FAILURES = 5
 MAX_ERRORS = 20
+STARTUP_GRACE_S = 1.5  # a target younger than this that py-spy calls "not Python" is asked again
+MAX_STACKS = 100_000   # distinct (thread, stack) pairs kept for --speedscope; the rest are merged
 
 _STDLIB = re.compile(r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]")
 
@@ -119,6 +121,19 @@ def process_state(pid: int) -> str:
         except PermissionError:
             return "?"
         return "?"
+
+
+def process_age_s(pid: int) -> float:
+    """Seconds since `pid` started (a large number when unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        start_ticks = int(data[data.rindex(b")") + 2:].split()[19])
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 1e9
 
 
 def is_alive(pid: int) -> bool:
@@ -354,7 +369,8 @@ class PySpySource:
 
     def __init__(self, pid: int, py_spy: str, rate_hz: float = 100.0, wait_rate_hz: float = 10.0,
                  subprocesses: bool = False, own_code: Callable[[str], bool] = is_own_code,
-                 dump: Callable[[], list[dict]] | None = None, record: bool = True, chunk_s: float = 1.0) -> None:
+                 dump: Callable[[], list[dict]] | None = None, record: bool = True, chunk_s: float = 1.0,
+                 keep_stacks: bool = False) -> None:
         self.pid = pid
         self.interval_s = 1.0 / wait_rate_hz
         self.own_code = own_code
@@ -388,6 +404,10 @@ class PySpySource:
         self.total_errors = 0
         self.run_counts: dict[Entity, int] = {}
         self.wait_ns: dict[Entity, int] = {}
+        # with keep_stacks: seconds per (thread label, whole stack innermost-first), every thread and
+        # every frame (not only the program's own code), for a speedscope flame graph
+        self.stacks: dict[tuple[str, tuple[Frame, ...]], float] | None = {} if keep_stacks else None
+        self.stacks_merged = 0   # samples folded into one "(other stacks)" entry beyond MAX_STACKS
 
     # ---- lifecycle ------------------------------------------------------------------------
     def begin(self) -> None:
@@ -401,7 +421,7 @@ class PySpySource:
         if self.record is not None:
             self.record.start()      # py-spy record needs ~70 ms to start: overlap it with the first dump
         try:
-            self.ingest(self.dump(), time.monotonic_ns(), first=True)
+            self.ingest(self._first_dump(), time.monotonic_ns(), first=True)
         except BaseException:
             if self.record is not None:
                 self.record.stop(discard=True)
@@ -409,6 +429,17 @@ class PySpySource:
             raise
         self._thread = threading.Thread(target=self._run, name="gyroscope-pyspy", daemon=True)
         self._thread.start()
+
+    def _first_dump(self) -> list[dict]:
+        """A process that has just started has no interpreter state py-spy can find yet: a young
+        target reported as "not Python" is asked again until it is STARTUP_GRACE_S old."""
+        while True:
+            try:
+                return self.dump()
+            except AttachError as e:
+                if e.exit_code != EXIT_NOT_PYTHON or process_age_s(self.pid) > STARTUP_GRACE_S:
+                    raise
+            time.sleep(0.05)
 
     def start(self) -> None:
         self.begin()
@@ -503,6 +534,10 @@ class PySpySource:
                 frames = [Frame(f.get("filename") or "", f.get("name") or "?", int(f.get("line") or 0))
                           for f in tr.get("frames") or ()]
                 idle = not tr.get("active", True)
+                if self.stacks is not None and (idle or first or not tr.get("owns_gil") or self.record is None
+                                                or self.record.failed):
+                    # the thread holding the GIL is py-spy record's, at its higher rate
+                    self._keep_stack(st.name, tid, frames, dt / 1e9)
                 got = classify(frames, idle=idle, gil=tr.get("owns_gil"), is_own_code=self.own_code)
                 if got is None:
                     self._end_episode(st)
@@ -559,7 +594,11 @@ class PySpySource:
                     else:
                         acc[0] += n
                         acc[1] += dur
-            for tid, _name, frames, count in samples:
+            for tid, name, frames, count in samples:
+                if self.stacks is not None:
+                    st = self._threads.get(tid)
+                    self._keep_stack(st.name if st else (name or f"thread-{tid}"), tid, frames,
+                                     count * interval_ns / 1e9)
                 self._raw += count
                 self._samples += count
                 self.total_samples += count
@@ -575,6 +614,14 @@ class PySpySource:
                 else:
                     acc[0] += count
                     acc[1] += count * interval_ns
+
+    def _keep_stack(self, thread_name: str, tid: int, frames: list[Frame], seconds: float) -> None:
+        assert self.stacks is not None
+        key = (f"{thread_name} ({tid})", tuple(frames))
+        if key not in self.stacks and len(self.stacks) >= MAX_STACKS:
+            key = (key[0], (Frame("", "(other stacks)", 0),))
+            self.stacks_merged += 1
+        self.stacks[key] = self.stacks.get(key, 0.0) + seconds
 
     def _end_episode(self, st: _Thread) -> None:
         if st.wait_entity is not None:

@@ -76,3 +76,42 @@ def test_attach_workload(tmp_path, entry):
         # nothing of the program waits on a lock with several threads at once
         assert not [e for e in own if e["kind"] == "lock" and e["measurements"]["waiting_threads"] >= 2
                     and e["measurements"]["wait_s_total"] > 0.2]
+
+
+@pytest.mark.slow
+def test_attach_writes_a_speedscope_profile(tmp_path):
+    entry = next(w for w in MANIFEST if w["script"] == "mixed_hot_and_lock.py")
+    prof = tmp_path / "p.speedscope.json"
+    gyro, target = attach_to(WORKLOADS / entry["script"], tmp_path / "a.json", "--speedscope", str(prof))
+    assert gyro.returncode == 0, gyro.stderr
+    doc = json.loads(prof.read_text())
+    assert doc["$schema"] == "https://www.speedscope.app/file-format-schema.json"
+    frames = doc["shared"]["frames"]
+    assert {p["type"] for p in doc["profiles"]} == {"sampled"} and len(doc["profiles"]) >= 3
+    session = json.loads((tmp_path / "a.json").read_text())
+    for p in doc["profiles"]:
+        assert p["unit"] == "seconds" and len(p["samples"]) == len(p["weights"])
+        assert all(0 <= i < len(frames) for s in p["samples"] for i in s)
+        # a thread's stacks cover at most the time it was watched (plus one sampling interval)
+        assert 0 < p["endValue"] <= session["duration_s"] + 1.5, (p["name"], p["endValue"])
+    names = {f["name"] for f in frames}
+    assert {"crunch", "append_log"} <= names, names
+    # stacks are outermost first: a worker thread's stacks start in threading's bootstrap
+    crunch = frames.index(next(f for f in frames if f["name"] == "crunch"))
+    stack = next(s for p in doc["profiles"] for s in p["samples"] if crunch in s)
+    assert frames[stack[0]]["name"].endswith("_bootstrap") and stack[-1] >= 0
+
+
+def test_attach_speedscope_to_unwritable_path_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("")
+    target = subprocess.Popen([PY, "-c", "import time; time.sleep(5)"])
+    try:
+        gyro = subprocess.run([*GYRO, "attach", str(target.pid), "--duration", "0.3", "-q",
+                               "--speedscope", str(tmp_path / "afile" / "p.json")],
+                              cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    finally:
+        target.kill()
+        target.wait()
+    assert gyro.returncode == 2
+    assert "Traceback" not in gyro.stderr
+    assert "cannot write" in gyro.stderr and gyro.stderr.count("\n") == 1, gyro.stderr

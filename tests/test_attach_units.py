@@ -150,3 +150,55 @@ def test_dump_stands_in_when_record_misses_the_running_thread(tmp_path):
         assert [(e.count, e.duration_ns) for e in runs] == [(25, 250_000_000)]   # record's own, dump's dropped
     finally:
         src.stop()
+
+
+def _flaky_dump(failures: int):
+    from bridges.pyspy import EXIT_NOT_PYTHON, AttachError
+    calls = []
+
+    def dump():
+        calls.append(1)
+        if len(calls) <= failures:
+            raise AttachError("process is not a Python process", EXIT_NOT_PYTHON)
+        return []
+    return dump, calls
+
+
+def test_a_just_started_target_is_asked_again_before_it_is_called_not_python():
+    import pytest
+
+    from bridges.pyspy import EXIT_NOT_PYTHON, AttachError
+    young = subprocess.Popen(["sleep", "5"])
+    try:
+        dump, calls = _flaky_dump(2)
+        src = PySpySource(young.pid, "py-spy", dump=dump, record=False)
+        src.begin()
+        src.stop()
+        assert len(calls) >= 3
+        # an old process that is not Python fails on the first answer
+        dump, calls = _flaky_dump(99)
+        with pytest.raises(AttachError) as err:
+            PySpySource(1, "py-spy", dump=dump, record=False).begin()
+        assert err.value.exit_code == EXIT_NOT_PYTHON and len(calls) == 1
+    finally:
+        young.kill()
+        young.wait()
+
+
+def test_speedscope_stacks_cover_every_thread_and_frame(tmp_path):
+    lib = "/usr/lib/python3.12/threading.py"
+    src = PySpySource(os.getpid(), find_py_spy(), rate_hz=100, wait_rate_hz=10, keep_stacks=True,
+                      own_code=lambda f: f == "/w/app.py")
+    try:
+        waiting = {"os_thread_id": 12, "thread_name": "worker", "active": False, "owns_gil": False,
+                   "frames": [{"name": "Lock.acquire", "filename": lib, "line": 5},
+                              {"name": "run", "filename": "/w/app.py", "line": 9}]}
+        src.ingest([waiting], time.monotonic_ns(), first=True)
+        src.ingest([waiting], time.monotonic_ns())
+        src.ingest_running([(12, "", [Frame("/w/app.py", "run", 8)], 7)], 10_000_000)
+        stacks = src.stacks
+        assert set(stacks) == {("worker (12)", (Frame(lib, "Lock.acquire", 5), Frame("/w/app.py", "run", 9))),
+                               ("worker (12)", (Frame("/w/app.py", "run", 8),))}
+        assert stacks[("worker (12)", (Frame("/w/app.py", "run", 8),))] == 0.07
+    finally:
+        src.stop()

@@ -163,6 +163,22 @@ def test_polling_loop_whose_thread_sleeps_is_not_hot():
     assert len(A.decide([loop, other], ctx)) == 1
 
 
+def test_function_that_sleeps_under_a_lock_is_not_hot():
+    # lock_many_threads: slow_update computes 5 us, then sleeps 200 us while its caller holds the
+    # lock; it is the only code running (cpu_share 1.0) but blocked ~95% of its time on the stack
+    fn = ent(1, "function", "slow_update", 9, threads=(2, 3), cpu_share=1.0, samples_running=3,
+             run_s_total=0.03)
+    sleep = ent(2, "wait", "slow_update", 13, threads=(2, 3), wait_s_total=0.09, waits=3, waiting_threads=2)
+    ctx = {"duration_s": 0.4, "threads": 9, "samples": 8}
+    assert A.idle_share(A.decide([fn], ctx)[0], [fn, sleep], ctx) == pytest.approx(0.09 / 0.12)
+    assert A.decide([fn, sleep], ctx) == []
+    # the same function with most of its time computing stays hot
+    busy = ent(1, "function", "slow_update", 9, threads=(2, 3), cpu_share=1.0, samples_running=30,
+               run_s_total=0.3)
+    (d,) = A.decide([busy, sleep], ctx)
+    assert d["evidence"]["idle_share"] == pytest.approx(0.09 / 0.39, abs=1e-3)
+
+
 def test_running_share_prefers_sampled_running_seconds():
     e = ent(1, "loop", "f", 3, cpu_share=1.0, samples_running=20, run_s_total=0.05)
     (d,) = A.decide([e], {"duration_s": 0.5, "threads": 1, "samples": 20})   # 10% of wall time

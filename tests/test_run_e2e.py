@@ -186,11 +186,13 @@ def test_program_may_use_cprofile(tmp_path):
 
 @pytest.mark.slow
 def test_cpu_bound_threads_share_the_cpu(tmp_path):
+    # both threads spin for the same wall time (0.8 s), so each should get about half the CPU
     script = write(tmp_path, "cpu3.py", (
-        "import threading\n"
-        "def spin_a(n):\n    s = 0\n    for i in range(n):\n        s += i * i\n    return s\n"
-        "def spin_b(n):\n    s = 0\n    for i in range(n):\n        s ^= i\n    return s\n"
-        "ts = [threading.Thread(target=f, args=(3_000_000,)) for f in (spin_a, spin_b)]\n"
+        "import threading, time\n"
+        "END = time.monotonic() + 0.8\n"
+        "def spin_a():\n    s = i = 0\n    while time.monotonic() < END:\n        s += i * i\n        i += 1\n    return s\n"
+        "def spin_b():\n    s = i = 0\n    while time.monotonic() < END:\n        s ^= i\n        i += 1\n    return s\n"
+        "ts = [threading.Thread(target=f) for f in (spin_a, spin_b)]\n"
         "for t in ts:\n    t.start()\nfor t in ts:\n    t.join()\nprint('done')\n"))
     bare, gyro, doc = run_both(tmp_path, script)
     assert gyro.returncode == 0 and gyro.stdout == bare.stdout
