@@ -79,7 +79,11 @@ def run_once(tool: str, script: Path, loops: int, tmp: Path) -> tuple[float, flo
         print(f"  {tool} failed (exit {p.returncode}): {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
     doc = json.loads(out.read_text())
-    inner = sum(sum(r.get("values", [])) for r in doc["benchmarks"][0]["runs"]) * loops
+    # pyperf's values are per inner loop: a benchmark that repeats its body N times per loop
+    # (unpack_sequence: 400, logging: 10) says so in the metadata
+    bench = doc["benchmarks"][0]
+    inner_loops = (bench.get("metadata") or {}).get("inner_loops") or (doc.get("metadata") or {}).get("inner_loops") or 1
+    inner = sum(sum(r.get("values", [])) for r in bench["runs"]) * loops * inner_loops
     return inner, wall
 
 
@@ -87,8 +91,8 @@ def calibrate(script: Path, target: float, tmp: Path) -> int:
     r = run_once("bare", script, 1, tmp)
     if r is None:
         return 1
-    per_loop = max(r[0], 1e-4)
-    return max(1, round(target / per_loop))
+    per_loop = max(r[0], 1e-7)
+    return max(1, min(10_000_000, round(target / per_loop)))
 
 
 def geomean(xs: list[float]) -> float:

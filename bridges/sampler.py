@@ -176,7 +176,11 @@ class StackSampler:
             # one GIL release / re-acquire per sample (Event.wait costs several); a program with
             # one thread cannot contend, so it is sampled `single_thread_factor` times less often
             many = len(self._threads) > 1
-            sleep(self.interval_s if many else self.interval_s * self.single_thread_factor)
+            nap = self.interval_s if many else self.interval_s * self.single_thread_factor
+            if nap <= 0.1:
+                sleep(nap)
+            else:   # a long interval must not delay the program's exit: wake on stop
+                stop.wait(nap)
             if stop.is_set():
                 break
             try:
