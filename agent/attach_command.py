@@ -154,6 +154,8 @@ def main(args: argparse.Namespace) -> int:
                         "record_sampling_errors": source.record.sampling_errors if source.record else 0,
                         "record_empty_chunks": source.empty_chunks, "py_spy": py_spy}
     if speedscope_path:
+        result["attach"]["speedscope"] = {"path": speedscope_path, "stacks": len(source.stacks or {}),
+                                          "samples_merged": source.stacks_merged}
         try:
             _write_speedscope(speedscope_path, source, pid)
         except OSError as e:

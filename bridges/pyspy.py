@@ -107,13 +107,18 @@ def is_own_code(path: str) -> bool:
     return _STDLIB.search(path) is None
 
 
+def _stat_fields(path: str) -> list[bytes]:
+    """The fields of a /proc/.../stat file after the command name (fields[0] is the state letter,
+    fields[11:13] utime and stime, fields[19] the start time, in clock ticks; man 5 proc)."""
+    with open(path, "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()
+
+
 def process_state(pid: int) -> str:
     """The kernel's state letter for `pid` ("R", "S", "Z", ...), "" when there is no such process."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return data[data.rindex(b")") + 2:][:1].decode()
-    except (OSError, ValueError):
+        return _stat_fields(f"/proc/{pid}/stat")[0][:1].decode()
+    except (OSError, ValueError, IndexError):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -126,9 +131,7 @@ def process_state(pid: int) -> str:
 def process_age_s(pid: int) -> float:
     """Seconds since `pid` started (a large number when unknown)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        start_ticks = int(data[data.rindex(b")") + 2:].split()[19])
+        start_ticks = int(_stat_fields(f"/proc/{pid}/stat")[19])
         with open("/proc/uptime", "rb") as f:
             uptime = float(f.read().split()[0])
         return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
@@ -176,8 +179,7 @@ def target_cmdline(pid: int) -> list[str]:
 
 def _thread_cpu_ns(pid: int, tid: int) -> int:
     try:
-        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+        fields = _stat_fields(f"/proc/{pid}/task/{tid}/stat")
         ticks = int(fields[11]) + int(fields[12])   # utime + stime
         return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
@@ -388,6 +390,7 @@ class PySpySource:
         self._pending: dict[tuple[Entity, EventKind, int], list[int]] = {}
         # dump's running samples since record's last chunk: used only if that chunk comes back empty
         self._dump_runs: dict[tuple[Entity, EventKind, int], list[int]] = {}
+        self._dump_run_stacks: list[tuple[str, int, list[Frame], float]] = []   # the same, for keep_stacks
         self._run_scale = max(1, round(rate_hz / wait_rate_hz))
         self.empty_chunks = 0
         self._episodes: list[Event] = []
@@ -534,10 +537,11 @@ class PySpySource:
                 frames = [Frame(f.get("filename") or "", f.get("name") or "?", int(f.get("line") or 0))
                           for f in tr.get("frames") or ()]
                 idle = not tr.get("active", True)
-                if self.stacks is not None and (idle or first or not tr.get("owns_gil") or self.record is None
-                                                or self.record.failed):
-                    # the thread holding the GIL is py-spy record's, at its higher rate
-                    self._keep_stack(st.name, tid, frames, dt / 1e9)
+                if self.stacks is not None:
+                    if idle or first or not tr.get("owns_gil") or self.record is None or self.record.failed:
+                        self._keep_stack(st.name, tid, frames, dt / 1e9)
+                    else:   # the thread holding the GIL is py-spy record's, at its higher rate
+                        self._dump_run_stacks.append((st.name, tid, frames, dt / 1e9))
                 got = classify(frames, idle=idle, gil=tr.get("owns_gil"), is_own_code=self.own_code)
                 if got is None:
                     self._end_episode(st)
@@ -578,6 +582,7 @@ class PySpySource:
         now = time.monotonic_ns()
         with self._lock:
             kept, self._dump_runs = self._dump_runs, {}
+            kept_stacks, self._dump_run_stacks = self._dump_run_stacks, []
             recorded = sum(row[3] for row in samples)
             if kept and recorded < sum(v[0] for v in kept.values()):
                 # record saw less running code than dump did at a tenth of its rate: it missed the GIL
@@ -585,6 +590,8 @@ class PySpySource:
                 # instead, each worth rate/wait_rate record samples.
                 self.empty_chunks += 1
                 samples = []
+                for name, tid, frames, seconds in kept_stacks:
+                    self._keep_stack(name, tid, frames, seconds)
                 for (ent, kind, tid), (count, dur, t0) in kept.items():
                     n = count * self._run_scale
                     self.run_counts[ent] = self.run_counts.get(ent, 0) + n

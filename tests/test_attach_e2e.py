@@ -89,6 +89,8 @@ def test_attach_writes_a_speedscope_profile(tmp_path):
     frames = doc["shared"]["frames"]
     assert {p["type"] for p in doc["profiles"]} == {"sampled"} and len(doc["profiles"]) >= 3
     session = json.loads((tmp_path / "a.json").read_text())
+    assert session["attach"]["speedscope"] == {"path": str(prof), "samples_merged": 0,
+                                               "stacks": sum(len(p["samples"]) for p in doc["profiles"])}
     for p in doc["profiles"]:
         assert p["unit"] == "seconds" and len(p["samples"]) == len(p["weights"])
         assert all(0 <= i < len(frames) for s in p["samples"] for i in s)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.attach_command import status_line
 from bridges.events import EntityKind, EventKind
 from bridges.pyspy import PySpySource, find_py_spy, is_own_code, parse_raw
@@ -165,8 +167,6 @@ def _flaky_dump(failures: int):
 
 
 def test_a_just_started_target_is_asked_again_before_it_is_called_not_python():
-    import pytest
-
     from bridges.pyspy import EXIT_NOT_PYTHON, AttachError
     young = subprocess.Popen(["sleep", "5"])
     try:
@@ -200,5 +200,12 @@ def test_speedscope_stacks_cover_every_thread_and_frame(tmp_path):
         assert set(stacks) == {("worker (12)", (Frame(lib, "Lock.acquire", 5), Frame("/w/app.py", "run", 9))),
                                ("worker (12)", (Frame("/w/app.py", "run", 8),))}
         assert stacks[("worker (12)", (Frame("/w/app.py", "run", 8),))] == 0.07
+        # the GIL holder is left to py-spy record; when record's chunk comes back empty, dump's stack counts
+        running = {"os_thread_id": 12, "thread_name": "worker", "active": True, "owns_gil": True,
+                   "frames": [{"name": "run", "filename": "/w/app.py", "line": 7}]}
+        src.ingest([running], time.monotonic_ns())
+        assert ("worker (12)", (Frame("/w/app.py", "run", 7),)) not in src.stacks
+        src.ingest_running([], 10_000_000)
+        assert src.stacks[("worker (12)", (Frame("/w/app.py", "run", 7),))] > 0
     finally:
         src.stop()
