@@ -44,6 +44,7 @@ Schema "gyroscope.session/1" (documented in the README, section "Session result"
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -94,7 +95,10 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write a text file via a temporary file, fsync and rename: the old file or the new one, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:   # the parent is a file: say so, not "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -158,10 +158,31 @@ def explain_failure(pid: int, text: str) -> AttachError:
                            f"(it reads {SUPPORTED_PYTHONS})", EXIT_UNSUPPORTED_PYTHON)
     if "failed to find python version" in low or "failed to find a python interpreter" in low \
             or "failed to get python version" in low or "doesn't look like a python" in low:
-        return AttachError(f"process {pid} is not a Python process (py-spy found no Python interpreter in it)",
+        kids = [c for c in _children(pid) if "python" in os.path.basename(_exe(c))]
+        hint = f"; its child process {kids[0]} is Python: attach to that one" if kids else ""
+        return AttachError(f"process {pid} is not a Python process (py-spy found no Python interpreter in it){hint}",
                            EXIT_NOT_PYTHON)
     first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")), "")
     return AttachError(f"py-spy failed on process {pid}: {first or 'no output'}", EXIT_PYSPY_FAILED)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (a wrapper such as a pyenv shim or `bash -c` runs Python as one)."""
+    kids: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                kids += [int(k) for k in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return kids
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
 
 
 def check_pid(pid: int) -> None:

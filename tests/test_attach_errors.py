@@ -66,6 +66,21 @@ def test_not_a_python_process():
         p.wait()
 
 
+def test_a_wrapper_of_python_points_at_its_child():
+    # like a pyenv shim or `bash -c`: the PID a user finds first is not the interpreter
+    p = subprocess.Popen(["bash", "-c", f"'{PY}' -c 'import time; time.sleep(30)'; true"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not pyspy._children(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (child,) = pyspy._children(p.pid)
+        assert_one_line_error(gyro(str(p.pid)), pyspy.EXIT_NOT_PYTHON, "not a Python process",
+                              f"child process {child} is Python")
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)   # bash and its Python child
+        p.wait()
+
+
 def test_py_spy_not_found(python_target):
     assert_one_line_error(gyro(str(python_target.pid), "--py-spy", "/nonexistent/py-spy"), pyspy.EXIT_NO_PYSPY,
                           "py-spy not found", "/nonexistent/py-spy")
