@@ -34,6 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.result import write_json_atomic  # noqa: E402
+
 BENCHMARKS = ["nbody", "richards", "raytrace", "float", "go", "json_dumps"]
 TOOLS = ["bare", "attach", "py-spy-record", "dump-20hz", "bare-control"]
 PY = sys.executable
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
            "repeat": args.repeat, "python": sys.version.split()[0], "geomean": gm, "geomean_min": gm_min,
            "watcher_cpu_per_s": cpu, "per_benchmark": per}
     if args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+        write_json_atomic(args.json, doc)   # creates out/ in a fresh clone
     return 0
 
 

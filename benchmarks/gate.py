@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.eval_command import ATTACH_DELAY_S, load_manifest  # noqa: E402
 from agent.gate import PhaseGate, _size  # noqa: E402
+from agent.result import write_json_atomic  # noqa: E402
 
 DEFAULT_MANIFEST = ROOT.parent / "shared" / "workloads" / "MANIFEST.json"
 
@@ -132,8 +133,7 @@ def main() -> int:
           f"no decision change lost: {ok}")
     doc = {"mode": args.mode, "window": args.window, "manifest": str(Path(args.manifest).resolve()), "rows": rows, "total": tot,
            "records_saved": rec_saved, "bytes_saved": bytes_saved, "no_change_lost": ok}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    write_json_atomic(args.json, doc)
     return 0 if ok else 1
 
 

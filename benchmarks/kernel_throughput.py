@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.result import write_text_atomic  # noqa: E402
 from cyext import CellPool  # noqa: E402
 from cyext.twin import TwinCellPool  # noqa: E402
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = json.dumps(result)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_text_atomic(args.out, text + "\n")
     if args.json:
         print(text)
     else:

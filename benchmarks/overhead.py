@@ -32,6 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.result import write_json_atomic  # noqa: E402
+
 BENCHMARKS = ["nbody", "richards", "raytrace", "chaos", "float", "deltablue", "go", "hexiom", "spectral_norm",
               "nqueens", "json_dumps", "coroutines", "generators", "deepcopy", "logging", "regex_v8",
               "unpack_sequence"]
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
            "geomean_min": gm_min,
            "worst": worst, "per_benchmark": per}
     if args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+        write_json_atomic(args.json, doc)   # creates out/ in a fresh clone
     return 0
 
 

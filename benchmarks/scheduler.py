@@ -200,8 +200,8 @@ def main() -> int:
     if args.section in ("priorities", "all"):
         res["priorities"] = bench_priorities(args.others, args.seconds)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1, default=str)
+        from agent.result import write_text_atomic
+        write_text_atomic(args.json, json.dumps(res, indent=1, default=str) + "\n")
     return 0
 
 
