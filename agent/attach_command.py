@@ -9,8 +9,8 @@ import threading
 import time
 from typing import Any, TextIO
 
-from agent.errors import GyroscopeError
-from agent.options import positive_float
+from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.options import positive_float
 
 DESCRIPTION = """\
 Attach to a running Python process and watch it with py-spy (no change to the target, no
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "profile, in seconds per thread: open it at https://www.speedscope.app")
     parser.add_argument("--subprocesses", action="store_true", help="also watch the target's child Python processes")
     parser.add_argument("--py-spy", dest="py_spy", metavar="PATH", help="the py-spy executable to use")
-    from agent.sinks.factory import add_sink_arguments
+    from gyroscope.agent.sinks.factory import add_sink_arguments
     add_sink_arguments(parser)
 
 
@@ -70,7 +70,7 @@ def _pid(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bridges.pyspy import (
+    from gyroscope.bridges.pyspy import (
         EXIT_PYSPY_FAILED,
         AttachError,
         PySpySource,
@@ -99,8 +99,8 @@ def main(args: argparse.Namespace) -> int:
     speedscope_path = os.path.abspath(args.speedscope) if args.speedscope else None
     command = target_cmdline(pid)
 
-    from agent.session import Session
-    from agent.sinks.factory import build_sinks
+    from gyroscope.agent.session import Session
+    from gyroscope.agent.sinks.factory import build_sinks
 
     try:
         sinks = build_sinks(args, "attach")
@@ -163,13 +163,13 @@ def main(args: argparse.Namespace) -> int:
             status = status or 2
     if json_path:
         try:
-            from agent.result import write_json_atomic
+            from gyroscope.agent.result import write_json_atomic
             write_json_atomic(json_path, result)
         except OSError as e:
             print(f"gyroscope: error: cannot write {json_path}: {e.strerror or e}", file=sys.stderr)
             status = status or 2
     try:
-        from agent.summary import print_summary
+        from gyroscope.agent.summary import print_summary
         print_summary(result, sys.stderr, quiet=quiet)
     except Exception as e:
         print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -179,7 +179,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _write_speedscope(path: str, source: Any, pid: int) -> None:
-    from agent.sinks.files import write_speedscope
+    from gyroscope.agent.sinks.files import write_speedscope
     stacks = source.stacks or {}
     write_speedscope(path, ((label, [(f.function, f.file, f.line) for f in frames], round(seconds, 6))
                             for (label, frames), seconds in sorted(stacks.items(), key=lambda kv: kv[0][0])),
@@ -203,7 +203,7 @@ def _version_from_proc(pid: int) -> str:
 
 
 def _version(py_spy: str, pid: int, out: list[str]) -> None:
-    from bridges.pyspy import AttachError, python_version
+    from gyroscope.bridges.pyspy import AttachError, python_version
     try:
         v = python_version(py_spy, pid)
     except AttachError:

@@ -6,16 +6,16 @@ import argparse
 import importlib
 import sys
 
-from agent import __version__
-from agent.errors import GyroscopeError
+from gyroscope.agent import __version__
+from gyroscope.agent.errors import GyroscopeError
 
 # (name, module, one-line help). A module that is missing is reported cleanly, not with a traceback.
 COMMANDS = [
-    ("run", "agent.run_command", "run a Python script or module under the agent"),
-    ("attach", "agent.attach_command", "attach to a running Python process by PID (py-spy)"),
-    ("eval", "agent.eval_command", "score the agent's decisions on a manifest of labeled programs"),
-    ("report", "agent.report_command", "render a session JSON as a terminal summary or an HTML report"),
-    ("replay", "agent.replay_command", "replay a kernel ledger, optionally verifying it against a snapshot"),
+    ("run", "gyroscope.agent.run_command", "run a Python script or module under the agent"),
+    ("attach", "gyroscope.agent.attach_command", "attach to a running Python process by PID (py-spy)"),
+    ("eval", "gyroscope.agent.eval_command", "score the agent's decisions on a manifest of labeled programs"),
+    ("report", "gyroscope.agent.report_command", "render a session JSON as a terminal summary or an HTML report"),
+    ("replay", "gyroscope.agent.replay_command", "replay a kernel ledger, optionally verifying it against a snapshot"),
 ]
 
 DESCRIPTION = """\

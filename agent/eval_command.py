@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.errors import GyroscopeError
-from agent.result import ResultError, load_result, write_json_atomic
+from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.result import ResultError, load_result, write_json_atomic
 
 DESCRIPTION = __doc__
 ACTIONS = ("specialize_hot_loop", "mitigate_contention")
@@ -122,7 +122,7 @@ def _short(d: dict[str, Any]) -> dict[str, Any]:
 def naive_decisions(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The baseline: the own-code loop/function with the most CPU (cpu_share >= 0.1) is a hot loop;
     any lock or wait entity with blocked time is contention."""
-    from agent.actuators import is_own_code
+    from gyroscope.agent.actuators import is_own_code
 
     ents = [e for e in result.get("entities", []) if isinstance(e, dict) and is_own_code(e)]
     out: list[dict[str, Any]] = []
@@ -143,7 +143,7 @@ def _where(e: dict[str, Any]) -> dict[str, Any]:
 
 # ---- running one workload -----------------------------------------------------------------
 def _cli() -> list[str]:
-    return [sys.executable, "-m", "agent.cli"]
+    return [sys.executable, "-m", "gyroscope.agent.cli"]
 
 
 def _env() -> dict[str, str]:

@@ -29,7 +29,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridges.events import Entity, EventKind, Observation
+from gyroscope.bridges.events import Entity, EventKind, Observation
 
 _COUNTED = (EventKind.LOOP_ITER, EventKind.CALL, EventKind.RESUME)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.errors import GyroscopeError
+from gyroscope.agent.errors import GyroscopeError
 
 DESCRIPTION = """\
 Replay a kernel ingest ledger (written with `gyroscope run --ledger PATH`) into a fresh cell
@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cyext import ledger as lg
-    from cyext.errors import KernelError, LedgerError, SnapshotError
+    from gyroscope.cyext import ledger as lg
+    from gyroscope.cyext.errors import KernelError, LedgerError, SnapshotError
 
     out = sys.stdout
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.errors import GyroscopeError
+from gyroscope.agent.errors import GyroscopeError
 
 DESCRIPTION = """\
 Render a session result written by `gyroscope run --json` or `gyroscope attach --json`.
@@ -23,26 +23,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.result import ResultError, load_result
+    from gyroscope.agent.result import ResultError, load_result
 
     try:
         result = load_result(args.session)
     except ResultError as e:
         raise GyroscopeError(str(e)) from None
     if args.html:
-        from agent.report_html import render_html
+        from gyroscope.agent.report_html import render_html
 
         write_text_atomic(args.html, render_html(result))
         print(f"gyroscope: wrote {args.html}", file=sys.stderr)
         return 0
-    from agent.summary import print_summary
+    from gyroscope.agent.summary import print_summary
 
     print_summary(result, sys.stdout)
     return 0
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    from agent import result
+    from gyroscope.agent import result
 
     try:
         result.write_text_atomic(path, text)

@@ -63,7 +63,7 @@ def empty_result(source: str, command: list[str], pid: int) -> dict[str, Any]:
     import platform
     import time
 
-    from agent import __version__
+    from gyroscope.agent import __version__
 
     return {
         "schema": SCHEMA,

@@ -12,8 +12,8 @@ import traceback
 from types import TracebackType
 from typing import Any
 
-from agent.errors import GyroscopeError
-from agent.options import positive_float
+from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.options import positive_float
 
 DESCRIPTION = """\
 Run a Python program under the agent, exactly as `python app.py [args]` or
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "value of threads competing with a hot loop or piling onto a contended lock")
     parser.add_argument("--all-code", action="store_true",
                         help="watch all Python code (libraries and stdlib too), not only the program's")
-    from agent.sinks.factory import add_sink_arguments
+    from gyroscope.agent.sinks.factory import add_sink_arguments
     add_sink_arguments(parser)
 
 
@@ -62,11 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # everything gyroscope needs later is imported now, before sys.path[0] becomes the program's
-    from agent.result import write_json_atomic
-    from agent.session import Session
-    from agent.sinks.factory import build_sinks
-    from agent.summary import print_summary
-    from bridges.sysmon import CodeFilter, RunSource
+    from gyroscope.agent.result import write_json_atomic
+    from gyroscope.agent.session import Session
+    from gyroscope.agent.sinks.factory import build_sinks
+    from gyroscope.agent.summary import print_summary
+    from gyroscope.bridges.sysmon import CodeFilter, RunSource
 
     module: str | None = None
     prog_args = list(args.args or [])

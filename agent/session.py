@@ -19,14 +19,13 @@ import time
 from typing import Any
 
 import numpy as np
-
-from agent import actuators
-from agent.gate import PhaseGate
-from agent.measure import Measurements
-from agent.result import empty_result
-from agent.sinks.base import Sink, Window
-from bridges.events import Entity, EntityKind, Observation, Source
-from bridges.serializer import Serializer
+from gyroscope.agent import actuators
+from gyroscope.agent.gate import PhaseGate
+from gyroscope.agent.measure import Measurements
+from gyroscope.agent.result import empty_result
+from gyroscope.agent.sinks.base import Sink, Window
+from gyroscope.bridges.events import Entity, EntityKind, Observation, Source
+from gyroscope.bridges.serializer import Serializer
 
 # The role whose cell gives an entity its SLCP record in the result.
 PRIMARY_ROLE = {EntityKind.LOOP: ("iter", "run"), EntityKind.FUNCTION: ("run", "call"),
@@ -42,7 +41,7 @@ MAX_TIMELINE = 10_000   # wait intervals kept for the report's per-thread timeli
 
 
 def _make_pool(capacity: int, ledger: str | None = None):
-    from cyext import CellPool
+    from gyroscope.cyext import CellPool
     return CellPool(capacity=capacity, ledger=ledger)
 
 
@@ -67,7 +66,7 @@ class Session:
         self.priorities = None
         self._lowered: set[int] = set()
         if act_priorities:
-            from schedulers.priorities import PriorityActuator
+            from gyroscope.schedulers.priorities import PriorityActuator
             self.priorities = PriorityActuator()
         self.timeline_dropped = 0
         self.serializer = Serializer()
@@ -218,7 +217,7 @@ class Session:
                 self._call_sink(sink, "on_window", window)
 
     def _act_on_priorities(self, decisions: list[dict[str, Any]]) -> None:
-        from schedulers.priorities import plan_priorities
+        from gyroscope.schedulers.priorities import plan_priorities
         by_id = {i: e for e, i in self.entity_ids.items()}
         threads_by_entity = {i: self.measure.threads_of(e) for i, e in by_id.items()}
         program = [t for t in self.threads if self.threads[t].get("alive", True)] or None
@@ -231,7 +230,7 @@ class Session:
             self._error(f"priorities: {type(e).__name__}: {e}")
 
     def _waits(self, obs: Observation) -> list[dict[str, Any]]:
-        from bridges.events import EventKind
+        from gyroscope.bridges.events import EventKind
         return [{"thread": ev.thread, "entity_id": self.entity_ids.get(ev.entity, 0), "t_ns": ev.t_ns,
                  "duration_ns": ev.duration_ns} for ev in obs.events if ev.kind == EventKind.LOCK_WAIT]
 

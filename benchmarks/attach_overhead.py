@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.result import write_json_atomic  # noqa: E402
+from gyroscope.agent.result import write_json_atomic  # noqa: E402
 
 BENCHMARKS = ["nbody", "richards", "raytrace", "float", "go", "json_dumps"]
 TOOLS = ["bare", "attach", "py-spy-record", "dump-20hz", "bare-control"]
@@ -51,7 +51,7 @@ def bench_dir() -> Path:
 
 
 def py_spy() -> str:
-    from bridges.pyspy import find_py_spy
+    from gyroscope.bridges.pyspy import find_py_spy
     return find_py_spy()
 
 
@@ -74,13 +74,15 @@ def run_once(tool: str, script: Path, loops: int, tmp: Path) -> tuple[float, flo
             cpu0 = _children_cpu()
             pid = str(target.pid)
             if tool == "attach":
-                subprocess.run([PY, "-m", "agent.cli", "attach", pid, "-q"], cwd=PROJECT, stdout=subprocess.DEVNULL,
+                subprocess.run([PY, "-m", "gyroscope.agent.cli", "attach", pid, "-q"], cwd=PROJECT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, timeout=600)
             elif tool == "py-spy-record":
                 subprocess.run([py_spy(), "record", "-p", pid, "-f", "raw", "-o", os.devnull],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
             elif tool == "dump-20hz":
-                from bridges.pyspy import is_alive  # not target.poll(): reaping it would add its CPU
+                from gyroscope.bridges.pyspy import (
+                    is_alive,  # not target.poll(): reaping it would add its CPU
+                )
                 while is_alive(target.pid):
                     t = time.perf_counter()
                     subprocess.run([py_spy(), "dump", "--json", "-p", pid], stdout=subprocess.DEVNULL,

@@ -27,9 +27,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.eval_command import ATTACH_DELAY_S, load_manifest  # noqa: E402
-from agent.gate import PhaseGate, _size  # noqa: E402
-from agent.result import write_json_atomic  # noqa: E402
+from gyroscope.agent.eval_command import ATTACH_DELAY_S, load_manifest  # noqa: E402
+from gyroscope.agent.gate import PhaseGate, _size  # noqa: E402
+from gyroscope.agent.result import write_json_atomic  # noqa: E402
 
 DEFAULT_MANIFEST = ROOT.parent / "shared" / "workloads" / "MANIFEST.json"
 
@@ -37,7 +37,7 @@ DEFAULT_MANIFEST = ROOT.parent / "shared" / "workloads" / "MANIFEST.json"
 def trace_workload(script: str, args: list[str], mode: str, trace: str, timeout: float,
                    window: float | None = None) -> None:
     env = dict(os.environ, GYROSCOPE_GATE_TRACE=trace, PYTHONPATH=str(ROOT))
-    cli = [sys.executable, "-m", "agent.cli"]
+    cli = [sys.executable, "-m", "gyroscope.agent.cli"]
     win = ["--window", str(window)] if window else []
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "s.json")

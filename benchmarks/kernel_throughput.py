@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.result import write_text_atomic  # noqa: E402
-from cyext import CellPool  # noqa: E402
-from cyext.twin import TwinCellPool  # noqa: E402
+from gyroscope.agent.result import write_text_atomic  # noqa: E402
+from gyroscope.cyext import CellPool  # noqa: E402
+from gyroscope.cyext.twin import TwinCellPool  # noqa: E402
 
 
 def _rate(engine, ids: np.ndarray, words: np.ndarray, cells: int, repeats: int) -> float:

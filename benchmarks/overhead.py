@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.result import write_json_atomic  # noqa: E402
+from gyroscope.agent.result import write_json_atomic  # noqa: E402
 
 BENCHMARKS = ["nbody", "richards", "raytrace", "chaos", "float", "deltablue", "go", "hexiom", "spectral_norm",
               "nqueens", "json_dumps", "coroutines", "generators", "deepcopy", "logging", "regex_v8",

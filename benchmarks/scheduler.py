@@ -25,10 +25,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-
-from schedulers.coherence import coherence_score  # noqa: E402
-from schedulers.executor import CoherenceExecutor  # noqa: E402
-from schedulers.priorities import PriorityActuator, thread_cpu_ticks  # noqa: E402
+from gyroscope.schedulers.coherence import coherence_score  # noqa: E402
+from gyroscope.schedulers.executor import CoherenceExecutor  # noqa: E402
+from gyroscope.schedulers.priorities import PriorityActuator, thread_cpu_ticks  # noqa: E402
 
 
 def ctx_switches() -> dict[int, int]:
@@ -200,7 +199,7 @@ def main() -> int:
     if args.section in ("priorities", "all"):
         res["priorities"] = bench_priorities(args.others, args.seconds)
     if args.json:
-        from agent.result import write_text_atomic
+        from gyroscope.agent.result import write_text_atomic
         write_text_atomic(args.json, json.dumps(res, indent=1, default=str) + "\n")
     return 0
 

@@ -1,4 +1,5 @@
-"""Event sources and the serializer: where events come from and how they become kernel words."""
-from bridges.events import Entity, EntityKind, Event, EventKind, Observation, Source, ThreadInfo, WaitKind
+"""Event sources and the serializer: where events come from and how they become kernel words.
 
-__all__ = ["Entity", "EntityKind", "Event", "EventKind", "Observation", "Source", "ThreadInfo", "WaitKind"]
+This package is imported inside the watched program by the bootstrap (bridges/boot), so it
+imports nothing: take names from their modules (gyroscope.bridges.events, ...).
+"""

@@ -49,8 +49,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridges.events import Entity, EntityKind, Event, EventKind, Observation, ThreadInfo
-from bridges.stacks import Frame, classify
+from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation, ThreadInfo
+from gyroscope.bridges.stacks import Frame, classify
 
 # Exit codes of `gyroscope attach` (documented in its --help).
 EXIT_NO_SUCH_PID = 3

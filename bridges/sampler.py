@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable
 from types import CodeType, FrameType
 
-from bridges.events import Entity, EntityKind, Event, EventKind, ThreadInfo, WaitKind
-from bridges.stacks import LIBRARY_WAITS, LOCK_WAITS
+from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, ThreadInfo, WaitKind
+from gyroscope.bridges.stacks import LIBRARY_WAITS, LOCK_WAITS
 
 EXCLUDED_THREAD_PREFIXES = ("gyroscope", "Otel")
 _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -38,8 +38,7 @@ shell_entropy separates them much less (0.75-0.90 for all).
 from __future__ import annotations
 
 import numpy as np
-
-from bridges.events import Event, EventKind, WaitKind
+from gyroscope.bridges.events import Event, EventKind, WaitKind
 
 WAIT_CODE: dict[str, int] = {
     WaitKind.LOCK: 0x01, WaitKind.RLOCK: 0x02, WaitKind.CONDITION: 0x03, WaitKind.SEMAPHORE: 0x04,

@@ -35,8 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from bridges import codemap
-from bridges.events import Entity, EntityKind, EventKind, WaitKind
+from gyroscope.bridges import codemap
+from gyroscope.bridges.events import Entity, EntityKind, EventKind, WaitKind
 
 LOCK_WAITS = frozenset({WaitKind.LOCK, WaitKind.RLOCK, WaitKind.CONDITION, WaitKind.SEMAPHORE})
 

@@ -40,11 +40,11 @@ import threading
 import time
 from types import CodeType
 
-from bridges.events import Entity, EntityKind, Event, EventKind, Observation
-from bridges.sampler import LoopMap, StackSampler
+from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation
+from gyroscope.bridges.sampler import LoopMap, StackSampler
 
 try:
-    from bridges import _callbacks as _cb
+    from gyroscope.bridges import _callbacks as _cb
 except ImportError:  # pragma: no cover - the extension is not built
     _cb = None
 
@@ -130,7 +130,7 @@ class SysMonitor:
 
     def start(self) -> None:
         if _cb is None:
-            self.errors.append("bridges._callbacks is not built: loops and calls are not counted "
+            self.errors.append("gyroscope.bridges._callbacks is not built: loops and calls are not counted "
                                "(run `python setup.py build_ext --inplace`)")
             return
         tool = choose_tool_id()

@@ -5,16 +5,16 @@ PhiResolventRegularizer), batching (group_batches, chirality_distance), executor
 (CoherenceExecutor, PolicyQueue, Task), priorities (PriorityActuator, plan_priorities),
 dask_priority (coherent_submit; needs `distributed`, imported on use).
 """
-from schedulers.batching import chirality_distance, group_batches
-from schedulers.coherence import (
+from gyroscope.schedulers.batching import chirality_distance, group_batches
+from gyroscope.schedulers.coherence import (
            PHI,
            PhiResolventRegularizer,
            coherence_score,
            entity_coherence,
            phi_resolvent,
 )
-from schedulers.executor import CoherenceExecutor, PolicyQueue, Task
-from schedulers.priorities import PriorityActuator, plan_priorities
+from gyroscope.schedulers.executor import CoherenceExecutor, PolicyQueue, Task
+from gyroscope.schedulers.priorities import PriorityActuator, plan_priorities
 
 __all__ = ["PHI", "CoherenceExecutor", "PhiResolventRegularizer", "PolicyQueue", "PriorityActuator", "Task",
            "chirality_distance", "coherence_score", "entity_coherence", "group_batches", "phi_resolvent",

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from schedulers.coherence import coherence_score
-from schedulers.executor import DEFAULT_COHERENCE, DEFER_BELOW
+from gyroscope.schedulers.coherence import coherence_score
+from gyroscope.schedulers.executor import DEFAULT_COHERENCE, DEFER_BELOW
 
 
 def coherence_priority(coherence: float | None, defer_below: float = DEFER_BELOW) -> int:

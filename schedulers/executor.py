@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from schedulers.coherence import coherence_score
+from gyroscope.schedulers.coherence import coherence_score
 
 DEFAULT_COHERENCE = 0.5
 DEFER_BELOW = 0.3

@@ -5,8 +5,8 @@ import copy
 import time
 from typing import Any
 
-from agent.result import SCHEMA
-from agent.sinks.base import Window
+from gyroscope.agent.result import SCHEMA
+from gyroscope.agent.sinks.base import Window
 
 MAIN, WORKER1, WORKER2 = 1001, 1002, 1003
 FILE = "/work/shared/workloads/mixed_hot_and_lock.py"

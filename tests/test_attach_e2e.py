@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PY = sys.executable
-GYRO = [PY, "-m", "agent.cli"]
+GYRO = [PY, "-m", "gyroscope.agent.cli"]
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GYROSCOPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 WORKLOADS = SHARED / "workloads"

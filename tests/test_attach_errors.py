@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from bridges import pyspy
+from gyroscope.bridges import pyspy
 
 PY = sys.executable
 PROJECT = Path(__file__).resolve().parents[1]
@@ -21,7 +20,7 @@ PY_SPY = pyspy.find_py_spy()
 
 
 def gyro(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "agent.cli", "attach", *args], cwd=PROJECT, capture_output=True, text=True,
+    return subprocess.run([PY, "-m", "gyroscope.agent.cli", "attach", *args], cwd=PROJECT, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -115,7 +114,7 @@ def test_bad_pid_argument():
 
 
 def test_help_documents_exit_codes():
-    p = subprocess.run([PY, "-m", "agent.cli", "attach", "--help"], cwd=PROJECT, capture_output=True, text=True)
+    p = subprocess.run([PY, "-m", "gyroscope.agent.cli", "attach", "--help"], cwd=PROJECT, capture_output=True, text=True)
     for code in range(3, 9):
         assert f"\n  {code}  " in p.stdout
 
@@ -153,7 +152,7 @@ def test_target_exit_is_not_an_error(tmp_path):
 
 def test_ctrl_c_writes_the_result(tmp_path, python_target):
     out = tmp_path / "s.json"
-    p = subprocess.Popen([PY, "-m", "agent.cli", "attach", str(python_target.pid), "--json", str(out)], cwd=PROJECT,
+    p = subprocess.Popen([PY, "-m", "gyroscope.agent.cli", "attach", str(python_target.pid), "--json", str(out)], cwd=PROJECT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
     p.send_signal(signal.SIGINT)

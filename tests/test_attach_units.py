@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from agent.attach_command import status_line
-from bridges.events import EntityKind, EventKind
-from bridges.pyspy import PySpySource, find_py_spy, is_own_code, parse_raw
-from bridges.stacks import Frame
+from gyroscope.agent.attach_command import status_line
+from gyroscope.bridges.events import EntityKind, EventKind
+from gyroscope.bridges.pyspy import PySpySource, find_py_spy, is_own_code, parse_raw
+from gyroscope.bridges.stacks import Frame
 
 PY = sys.executable
 PROJECT = Path(__file__).resolve().parents[1]
@@ -85,7 +84,7 @@ def test_live_view_on_a_terminal_and_not_elsewhere(tmp_path):
     try:
         time.sleep(0.3)
         master, slave = pty.openpty()
-        p = subprocess.Popen([PY, "-m", "agent.cli", "attach", str(target.pid), "--duration", "1.0"], cwd=PROJECT,
+        p = subprocess.Popen([PY, "-m", "gyroscope.agent.cli", "attach", str(target.pid), "--duration", "1.0"], cwd=PROJECT,
                              stdout=subprocess.DEVNULL, stderr=slave)
         os.close(slave)
         chunks = []
@@ -100,7 +99,7 @@ def test_live_view_on_a_terminal_and_not_elsewhere(tmp_path):
         p.wait(timeout=30)
         os.close(master)
         tty_err = b"".join(chunks).decode(errors="replace")
-        plain = subprocess.run([PY, "-m", "agent.cli", "attach", str(target.pid), "--duration", "0.5"], cwd=PROJECT,
+        plain = subprocess.run([PY, "-m", "gyroscope.agent.cli", "attach", str(target.pid), "--duration", "0.5"], cwd=PROJECT,
                                capture_output=True, text=True, timeout=30)
     finally:
         target.kill()
@@ -119,7 +118,7 @@ def test_subprocesses_follows_a_child_python(tmp_path):
     out = tmp_path / "s.json"
     try:
         time.sleep(0.3)
-        p = subprocess.run([PY, "-m", "agent.cli", "attach", str(target.pid), "--subprocesses", "-q", "--json",
+        p = subprocess.run([PY, "-m", "gyroscope.agent.cli", "attach", str(target.pid), "--subprocesses", "-q", "--json",
                             str(out)], cwd=PROJECT, capture_output=True, text=True, timeout=60)
     finally:
         target.wait(timeout=30)
@@ -155,7 +154,7 @@ def test_dump_stands_in_when_record_misses_the_running_thread(tmp_path):
 
 
 def _flaky_dump(failures: int):
-    from bridges.pyspy import EXIT_NOT_PYTHON, AttachError
+    from gyroscope.bridges.pyspy import EXIT_NOT_PYTHON, AttachError
     calls = []
 
     def dump():
@@ -167,7 +166,7 @@ def _flaky_dump(failures: int):
 
 
 def test_a_just_started_target_is_asked_again_before_it_is_called_not_python():
-    from bridges.pyspy import EXIT_NOT_PYTHON, AttachError
+    from gyroscope.bridges.pyspy import EXIT_NOT_PYTHON, AttachError
     young = subprocess.Popen(["sleep", "5"])
     try:
         dump, calls = _flaky_dump(2)

@@ -1,8 +1,8 @@
 import subprocess
 import sys
 
-from agent import __version__
-from agent.cli import main
+from gyroscope.agent import __version__
+from gyroscope.agent.cli import main
 
 
 def test_version(capsys):
@@ -14,7 +14,7 @@ def test_version(capsys):
 
 
 def test_help_lists_commands():
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     for name in ("run", "attach", "eval", "report", "replay"):
         assert name in out.stdout

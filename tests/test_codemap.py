@@ -8,8 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from bridges.codemap import CodeMap
+from gyroscope.bridges.codemap import CodeMap
 
 FIXTURE = textwrap.dedent('''\
     import sys

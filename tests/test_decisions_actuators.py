@@ -4,8 +4,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from agent import actuators as A
+from gyroscope.agent import actuators as A
 
 WORKLOAD = "/tmp/some_program/app.py"
 

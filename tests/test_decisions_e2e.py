@@ -22,7 +22,7 @@ MANIFESTS = {"run": SHARED, "attach": VARIANTS}
 @pytest.mark.parametrize("mode", ["run", "attach"])
 def test_labeled_workloads_all_pass(tmp_path, mode):
     out = tmp_path / "eval.json"
-    p = subprocess.run([sys.executable, "-m", "agent.cli", "eval", str(MANIFESTS[mode]), "--mode", mode, "--json", str(out)],
+    p = subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", "eval", str(MANIFESTS[mode]), "--mode", mode, "--json", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=400)
     doc = json.loads(out.read_text())
     failed = [(r["workload"], r["agent"]["found"], r["error"]) for r in doc["rows"] if not r["pass"]]

@@ -5,18 +5,17 @@ import random
 
 import numpy as np
 import pytest
-
-from agent import actuators as A
+from gyroscope.agent import actuators as A
 
 
 def pools():
     out = []
     try:
-        from cyext import CellPool
+        from gyroscope.cyext import CellPool
         out.append(CellPool)
     except ImportError:  # pragma: no cover
         pass
-    from cyext.twin import TwinCellPool
+    from gyroscope.cyext.twin import TwinCellPool
     out.append(TwinCellPool)
     return out
 

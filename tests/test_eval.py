@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from agent import eval_command as E
-from agent.errors import GyroscopeError
+from gyroscope.agent import eval_command as E
+from gyroscope.agent.errors import GyroscopeError
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ROOT / "tests" / "fixtures" / "decisions_variants"
@@ -86,7 +85,7 @@ def test_naive_baseline_flags_any_wait():
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "agent.cli", "eval", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", "eval", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 

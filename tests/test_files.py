@@ -5,10 +5,10 @@ import argparse
 import json
 
 import pytest
+from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.sinks.factory import add_sink_arguments, build_sinks
+from gyroscope.agent.sinks.files import StreamSink, TraceSink, write_speedscope
 
-from agent.errors import GyroscopeError
-from agent.sinks.factory import add_sink_arguments, build_sinks
-from agent.sinks.files import StreamSink, TraceSink, write_speedscope
 from tests import report_fixtures as fx
 
 

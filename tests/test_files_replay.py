@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from agent.cli import main
-from cyext import CellPool
+from gyroscope.agent.cli import main
+from gyroscope.cyext import CellPool
 
 
 @pytest.fixture

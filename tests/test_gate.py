@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from agent import gate as G
-from agent.gate import PhaseGate
+from gyroscope.agent import gate as G
+from gyroscope.agent.gate import PhaseGate
 
 
 def ent(eid=1, key=5, chi6=5, shell=2, iterations=1000, cpu=0.5, wait=0.0, action="observe", hot=0.6, cont=0.4):

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cyext import CellPool, law, law_hash
-from cyext.twin import TwinCellPool
+from gyroscope.cyext import CellPool, law, law_hash
+from gyroscope.cyext.twin import TwinCellPool
 
 
 def shared_dir() -> Path:

@@ -6,12 +6,11 @@ import struct
 
 import numpy as np
 import pytest
+from gyroscope.cyext import CellPool, LedgerError, SnapshotError, law, persist
+from gyroscope.cyext.ledger import read_ledger, replay, verify
+from gyroscope.cyext.twin import TwinCellPool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from cyext import CellPool, LedgerError, SnapshotError, law, persist
-from cyext.ledger import read_ledger, replay, verify
-from cyext.twin import TwinCellPool
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -5,12 +5,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from gyroscope.cyext import CellPool, KernelError, law
+from gyroscope.cyext.ledger import compare, read_ledger, replay, verify
+from gyroscope.cyext.twin import TwinCellPool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from cyext import CellPool, KernelError, law
-from cyext.ledger import compare, read_ledger, replay, verify
-from cyext.twin import TwinCellPool
 
 ENGINES = [pytest.param(CellPool, id="cython"), pytest.param(TwinCellPool, id="twin")]
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -5,9 +5,9 @@ import threading
 import time
 
 import pytest
+from gyroscope.agent.sinks import otel
+from gyroscope.agent.sinks.otel import OtelSink, requested_signals
 
-from agent.sinks import otel
-from agent.sinks.otel import OtelSink, requested_signals
 from tests import report_fixtures as fx
 from tests.otlp_receiver import OtlpReceiver, attrs, refused_endpoint
 
@@ -160,7 +160,7 @@ def test_end_to_end_run_exports_and_dead_endpoint_keeps_program_output(tmp_path)
 
     def run(endpoint: str) -> tuple[subprocess.CompletedProcess, dict]:
         sj = tmp_path / "s.json"
-        p = subprocess.run([sys.executable, "-m", "agent.cli", "run", "-q", "--json", str(sj), "--otlp", endpoint,
+        p = subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", "run", "-q", "--json", str(sj), "--otlp", endpoint,
                             str(workload)], cwd=root, capture_output=True, text=True, timeout=120)
         return p, json.loads(sj.read_text())
 

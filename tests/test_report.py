@@ -10,9 +10,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from gyroscope.agent.cli import main
+from gyroscope.agent.result import write_json_atomic
 
-from agent.cli import main
-from agent.result import write_json_atomic
 from tests import report_fixtures as fx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def test_html_escapes_hostile_names(tmp_path):
     r = fx.session()
     r["decisions"][0]["function"] = "</script><script>alert(1)</script>"
     r["command"] = ["<b>x</b>"]
-    from agent.report_html import render_html
+    from gyroscope.agent.report_html import render_html
     text = render_html(r)
     assert "</script><script>alert" not in text and "<b>x</b>" not in text
 
@@ -130,7 +130,7 @@ def test_end_to_end_run_then_report(tmp_path):
     if not workload.exists():
         pytest.skip("shared workloads are not available")
     sj, st, tr = tmp_path / "s.json", tmp_path / "s.jsonl", tmp_path / "t.json"
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--json", str(sj), "--stream", str(st),
+    proc = subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", "run", "--json", str(sj), "--stream", str(st),
                            "--trace", str(tr), "-q", str(workload)], cwd=ROOT, capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -139,7 +139,7 @@ def test_end_to_end_run_then_report(tmp_path):
     lines = [json.loads(x) for x in st.read_text().splitlines()]
     assert lines[0]["type"] == "window" and lines[-1]["type"] == "session"
     assert json.loads(tr.read_text())["displayTimeUnit"] == "ms"
-    rep = subprocess.run([sys.executable, "-m", "agent.cli", "report", str(sj)], cwd=ROOT, capture_output=True,
+    rep = subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", "report", str(sj)], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert rep.returncode == 0 and "Decisions" in rep.stdout
     out = tmp_path / "r.html"

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from agent.measure import Measurements
-from agent.session import Session
-from bridges.events import Entity, EntityKind, Event, EventKind, Observation, WaitKind
-from bridges.sampler import LoopMap, StackSampler
-from bridges.serializer import KIND_CODE, TABLE, Serializer
-from bridges.sysmon import CodeFilter, SysMonitor
+from gyroscope.agent.measure import Measurements
+from gyroscope.agent.session import Session
+from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation, WaitKind
+from gyroscope.bridges.sampler import LoopMap, StackSampler
+from gyroscope.bridges.serializer import KIND_CODE, TABLE, Serializer
+from gyroscope.bridges.sysmon import CodeFilter, SysMonitor
 
 MON = sys.monitoring
 
@@ -75,8 +74,8 @@ def test_code_filter(tmp_path):
     assert not f.file_is_ours(np.__file__)
     assert not f.file_is_ours("<frozen importlib._bootstrap>")
     assert f.file_is_ours(str(Path(sysconfig.get_paths()["stdlib"]) / "json" / "encoder.py"))  # --include
-    import bridges.sysmon
-    assert not CodeFilter([str(Path(bridges.sysmon.__file__).parents[1])]).file_is_ours(bridges.sysmon.__file__)
+    import gyroscope.bridges.sysmon
+    assert not CodeFilter([str(Path(gyroscope.bridges.sysmon.__file__).parents[1])]).file_is_ours(gyroscope.bridges.sysmon.__file__)
     # a program that lives inside site-packages (pyperformance's benchmarks) is still the program
     site = Path(sysconfig.get_paths()["purelib"])
     inner = site / "somepkg" / "bench"

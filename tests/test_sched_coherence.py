@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
-
-from schedulers.batching import chirality_distance, group_batches
-from schedulers.coherence import (
+from gyroscope.schedulers.batching import chirality_distance, group_batches
+from gyroscope.schedulers.coherence import (
     PHI,
     PhiResolventRegularizer,
     coherence_score,

@@ -3,8 +3,7 @@ import time
 
 import numpy as np
 import pytest
-
-from schedulers.dask_priority import coherence_priority, coherent_map, coherent_submit
+from gyroscope.schedulers.dask_priority import coherence_priority, coherent_map, coherent_submit
 
 distributed = pytest.importorskip("distributed")
 

@@ -2,10 +2,9 @@ import threading
 from concurrent.futures import CancelledError, wait
 
 import pytest
+from gyroscope.schedulers.executor import CoherenceExecutor, PolicyQueue, Task
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from schedulers.executor import CoherenceExecutor, PolicyQueue, Task
 
 hint = st.tuples(st.floats(0, 1, allow_nan=False), st.integers(-3, 3), st.one_of(st.none(), st.integers(0, 3)),
                  st.one_of(st.none(), st.integers(0, 63)))
@@ -62,7 +61,7 @@ def _policy_order_after_one_dispatch(hints, **kw):
 
 def _reference_order(hints, aging_step, max_batch_size):
     """Brute force: at each dispatch sort all pending by rank; batch = head + co-resonant in order."""
-    from schedulers.batching import co_resonant
+    from gyroscope.schedulers.batching import co_resonant
     q = PolicyQueue(aging_step=aging_step, max_batch_size=max_batch_size)  # used for rank() only
     pending = []
     for i, (c, u, k, chi) in enumerate(hints):

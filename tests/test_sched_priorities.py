@@ -2,8 +2,12 @@ import os
 import threading
 
 import pytest
-
-from schedulers.priorities import PriorityActuator, has_cap_sys_nice, plan_priorities, rlimit_nice_floor
+from gyroscope.schedulers.priorities import (
+    PriorityActuator,
+    has_cap_sys_nice,
+    plan_priorities,
+    rlimit_nice_floor,
+)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="Linux scheduling API")
 
@@ -63,7 +67,7 @@ def test_lower_and_restore_sched_batch_and_affinity():
 
 
 def test_without_cap_sys_nice_auto_prefers_reversible_mechanism(monkeypatch):
-    import schedulers.priorities as p
+    import gyroscope.schedulers.priorities as p
     monkeypatch.setattr(p, "rlimit_nice_floor", lambda: 20)  # RLIMIT_NICE 0: cannot lower nice
     w = Worker()
     act = PriorityActuator("auto", can_raise_priority=lambda: False, register_atexit=False)

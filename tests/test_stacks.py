@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from bridges.events import EntityKind, EventKind, WaitKind
-from bridges.stacks import Frame, classify, frames_of, wait_kind_from_text
+from gyroscope.bridges.events import EntityKind, EventKind, WaitKind
+from gyroscope.bridges.stacks import Frame, classify, frames_of, wait_kind_from_text
 
 FIXTURE = textwrap.dedent('''\
     import queue

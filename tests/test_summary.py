@@ -4,7 +4,8 @@ from __future__ import annotations
 import io
 import re
 
-from agent.summary import LiveStatus, print_summary
+from gyroscope.agent.summary import LiveStatus, print_summary
+
 from tests import report_fixtures as fx
 
 ANSI = re.compile(r"\x1b\[")

@@ -1,4 +1,4 @@
 """Where results go: OpenTelemetry, files, the terminal. One small class per sink."""
-from agent.sinks.base import Sink, Window
+from gyroscope.agent.sinks.base import Sink, Window
 
 __all__ = ["Sink", "Window"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from agent.errors import GyroscopeError
-from agent.sinks.base import Sink
+from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.sinks.base import Sink
 
 SINK_HELP = """\
 export: --otlp ENDPOINT (or the standard OTEL_EXPORTER_OTLP_* variables) sends traces, metrics
@@ -31,10 +31,10 @@ def build_sinks(args: argparse.Namespace, source: str) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         if getattr(args, "stream", None):
-            from agent.sinks.files import StreamSink
+            from gyroscope.agent.sinks.files import StreamSink
             sinks.append(StreamSink(args.stream))
         if getattr(args, "trace", None):
-            from agent.sinks.files import TraceSink
+            from gyroscope.agent.sinks.files import TraceSink
             sinks.append(TraceSink(args.trace))
     except OSError as e:
         for s in sinks:
@@ -46,7 +46,7 @@ def build_sinks(args: argparse.Namespace, source: str) -> list[Sink]:
     otlp = getattr(args, "otlp", None)
     if otlp is not None and not otlp.startswith(("http://", "https://")):
         raise GyroscopeError(f"--otlp needs an http:// or https:// endpoint, got {otlp!r}")
-    from agent.sinks.otel import OtelSink, requested_signals
+    from gyroscope.agent.sinks.otel import OtelSink, requested_signals
     if requested_signals(otlp):
         try:
             sinks.append(OtelSink.create(otlp))

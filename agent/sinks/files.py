@@ -21,8 +21,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
-from agent.result import write_json_atomic
-from agent.sinks.base import Window
+from gyroscope.agent.result import write_json_atomic
+from gyroscope.agent.sinks.base import Window
 
 _SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 

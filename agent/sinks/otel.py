@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Any
 
-from agent.sinks.base import Window
+from gyroscope.agent.sinks.base import Window
 
 SDK_THREAD_NAME_PREFIXES = ("OtelBatch", "OtelPeriodicExportingMetricReader", "gyroscope-otel")
 SDK_THREAD_IDENTS: set[int] = set()
