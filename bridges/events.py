@@ -43,12 +43,14 @@ class WaitKind:
 
 @dataclass(frozen=True, slots=True)
 class Entity:
-    """A place in the program. `function` is the qualified name (e.g. ``Grid.relax``)."""
+    """A place in the program. `function` is the qualified name (e.g. ``Grid.relax``); `pid` is the
+    process of the session it was seen in (0 when the session has one process)."""
     kind: str
     file: str
     function: str
     line: int
     detail: str = ""
+    pid: int = 0
 
     def label(self) -> str:
         extra = f" [{self.detail}]" if self.detail else ""
@@ -69,6 +71,39 @@ class EventKind(IntEnum):
     GC = 10             # a garbage collection (duration_ns = pause)
     THREAD_START = 11
     THREAD_END = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame of a sampled stack. `function` is the qualname when known (co_qualname, py-spy's
+    name), else co_name; `first_line` is co_firstlineno when known (0 otherwise)."""
+    file: str
+    function: str
+    line: int
+    first_line: int = 0
+
+
+class StackState:
+    """What a sampled thread was doing (the `state` of a StackSample)."""
+    RUN = "run"        # on a CPU (Python or native code)
+    GIL = "gil"        # runnable, waiting for the interpreter lock
+    WAIT = "wait"      # blocked (lock, sleep, I/O, ...)
+
+
+@dataclass(slots=True)
+class StackSample:
+    """Sampled call stacks of one thread in one window, aggregated: `count` samples of `frames`
+    (innermost first) in `state`. `wall_ns` is the wall time the samples stand for; `cpu_ns` the
+    thread's CPU time attributed to them (0 when unknown). The profiles (pprof, speedscope,
+    collapsed, OTLP profiles) are built from these."""
+    pid: int
+    thread: int                  # native thread id
+    thread_name: str
+    frames: tuple[Frame, ...]    # innermost first
+    state: str                   # StackState
+    count: int = 1
+    wall_ns: int = 0
+    cpu_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -102,6 +137,8 @@ class Observation:
     raw_events: int = 0       # callbacks / records seen before aggregation
     dropped: int = 0          # events or samples lost (bounded queues); never silent
     errors: list[str] = field(default_factory=list)
+    stacks: list[StackSample] = field(default_factory=list)   # sampled call stacks (profiles)
+    pid: int = 0              # the process observed (0: the session's only process)
 
 
 class Source(Protocol):

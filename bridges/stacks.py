@@ -32,23 +32,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 
 from gyroscope.bridges import codemap
-from gyroscope.bridges.events import Entity, EntityKind, EventKind, WaitKind
+from gyroscope.bridges.events import Entity, EntityKind, EventKind, Frame, WaitKind
 
 LOCK_WAITS = frozenset({WaitKind.LOCK, WaitKind.RLOCK, WaitKind.CONDITION, WaitKind.SEMAPHORE})
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One frame of a sampled stack. `function` is the qualname when known (co_qualname, py-spy's
-    name), else co_name; `first_line` is co_firstlineno when known (0 otherwise)."""
-    file: str
-    function: str
-    line: int
-    first_line: int = 0
 
 
 # (module file basename, qualified name) of library functions -> what their caller waits in.
