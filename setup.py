@@ -8,7 +8,7 @@ from setuptools import Extension, setup
 # (module, source); each is built when its source exists.
 SOURCES = [
     ("gyroscope.cyext._engine", "cyext/_engine.pyx"),
-    ("gyroscope.bridges._callbacks", "bridges/_callbacks.pyx"),
+    ("gyroscope.bridges._inproc", "bridges/_inproc.pyx"),
 ]
 extensions = [
     Extension(name, [src], include_dirs=[numpy.get_include()], extra_compile_args=["-O3"])

@@ -1,242 +1,302 @@
-"""`gyroscope run`: run a script or a module exactly as `python` would, under the agent."""
+"""`gyroscope run`: the program runs as `python app.py args` in its own process; gyroscope watches it
+from this one.
+
+The process boundary (spec 002 §12.2's orchestration boundary):
+- the program is a child process started as `python app.py args` (or `python -m mod args`, or
+  `python - args` reading the script from stdin) with the same interpreter, stdio, environment
+  and process group. A bootstrap (bridges/boot/sitecustomize.py, found through PYTHONPATH for
+  that process only) starts the lean in-process bridge (bridges/_inproc.pyx) before the first
+  line and leaves no trace the program can see;
+- this process listens on a Unix socket in a private directory for what the bridge ships once
+  per window (bridges/channel.py), samples the program's stacks from outside with py-spy, and
+  holds everything else: kernel, measurements, decisions, gate, sinks, summary and files.
+Signals: SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to gyroscope are forwarded to the program,
+except when the sender evidently signalled the program too (a terminal's Ctrl-C reaches the
+whole foreground process group; `timeout` signals its child and then its whole group). When the
+program ends, gyroscope writes the session and exits the way the program did: its exit code,
+or killed by the same signal. Whatever happens to the program (SIGKILL, os._exit, a crash), the
+session up to its last shipped window is written.
+"""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import runpy
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
-import traceback
-from types import TracebackType
-from typing import Any
+from dataclasses import dataclass
 
 from gyroscope.agent.errors import GyroscopeError
 from gyroscope.agent.options import positive_float
 
 DESCRIPTION = """\
-Run a Python program under the agent, exactly as `python app.py [args]` or
-`python -m package.module [args]` would (same argv, __main__, sys.path[0], stdin/stdout/stderr,
-exit code and tracebacks). When it ends, print a summary to stderr; with --json PATH also
-write the session result (schema gyroscope.session/1).
+Run a Python program under the agent, exactly as `python app.py [args]`,
+`python -m package.module [args]` or `python - [args]` (script on stdin) would: the program runs
+in its own process, with the same interpreter, argv, __main__, sys.path, stdio, environment,
+threads, fork and signal behaviour and exit status. When it ends, print a summary to stderr;
+with --json PATH also write the session result.
 
-Only the program's own code is watched (files under the script's directory, or the current
-directory for -m, outside site-packages and the standard library); --include adds more.
+The program's own code (files under the script's directory, or the current directory for -m,
+outside site-packages and the standard library, and always the script or module you name) gets
+exact loop and call counters; every thread is sampled from outside with py-spy. --include adds
+more code to count.
 
 gyroscope's own options go before the script (or -m); everything after it is the program's.
+Processes the program starts (fork, multiprocessing, python subprocesses) are followed: each is
+a process of the same session. --no-subprocesses turns that off.
 
-Exit code: the program's own; 2 if the script does not exist or an option is wrong; 1 if the
-module of -m cannot be found (as python does).
+Exit status: the program's own (killed by a signal: the same signal); 2 if the script does not
+exist or an option is wrong.
 """
 
-_RUNPY = os.path.join(os.path.dirname(os.path.abspath(runpy.__file__)), "runpy.py")
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_OWN_DIRS = tuple(os.path.join(_PROJECT, d, "") for d in ("agent", "bridges", "cyext", "schedulers"))
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+SI_KERNEL = 0x80
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [ARG]",
                         help="run a library module as a script; like python, everything after it goes "
                              "to the module")
-    parser.add_argument("script", nargs="?", help="the script to run (like `python script.py`)")
+    parser.add_argument("script", nargs="?", help="the script to run (like `python script.py`; - reads stdin)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
     parser.add_argument("--json", metavar="PATH", help="write the session result (JSON) to PATH")
     parser.add_argument("--window", metavar="SECONDS", type=positive_float, default=0.2,
                         help="observation window (Phase OS phase window), default 0.2 s")
-    parser.add_argument("--sample-interval", metavar="MS", type=positive_float, default=10.0,
-                        help="stack sampling interval in milliseconds, default 10 (x3 while the program "
-                             "has a single thread)")
+    parser.add_argument("--rate", metavar="HZ", type=positive_float, default=None,
+                        help="stack sampling rate of py-spy, default: the sampler's")
     parser.add_argument("--include", metavar="PATTERN", action="append", default=[],
-                        help="also watch code whose file matches PATTERN (fnmatch; repeatable)")
+                        help="also count loops of code whose file matches PATTERN (fnmatch; repeatable)")
     parser.add_argument("--act", metavar="ACTUATOR", action="append", default=[], choices=["priorities"],
                         help="act on the program (opt-in, restored at exit): 'priorities' lowers the nice "
                              "value of threads competing with a hot loop or piling onto a contended lock")
     parser.add_argument("--all-code", action="store_true",
-                        help="watch all Python code (libraries and stdlib too), not only the program's")
+                        help="count loops of all Python code (libraries and stdlib too), not only the program's")
+    parser.add_argument("--no-subprocesses", dest="subprocesses", action="store_false",
+                        help="watch only the program's first process, not the processes it starts")
+    parser.add_argument("--no-sampling", dest="sampling", action="store_false",
+                        help="do not sample stacks with py-spy (counters only)")
     from gyroscope.agent.sinks.factory import add_sink_arguments
     add_sink_arguments(parser)
 
 
+@dataclass
+class Program:
+    """What to start and which code is the program's own."""
+    argv: list[str]          # python's arguments (after the interpreter)
+    command: list[str]       # as the user gave it (for the result)
+    roots: list[str]
+    extra: list[str]
+    inputs: list[str]        # files that no output may replace
 
 
-def main(args: argparse.Namespace) -> int:
-    # everything gyroscope needs later is imported now, before sys.path[0] becomes the program's
-    from gyroscope.agent.result import write_json_atomic
-    from gyroscope.agent.session import Session
-    from gyroscope.agent.sinks.factory import build_sinks
-    from gyroscope.agent.summary import print_summary
-    from gyroscope.bridges.sysmon import CodeFilter, RunSource
-
-    module: str | None = None
+def program_of(args: argparse.Namespace) -> Program:
     prog_args = list(args.args or [])
     if args.module is not None:
         if not args.module:
             raise GyroscopeError("argument -m: expected a module name", 2)
         module, prog_args = args.module[0], list(args.module[1:])
-        root = os.getcwd()
-        sys.path[0:1] = [root]
-        try:
-            spec = importlib.util.find_spec(module)
-        except (ImportError, ValueError) as e:
-            raise GyroscopeError(f"error while finding module specification for {module!r} ({e})", 1) from None
-        if spec is None:
-            raise GyroscopeError(f"No module named {module}", 1)
-        extra = [spec.origin] if spec.origin else []
-        command = ["-m", module, *prog_args]
+        origin = _module_origin(module)
+        extra = [origin] if origin else []
+        return Program(["-m", module, *prog_args], ["-m", module, *prog_args], [os.getcwd()], extra, extra)
+    if args.script is None:
+        raise GyroscopeError("nothing to run: give a script (gyroscope run app.py), - for stdin, or -m module", 2)
+    script = args.script
+    if script == "-":
+        return Program(["-", *prog_args], ["-", *prog_args], [os.getcwd()], ["<stdin>"], [])
+    if not os.path.exists(script):
+        raise GyroscopeError(f"can't open file {os.path.abspath(script)!r}: no such file", 2)
+    if os.path.isdir(script):
+        root = os.path.realpath(script)
+        extra = [os.path.join(root, "__main__.py")]
     else:
-        if args.script is None:
-            raise GyroscopeError("nothing to run: give a script (gyroscope run app.py) or -m module", 2)
-        script = args.script
-        if not os.path.exists(script):
-            raise GyroscopeError(f"can't open file {os.path.abspath(script)!r}: no such file", 2)
-        if os.path.isdir(script):   # like python: a directory with a __main__.py
-            if not os.path.exists(os.path.join(script, "__main__.py")):
-                raise GyroscopeError(f"can't find '__main__' module in {script!r}", 1)
-            root = os.path.realpath(script)
-            extra = [os.path.join(root, "__main__.py")]
-        else:
-            root = os.path.dirname(os.path.realpath(script))
-            extra = [os.path.realpath(script)]
-        command = [script, *prog_args]
-    json_path = os.path.abspath(args.json) if args.json else None
+        root = os.path.dirname(os.path.realpath(script))
+        extra = [os.path.realpath(script)]
+    return Program([script, *prog_args], [script, *prog_args], [root], extra, [os.path.realpath(script)])
 
-    sinks = build_sinks(args, "run")
-    code_filter = CodeFilter([root], include=args.include, all_code=args.all_code, extra_files=extra)
-    source = RunSource(code_filter, sample_interval_s=args.sample_interval / 1000.0)
-    session = Session(source, sinks, window_s=args.window, command=command,
-                      ledger=getattr(args, "ledger", None),
-                      act_priorities="priorities" in args.act)
 
-    exit_code, interrupted = _run_program(session, module, command, root)
-
-    status = exit_code
-    try:
-        result = session.stop(exit_code)
-    except Exception as e:  # the agent failing must not change what the program did
-        print(f"gyroscope: error: the agent failed while stopping: {type(e).__name__}: {e}",
-              file=sys.__stderr__ or sys.stderr)
-        result = None
-        json_path = None
-    if result is None:
-        pass
-    elif json_path:
+def _module_origin(module: str) -> str | None:
+    """The file of `module` (its __main__ for a package), found without importing anything."""
+    from importlib.machinery import PathFinder
+    path: list[str] | None = [os.getcwd(), *sys.path[1:]]
+    spec = None
+    for part in module.split("."):
         try:
-            write_json_atomic(json_path, result)
-        except (OSError, TypeError, ValueError) as e:
-            try:
-                print(f"gyroscope: error: cannot write {json_path}: {getattr(e, 'strerror', None) or e}",
-                      file=sys.__stderr__ or sys.stderr)
-            except Exception:
-                pass
-            status = status or 2
-    err = sys.__stderr__ or sys.stderr   # ours, even if the program replaced sys.stderr
+            spec = PathFinder.find_spec(part, path)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        path = list(spec.submodule_search_locations or []) or None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            main = os.path.join(loc, "__main__.py")
+            if os.path.exists(main):
+                return main
+        return None
+    return spec.origin if spec.origin and os.path.exists(spec.origin) else None
+
+
+def _child_env(socket_path: str, args: argparse.Namespace, own_config: str) -> dict[str, str]:
+    env = dict(os.environ)
+    boot = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bridges", "boot")
+    orig = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = boot if not orig else boot + os.pathsep + orig
+    fields = ["1", socket_path, repr(float(args.window)), "64", "1" if args.subprocesses else "0", str(os.getpid()),
+              "u" if orig is None else "s" + orig, own_config]
+    env["GYROSCOPE_BRIDGE"] = "\x1d".join(fields)
+    return env
+
+
+def main(args: argparse.Namespace) -> int:
+    from gyroscope.bridges.owncode import OwnCode
+    prog = program_of(args)
+    own = OwnCode.for_program(prog.roots, extra=prog.extra, include=args.include, all_code=args.all_code)
+    _check_outputs(args, prog)
+    tmp = tempfile.mkdtemp(prefix="gyroscope-")
+    if len(os.path.join(tmp, "s")) >= 100:   # AF_UNIX paths are short
+        os.rmdir(tmp)
+        tmp = tempfile.mkdtemp(prefix="gyroscope-", dir="/tmp")
+    sock_path = os.path.join(tmp, "s")
+    from gyroscope.bridges.channel import ChannelServer
+    child_pid = [0]
+    server = ChannelServer(sock_path, main_pid_getter=lambda: child_pid[0])
     try:
-        if result is not None:
-            print_summary(result, err, quiet=bool(getattr(args, "quiet", False)))
-    except Exception as e:  # the summary must never hide the program's exit code
+        child = subprocess.Popen([sys.executable, *prog.argv], env=_child_env(sock_path, args, own.to_config()))
+    except OSError as e:
+        server.stop()
+        os.rmdir(tmp)
+        raise GyroscopeError(f"cannot start {sys.executable}: {e.strerror or e}", 2) from None
+    child_pid[0] = child.pid
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)   # after the spawn: the child keeps python's mask
+    forwarder = _SignalForwarder(child)
+    forwarder.start()
+    server.start()
+    try:
+        return _watch(args, prog, child, server, own)
+    finally:
         try:
-            print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=err)
-        except Exception:
+            os.rmdir(tmp)
+        except OSError:
             pass
-    _flush()
-    if interrupted:
-        # like python: die of SIGINT so that the parent sees the interrupt
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+
+
+def _watch(args: argparse.Namespace, prog: Program, child: subprocess.Popen, server, own) -> int:
+    """Everything after the spawn: the session runs while the program does."""
+    session = result = None
+    err = sys.stderr
+    try:
+        from gyroscope.agent.session import Session
+        from gyroscope.agent.sinks.factory import build_sinks
+        from gyroscope.bridges import _inproc
+        from gyroscope.bridges.run_source import RunSource
+        server.callback_ns = _inproc.calibrate()
+        source = RunSource(server, child.pid, own, rate_hz=args.rate, sampling=args.sampling,
+                           subprocesses=args.subprocesses)
+        sinks = build_sinks(args, "run")
+        session = Session(source, sinks, window_s=args.window, command=prog.command,
+                          ledger=getattr(args, "ledger", None), act_priorities="priorities" in args.act)
+        session.result["pid"] = child.pid
+        session.start()
+    except GyroscopeError:
+        _stop_child(child)
+        raise
+    except Exception as e:   # the agent failing must not change what the program does
+        print(f"gyroscope: error: the agent failed to start: {type(e).__name__}: {e}", file=err)
+    returncode = child.wait()
+    exit_code, sig = (128 - returncode, -returncode) if returncode < 0 else (returncode, 0)
+    server.drain(0.5)
+    status = exit_code
+    if session is not None:
+        try:
+            result = session.stop(exit_code)
+            if sig:
+                result["signal"] = signal.Signals(sig).name
+        except Exception as e:
+            print(f"gyroscope: error: the agent failed while stopping: {type(e).__name__}: {e}", file=err)
+            result = None
+    if result is not None:
+        status = _write_outputs(args, result, status)
+    if sig:   # die of the program's signal, as its parent would see python die
+        _flush()
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        signal.pthread_kill(threading.main_thread().ident, sig)
     return status
 
 
-def _run_program(session: Any, module: str | None, command: list[str], root: str) -> tuple[int, bool]:
-    """Run the program as python would; return (exit code, died of KeyboardInterrupt)."""
-    if module is None:
-        sys.argv = list(command)
-        sys.path[0:1] = [root]
-        target = os.path.abspath(command[0])
-    else:
-        sys.argv = [module, *command[2:]]   # run_module(alter_sys=True) puts the file name in argv[0]
-    session.start()
-    exit_code, interrupted = 0, False
-    try:
+def _write_outputs(args: argparse.Namespace, result: dict, status: int) -> int:
+    from gyroscope.agent.result import write_json_atomic
+    from gyroscope.agent.summary import print_summary
+    err = sys.stderr
+    if args.json:
         try:
-            if module is None:
-                runpy.run_path(target, run_name="__main__")
-            else:
-                runpy.run_module(module, run_name="__main__", alter_sys=True)
-        finally:
-            _flush()
-        exit_code = _wait_for_threads()
-    except SystemExit as e:
-        exit_code = _system_exit_code(e)
-        _wait_for_threads()
-    except KeyboardInterrupt as e:
-        _print_exception(e)
-        exit_code, interrupted = 130, True
-    except BaseException as e:
-        _print_exception(e)
-        exit_code = 1
-        _wait_for_threads()
-    return exit_code, interrupted
-
-
-def _wait_for_threads() -> int:
-    """Mimic python's shutdown: threading's atexit callbacks, then join the non-daemon threads."""
+            write_json_atomic(os.path.abspath(args.json), result)
+        except (OSError, TypeError, ValueError) as e:
+            print(f"gyroscope: error: cannot write {args.json}: {getattr(e, 'strerror', None) or e}", file=err)
+            status = status or 2
     try:
-        atexits = getattr(threading, "_threading_atexits", None)
-        if atexits:
-            for call in reversed(list(atexits)):
-                try:
-                    call()
-                except Exception:
-                    traceback.print_exc()
-            atexits.clear()
-        me = threading.current_thread()
-        while True:
-            others = [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
-            if not others:
-                return 0
-            for t in others:
-                t.join()
-    except KeyboardInterrupt:
-        return 130
+        print_summary(result, err, quiet=bool(getattr(args, "quiet", False)))
+    except Exception as e:  # the summary must never hide the program's exit code
+        print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=err)
+    return status
 
 
-def _system_exit_code(e: SystemExit) -> int:
-    code = e.code
-    if code is None:
-        return 0
-    if isinstance(code, bool):
-        return int(code)
-    if isinstance(code, int):
-        return code & 0xFF
+def _check_outputs(args: argparse.Namespace, prog: Program) -> None:
+    """Refuse, before anything runs, an output that would replace the script or another input."""
+    inputs = {os.path.realpath(p) for p in prog.inputs if p}
+    for opt in ("json", "stream", "trace", "ledger"):
+        path = getattr(args, opt, None)
+        if path and os.path.realpath(path) in inputs:
+            raise GyroscopeError(f"--{opt} {path} is the program's own file; choose another path", 2)
+
+
+def _stop_child(child: subprocess.Popen) -> None:
     try:
-        print(code, file=sys.stderr)
+        child.terminate()
+        child.wait(timeout=5)
     except Exception:
         pass
-    return 1
 
 
-def _print_exception(e: BaseException) -> None:
-    """Print an uncaught exception through sys.excepthook, without gyroscope's or runpy's frames."""
-    tb = _trim(e.__traceback__)
-    e.__traceback__ = tb
-    _flush()
+class _SignalForwarder(threading.Thread):
+    """Waits for SIGINT/SIGTERM/SIGHUP/SIGQUIT (blocked in every thread of this process) and forwards
+    them to the program unless it got them too."""
+
+    def __init__(self, child: subprocess.Popen) -> None:
+        super().__init__(name="gyroscope-signals", daemon=True)
+        self.child = child
+
+    def run(self) -> None:
+        while True:
+            try:
+                info = signal.sigwaitinfo(FORWARDED)
+            except Exception:
+                return
+            if self.child.returncode is not None:
+                continue
+            if _program_got_it_too(info):
+                continue
+            try:
+                os.kill(self.child.pid, info.si_signo)
+            except OSError:
+                pass
+
+
+def _program_got_it_too(info: signal.struct_siginfo) -> bool:
+    """True when the sender evidently signalled the program's process group as well: the terminal
+    (Ctrl-C, Ctrl-\\, hang-up reach the whole foreground group), or our parent when it leads our
+    process group (`timeout` kills its child, then its group)."""
+    if info.si_code == SI_KERNEL:
+        return True
     try:
-        sys.excepthook(type(e), e, tb)
-    except Exception:
-        traceback.print_exception(type(e), e, tb)
-    _flush()
-
-
-def _trim(tb: TracebackType | None) -> TracebackType | None:
-    while tb is not None:
-        fn = os.path.abspath(tb.tb_frame.f_code.co_filename)
-        raw = tb.tb_frame.f_code.co_filename
-        if fn == _RUNPY or raw.startswith("<frozen runpy") or fn.startswith(_OWN_DIRS):
-            tb = tb.tb_next
-            continue
-        break
-    return tb
+        ppid = os.getppid()
+        return info.si_pid == ppid and os.getpgid(ppid) == ppid == os.getpgrp()
+    except OSError:
+        return False
 
 
 def _flush() -> None:

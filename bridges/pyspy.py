@@ -697,3 +697,12 @@ def _exits_soon(pid: int, within_s: float = 0.3) -> bool:
 def _children_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
+
+
+def sampler_for_child(pid: int, own_code: Callable[[str], bool], rate_hz: float | None = None,
+                      subprocesses: bool = True) -> PySpySource:
+    """A started-ready sampler for a program `gyroscope run` just started (its interpreter is up)."""
+    src = PySpySource(pid, find_py_spy(), rate_hz=rate_hz or 100.0, subprocesses=subprocesses, own_code=own_code)
+    src.name = "run"
+    src.begin()
+    return src

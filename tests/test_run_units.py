@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 import sysconfig
-import threading
 import time
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import pytest
 from gyroscope.agent.measure import Measurements
 from gyroscope.agent.session import Session
 from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation, WaitKind
-from gyroscope.bridges.sampler import LoopMap, StackSampler
+from gyroscope.bridges.owncode import OwnCode
 from gyroscope.bridges.serializer import KIND_CODE, TABLE, Serializer
-from gyroscope.bridges.sysmon import CodeFilter, SysMonitor
 
 MON = sys.monitoring
 
@@ -66,108 +64,29 @@ def test_serializer_table_covers_every_kind_and_is_structural():
 
 
 # ---- code filter -----------------------------------------------------------------------------
-def test_code_filter(tmp_path):
-    f = CodeFilter([str(tmp_path)], include=["*/json/*"])
-    assert f.file_is_ours(str(tmp_path / "app.py"))
-    assert f.file_is_ours(str(tmp_path / "sub" / "mod.py"))
-    assert not f.file_is_ours(str(Path(sysconfig.get_paths()["stdlib"]) / "threading.py"))
-    assert not f.file_is_ours(np.__file__)
-    assert not f.file_is_ours("<frozen importlib._bootstrap>")
-    assert f.file_is_ours(str(Path(sysconfig.get_paths()["stdlib"]) / "json" / "encoder.py"))  # --include
-    import gyroscope.bridges.sysmon
-    assert not CodeFilter([str(Path(gyroscope.bridges.sysmon.__file__).parents[1])]).file_is_ours(gyroscope.bridges.sysmon.__file__)
+def test_own_code_rule(tmp_path):
+    f = OwnCode.for_program([str(tmp_path)], include=["*/json/*"])
+    assert f.ours(str(tmp_path / "app.py"))
+    assert f.ours(str(tmp_path / "sub" / "mod.py"))
+    assert not f.ours(str(Path(sysconfig.get_paths()["stdlib"]) / "threading.py"))
+    assert not f.ours(np.__file__)
+    assert not f.ours("<frozen importlib._bootstrap>")
+    assert f.ours(str(Path(sysconfig.get_paths()["stdlib"]) / "json" / "encoder.py"))  # --include
+    import gyroscope.bridges.owncode as oc
+    assert not OwnCode.for_program([str(Path(oc.__file__).parents[1])]).ours(oc.__file__)
     # a program that lives inside site-packages (pyperformance's benchmarks) is still the program
     site = Path(sysconfig.get_paths()["purelib"])
     inner = site / "somepkg" / "bench"
-    assert CodeFilter([str(inner)]).file_is_ours(str(inner / "run.py"))
-    assert not CodeFilter([str(inner)]).file_is_ours(str(site / "other" / "x.py"))
-
-
-def test_loop_map(tmp_path):
-    mod = load(tmp_path, "lm_mod", LOOPS)
-    lm = LoopMap()
-    code = mod.nested.__code__
-    first = code.co_firstlineno
-    assert lm.header(code, first + 3) == first + 2     # `j = 0` is in the for loop
-    assert lm.header(code, first + 5) == first + 4     # `j += 1` is in the while loop
-    assert lm.header(code, first + 1) == 0
-
-
-# ---- sys.monitoring duty cycle -----------------------------------------------------------------
-@pytest.fixture
-def monitor(tmp_path):
-    mon = SysMonitor(CodeFilter([str(tmp_path)]), LoopMap(), k=16)
-    yield mon
-    mon.stop()
-
-
-def test_sysmon_counts_rearms_and_cleans_up(tmp_path, monitor):
-    mod = load(tmp_path, "dc_mod", LOOPS)
-    monitor.start()
-    tool = monitor.tool
-    assert tool is not None and MON.get_tool(tool) == "gyroscope"
-    assert tool != MON.PROFILER_ID or MON.get_tool(MON.OPTIMIZER_ID) is not None
-    for _ in range(2):
-        mod.hot(10_000)
-        events, raw, dropped = monitor.poll()
-        loops = [e for e in events if e.kind == EventKind.LOOP_ITER and e.entity.function == "hot"]
-        assert len(loops) == 1 and loops[0].count == 16 and loops[0].duration_ns > 0   # saturated, re-armed
-        assert loops[0].entity.kind == EntityKind.LOOP and loops[0].entity.line == mod.hot.__code__.co_firstlineno + 2
-        calls = [e for e in events if e.kind == EventKind.CALL and e.entity.function == "hot"]
-        assert calls and calls[0].count == 1 and calls[0].duration_ns == 0               # exact below K
-        assert dropped == 0 and raw >= 17
-    mod.hot(3)
-    events, _, _ = monitor.poll()
-    assert [e.count for e in events if e.kind == EventKind.LOOP_ITER] == [3]
-    monitor.stop()
-    assert MON.get_tool(tool) is None
-    assert MON.get_events(tool) == 0 and MON.get_local_events(tool, mod.hot.__code__) == 0
-
-
-def test_rearm_leaves_other_tools_disabled(tmp_path, monitor):
-    """Our re-arm (local events off/on) must not re-enable another tool's DISABLEd locations."""
-    mod = load(tmp_path, "other_mod", LOOPS)
-    other = next(t for t in (1, 3, 4) if MON.get_tool(t) is None)
-    MON.use_tool_id(other, "other-tool")
-    seen = []
-
-    def on_jump(code, src, dst):
-        seen.append(src)
-        return MON.DISABLE
-
-    try:
-        MON.register_callback(other, MON.events.JUMP, on_jump)
-        MON.set_local_events(other, mod.hot.__code__, MON.events.JUMP)
-        monitor.start()
-        mod.hot(1000)
-        assert len(seen) == 1                          # the other tool disabled its location
-        for _ in range(3):
-            monitor.poll()                             # re-arms our tool on hot's code
-            mod.hot(1000)
-        assert len(seen) == 1
-        events, _, _ = monitor.poll()
-        assert any(e.kind == EventKind.LOOP_ITER and e.count == 16 for e in events)
-    finally:
-        MON.set_local_events(other, mod.hot.__code__, 0)
-        MON.register_callback(other, MON.events.JUMP, None)
-        MON.free_tool_id(other)
-
-
-def test_callback_errors_never_reach_the_program(tmp_path):
-    mod = load(tmp_path, "err_mod", LOOPS)
-
-    def bad_filter(code):
-        raise RuntimeError("boom")
-
-    mon = SysMonitor(CodeFilter([str(tmp_path)]), LoopMap(), k=8)
-    mon.filter = bad_filter
-    mon.start()
-    try:
-        assert mod.hot(100) == sum(range(100))
-        mon.poll()
-        assert any("callback errors" in e for e in mon.errors)
-    finally:
-        mon.stop()
+    assert OwnCode.for_program([str(inner)]).ours(str(inner / "run.py"))
+    assert not OwnCode.for_program([str(inner)]).ours(str(site / "other" / "x.py"))
+    # the script the user names is the program's wherever it lives, stdin included
+    tool = site / "tool" / "__main__.py"
+    assert OwnCode.for_program([str(tmp_path)], extra=[str(tool)]).ours(str(tool))
+    assert OwnCode.for_program([str(tmp_path)], extra=["<stdin>"]).ours("<stdin>")
+    # the rule survives the trip to the program's process unchanged
+    g = OwnCode.from_config(f.to_config())
+    assert (g.roots, g.excluded, g.extra, g.include, g.all_code) == (f.roots, f.excluded, f.extra, f.include,
+                                                                     f.all_code)
 
 
 # ---- sampler ---------------------------------------------------------------------------------
@@ -184,33 +103,6 @@ def spin(t_end):
         x += 1
     return x
 """
-
-
-def test_sampler_sees_lock_waits_and_running_loops(tmp_path):
-    mod = load(tmp_path, "cont_mod", CONTENTION)
-    sampler = StackSampler(CodeFilter([str(tmp_path)]), interval_s=0.003)
-    sampler.exclude.add(threading.get_ident())
-    sampler.start()
-    threads = [threading.Thread(target=mod.worker, args=(40,)) for _ in range(3)]
-    threads.append(threading.Thread(target=mod.spin, args=(time.monotonic() + 0.4,)))
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    sampler.stop()
-    events, infos, samples, dropped = sampler.take()
-    assert samples > 10 and dropped == 0
-    waits = [e for e in events if e.kind == EventKind.SAMPLE_WAIT and e.entity.kind == EntityKind.LOCK]
-    assert waits and {e.entity.function for e in waits} == {"worker"}
-    assert {e.entity.detail for e in waits} == {WaitKind.LOCK}
-    assert len({e.thread for e in waits}) >= 2
-    sleeps = [e for e in events if e.kind == EventKind.SAMPLE_WAIT and e.entity.detail == WaitKind.SLEEP]
-    assert sleeps and all(e.entity.function == "worker" for e in sleeps)
-    runs = [e for e in events if e.kind == EventKind.SAMPLE_RUN and e.entity.function == "spin"]
-    assert runs and runs[0].entity.kind == EntityKind.LOOP
-    assert any(e.kind == EventKind.LOCK_WAIT for e in events)
-    assert any(e.kind == EventKind.THREAD_START for e in events) and any(e.kind == EventKind.THREAD_END for e in events)
-    assert threading.get_ident() not in {i.native_id for i in infos.values()}
 
 
 # ---- measurements and session -------------------------------------------------------------------

@@ -1,0 +1,824 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The in-process bridge of `gyroscope run`: the only gyroscope code that runs inside the program.
+
+Started by the bootstrap (bridges/boot/sitecustomize.py) before the program's first line. It
+imports nothing python does not load at start-up (sys, os, gc, marshal), starts no
+`threading.Thread` (so `threading.enumerate()`, `active_count()` and joins see only the
+program's threads), never raises into the program, and keeps no thread alive across fork().
+
+What it does
+- sys.monitoring (PEP 669) callbacks, module-level functions: PY_START decides once per code
+  object whether it is the program's own code (bridges/owncode.py, shipped as a string) and
+  arms the local events JUMP | PY_RETURN | PY_RESUME | PY_YIELD on it; it always returns
+  DISABLE. Each location is counted K times per window (K=64), then DISABLEd; the hits from the
+  WARM-th (8th) to the K-th give the rate. Slots: one per (code object, location, kind); at most
+  MAX_SLOTS, beyond that counted in `dropped`.
+- Re-arming only our own tool: `restart_events()` would re-enable DISABLEd events of every tool,
+  so for each code with a disabled location we set its local events to 0 and back, which
+  re-instruments that code for our tool only.
+- gc pauses through gc.callbacks (one entry in that list is the only trace the program can see).
+- The shipper: a native thread (pthread, not threading) that wakes once per window, takes the
+  GIL for the drain and the re-arm (microseconds), releases it and sends one binary frame over a
+  Unix socket to the gyroscope process. Before fork it is stopped and joined (so os.fork() sees
+  the program's threads only and warns exactly when python would); after fork it restarts in
+  the parent, and in the child (a new process of the session) it reconnects when subprocesses
+  are followed, else the child's bridge goes quiet.
+- At normal exit (Py_AtExit, after the interpreter is finalised) the last partial window is
+  shipped from C data only. After os._exit, SIGKILL or a crash, what was shipped is what the
+  session has: everything up to the last window.
+
+Wire format (native byte order; the reader is on the same machine): frames of
+`u32 length (bytes after this field), u8 type, payload`:
+- HELLO 1: i64 pid, i64 ppid, i64 monotonic ns, u8 forked, then "version\\0executable\\0"
+- SLOTS 2: records of u32 slot, u32 kind, i32 first_line, i32 line, i32 dest_line,
+  u32 len_file, u32 len_qualname, file, qualname (UTF-8)
+- WINDOW 3 / FINAL 4: i64 t_ns, u64 raw callbacks, u64 dropped, u64 callback errors,
+  u32 n_hits, u32 n_threads, then n_hits x (u32 slot, u32 hits, i64 t_first, i64 span,
+  u64 thread ident, u64 second thread ident), n_threads x (u64 ident, u64 native id),
+  3 x (i64 collections, i64 total pause ns, i64 longest ns, i64 first start ns) for gc
+  generations 0-2. span is the time from hit WARM to hit K when the slot saturated, else 0.
+- EXTRA 5: a marshal'd object from another in-process part (e.g. the lock profiler).
+"""
+from cpython.object cimport PyObject
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, strlen
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+import gc as _gc
+import marshal as _marshal
+import os as _os
+import sys as _sys
+
+
+cdef extern from "Python.h":
+    unsigned long PyThread_get_thread_ident()
+    int Py_AtExit(void (*func)() noexcept nogil)
+    ctypedef struct PyCodeObject:
+        pass
+    int PyCode_Addr2Line(PyCodeObject* code, int offset)
+    ctypedef struct PyInterpreterState:
+        pass
+    ctypedef struct PyThreadState:
+        unsigned long thread_id
+        unsigned long native_thread_id
+    PyInterpreterState* PyInterpreterState_Get()
+    PyThreadState* PyInterpreterState_ThreadHead(PyInterpreterState*)
+    PyThreadState* PyThreadState_Next(PyThreadState*)
+
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+    ctypedef struct pthread_condattr_t:
+        pass
+    int pthread_create(pthread_t*, void*, void* (*)(void*) noexcept nogil, void*)
+    int pthread_join(pthread_t, void**)
+    int pthread_mutex_init(pthread_mutex_t*, void*)
+    int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_unlock(pthread_mutex_t*)
+    int pthread_condattr_init(pthread_condattr_t*)
+    int pthread_condattr_setclock(pthread_condattr_t*, int)
+    int pthread_cond_init(pthread_cond_t*, pthread_condattr_t*)
+    int pthread_cond_timedwait(pthread_cond_t*, pthread_mutex_t*, timespec*)
+    int pthread_cond_signal(pthread_cond_t*)
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    int socket(int, int, int)
+    int connect(int, void*, unsigned int)
+    long send(int, void*, size_t, int)
+    int AF_UNIX
+    int SOCK_STREAM
+    int SOCK_CLOEXEC
+    int MSG_NOSIGNAL
+
+
+cdef extern from "<sys/un.h>" nogil:
+    struct sockaddr_un:
+        unsigned short sun_family
+        char sun_path[108]
+
+
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int, unsigned long, unsigned long, unsigned long, unsigned long)
+    int PR_SET_PTRACER
+
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int)
+    int getpid()
+    int getppid()
+
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EINTR
+
+
+DEF MAX_SLOTS = 65536
+DEF WARM_HITS = 8
+WARM = WARM_HITS
+
+DEF T_HELLO = 1
+DEF T_SLOTS = 2
+DEF T_WINDOW = 3
+DEF T_FINAL = 4
+DEF T_EXTRA = 5
+
+# ---- counters (touched by the callbacks, under the GIL) ----------------------------------
+cdef uint32_t _hits[MAX_SLOTS]
+cdef int64_t _t_first[MAX_SLOTS]
+cdef int64_t _t_last[MAX_SLOTS]
+cdef int64_t _t_warm[MAX_SLOTS]
+cdef unsigned long _thread[MAX_SLOTS]
+cdef unsigned long _thread2[MAX_SLOTS]
+cdef int _n_slots = 0
+cdef uint32_t _k = 64
+cdef uint64_t _dropped = 0
+cdef uint64_t _errors = 0
+cdef uint64_t _raw = 0
+cdef bint _active = False
+
+cdef dict _slot_of = {}        # key -> slot
+watched = {}                   # id(code) -> code, the program's code objects being watched
+_rearm = {}                    # id(code) -> code, codes with a location disabled this window
+_DISABLE = None
+_predicate = None              # callable(filename) -> bool: is this the program's own code?
+_tool = -1
+last_error = ""
+
+# ---- gc ------------------------------------------------------------------------------------
+cdef int64_t _gc_t0 = 0
+cdef int64_t _gc_count[3]
+cdef int64_t _gc_total[3]
+cdef int64_t _gc_max[3]
+cdef int64_t _gc_first[3]
+
+# ---- the channel -----------------------------------------------------------------------------
+cdef char* _desc = NULL          # slot descriptors not shipped yet
+cdef size_t _desc_len = 0
+cdef size_t _desc_cap = 0
+cdef char* _desc_all = NULL      # every descriptor (re-sent by a forked child on its new connection)
+cdef size_t _desc_all_len = 0
+cdef size_t _desc_all_cap = 0
+cdef int _sock = -1
+cdef char _path[108]
+cdef bint _follow = True
+cdef int64_t _window_ns = 200000000
+cdef pthread_mutex_t _send_mu    # one frame on the socket at a time
+cdef pthread_mutex_t _wake_mu
+cdef pthread_cond_t _wake
+cdef pthread_t _shipper
+cdef bint _shipper_running = False
+cdef bint _stop_shipper = False
+cdef bint _exiting = False
+cdef bint _atexit_done = False
+cdef bint _started = False
+_extra_sources = []              # callables returning a marshal-able object or None, drained per window
+
+
+cdef inline int64_t _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+# ---- growable byte buffers (C only: usable after the interpreter is finalised) ----------------
+cdef int _grow(char** buf, size_t* cap, size_t need) noexcept nogil:
+    cdef size_t c = cap[0]
+    cdef char* nb
+    if need <= c:
+        return 0
+    if c == 0:
+        c = 4096
+    while c < need:
+        c *= 2
+    nb = <char*>realloc(buf[0], c)
+    if nb == NULL:
+        return -1
+    buf[0] = nb
+    cap[0] = c
+    return 0
+
+
+cdef int _put(char** buf, size_t* length, size_t* cap, const void* data, size_t n) noexcept nogil:
+    if _grow(buf, cap, length[0] + n) < 0:
+        return -1
+    memcpy(buf[0] + length[0], data, n)
+    length[0] += n
+    return 0
+
+
+cdef int _send_all(const char* data, size_t n) noexcept nogil:
+    """Send bytes on the socket (caller holds _send_mu); on a dead peer the bridge goes quiet."""
+    global _sock, _active
+    cdef long r
+    cdef size_t done = 0
+    if _sock < 0:
+        return -1
+    while done < n:
+        r = send(_sock, data + done, n - done, MSG_NOSIGNAL)
+        if r < 0:
+            if errno == EINTR:
+                continue
+            close(_sock)
+            _sock = -1
+            _active = False   # gyroscope is gone: stop counting, the program runs on untouched
+            return -1
+        done += <size_t>r
+    return 0
+
+
+cdef int _send_frame_locked(uint8_t kind, const char* payload, size_t n) noexcept nogil:
+    """One frame (the caller holds _send_mu)."""
+    cdef char head[5]
+    cdef uint32_t length = <uint32_t>(n + 1)
+    cdef int r
+    memcpy(head, &length, 4)
+    head[4] = <char>kind
+    r = _send_all(head, 5)
+    if r == 0 and n:
+        r = _send_all(payload, n)
+    return r
+
+
+cdef int _send_frame(uint8_t kind, const char* payload, size_t n) noexcept nogil:
+    cdef int r
+    pthread_mutex_lock(&_send_mu)
+    r = _send_frame_locked(kind, payload, n)
+    pthread_mutex_unlock(&_send_mu)
+    return r
+
+
+# ---- slots ---------------------------------------------------------------------------------
+cdef int _describe(int s, object code, int offset, int kind, int dest) except -1:
+    """Append the slot's descriptor (file, qualname, lines) to the buffers shipped to gyroscope."""
+    cdef bytes f = (<str>code.co_filename).encode("utf-8", "surrogateescape")
+    cdef bytes q = (<str>code.co_qualname).encode("utf-8", "surrogateescape")
+    cdef uint32_t head[7]
+    cdef int32_t first = code.co_firstlineno
+    cdef int32_t line = 0
+    cdef int32_t dline = 0
+    if kind == 0:
+        line = PyCode_Addr2Line(<PyCodeObject*>code, offset)
+        dline = PyCode_Addr2Line(<PyCodeObject*>code, dest)
+    head[0] = <uint32_t>s
+    head[1] = <uint32_t>kind
+    memcpy(&head[2], &first, 4)
+    memcpy(&head[3], &line, 4)
+    memcpy(&head[4], &dline, 4)
+    head[5] = <uint32_t>len(f)
+    head[6] = <uint32_t>len(q)
+    cdef char* fp = f
+    cdef char* qp = q
+    if (_put(&_desc, &_desc_len, &_desc_cap, head, 28) < 0 or _put(&_desc, &_desc_len, &_desc_cap, fp, head[5]) < 0
+            or _put(&_desc, &_desc_len, &_desc_cap, qp, head[6]) < 0):
+        raise MemoryError()
+    _put(&_desc_all, &_desc_all_len, &_desc_all_cap, head, 28)
+    _put(&_desc_all, &_desc_all_len, &_desc_all_cap, fp, head[5])
+    _put(&_desc_all, &_desc_all_len, &_desc_all_cap, qp, head[6])
+    return 0
+
+
+cdef int _new_slot(object key, object code, int offset, int kind, int dest) except -2:
+    global _n_slots, _dropped
+    cdef int s
+    if _n_slots >= MAX_SLOTS:
+        _dropped += 1
+        return -1
+    s = _n_slots
+    _describe(s, code, offset, kind, dest)
+    _n_slots += 1
+    _hits[s] = 0
+    _thread[s] = 0
+    _thread2[s] = 0
+    _slot_of[key] = s
+    return s
+
+
+cdef inline object _hit(object code, int offset, int kind, int dest):
+    """Count one hit; return DISABLE when the slot has had K hits in this window."""
+    global _raw, _errors, last_error
+    cdef int s
+    cdef uint32_t h
+    cdef unsigned long tid = PyThread_get_thread_ident()
+    _raw += 1
+    key = ((<uint64_t><void*>code) << 18) | ((<uint64_t>offset & 0xFFFF) << 2) | <uint64_t>kind
+    slot = _slot_of.get(key)
+    if slot is None:
+        try:
+            s = _new_slot(key, code, offset, kind, dest)
+        except BaseException as e:  # never raise into the program
+            _errors += 1
+            last_error = repr(e)
+            return _DISABLE
+        if s < 0:
+            return _DISABLE
+    else:
+        s = <int>slot
+    h = _hits[s] + 1
+    _hits[s] = h
+    if h == 1:
+        _t_first[s] = _now()
+        _thread[s] = tid
+    elif tid != _thread[s] and _thread2[s] == 0:
+        _thread2[s] = tid
+    if h == WARM_HITS:   # the rate clock starts after a few hits: the first ones after a re-arm are slow
+        _t_warm[s] = _now()
+    if h >= _k:
+        _t_last[s] = _now()
+        _rearm[<Py_ssize_t><void*>code] = code
+        return _DISABLE
+    return None
+
+
+# ---- the callbacks -------------------------------------------------------------------------
+LOCAL_EVENTS = 0
+
+
+def on_py_start(code, int offset):
+    """PY_START: decide once whether this code is the program's; always DISABLE afterwards."""
+    global _errors, last_error
+    if not _active:
+        return _DISABLE
+    try:
+        key = <Py_ssize_t><void*>code
+        if key not in watched and _predicate(code.co_filename):
+            watched[key] = code
+            _sys.monitoring.set_local_events(_tool, code, LOCAL_EVENTS)
+    except BaseException as e:
+        _errors += 1
+        last_error = repr(e)
+    return _DISABLE
+
+
+def on_jump(code, int offset, int dest):
+    """JUMP: a backward jump is one loop iteration; forward jumps are disabled for good."""
+    if not _active or dest >= offset:
+        return _DISABLE
+    return _hit(code, offset, 0, dest)
+
+
+def on_py_return(code, int offset, retval):
+    if not _active:
+        return _DISABLE
+    return _hit(code, 0, 1, 0)
+
+
+def on_py_resume(code, int offset):
+    if not _active:
+        return _DISABLE
+    return _hit(code, 0, 2, 0)
+
+
+def on_py_yield(code, int offset, retval):
+    if not _active:
+        return _DISABLE
+    return _hit(code, 0, 3, 0)
+
+
+def gc_callback(phase, info):
+    """gc.callbacks hook: time each collection (never raises)."""
+    global _gc_t0
+    cdef int64_t now
+    cdef int64_t d
+    cdef int g
+    try:
+        if phase == "start":
+            _gc_t0 = _now()
+            return
+        if _gc_t0 == 0:
+            return
+        now = _now()
+        d = now - _gc_t0
+        g = <int>info.get("generation", 0)
+        if g < 0 or g > 2:
+            g = 2
+        if _gc_count[g] == 0:
+            _gc_first[g] = _gc_t0
+        _gc_count[g] += 1
+        _gc_total[g] += d
+        if d > _gc_max[g]:
+            _gc_max[g] = d
+        _gc_t0 = 0
+    except BaseException:
+        pass
+
+
+# ---- one window ------------------------------------------------------------------------------
+cdef char* _out = NULL          # the window frame being built (only while _send_mu is held)
+cdef size_t _out_len = 0
+cdef size_t _out_cap = 0
+
+
+cdef inline void memset_zero(char* p, size_t n) noexcept nogil:
+    cdef size_t i
+    for i in range(n):
+        p[i] = 0
+
+
+cdef void _build_hits() noexcept nogil:
+    """Start the window frame in _out: header and the hit records since the last window (reset).
+    Called under the GIL, or after finalisation (no Python code can run then)."""
+    global _out_len
+    cdef int s
+    cdef uint32_t n_hits = 0
+    cdef uint32_t h
+    cdef int64_t i64
+    cdef uint64_t u64
+    cdef char rec[40]
+    _out_len = 0
+    i64 = _now()
+    memcpy(rec, &i64, 8)
+    memcpy(rec + 8, &_raw, 8)
+    memcpy(rec + 16, &_dropped, 8)
+    memcpy(rec + 24, &_errors, 8)
+    memset_zero(rec + 32, 8)
+    _put(&_out, &_out_len, &_out_cap, rec, 40)
+    for s in range(_n_slots):
+        h = _hits[s]
+        if h:
+            i64 = _t_last[s] - _t_warm[s] if h >= _k else 0
+            memcpy(rec, &s, 4)
+            memcpy(rec + 4, &h, 4)
+            memcpy(rec + 8, &_t_first[s], 8)
+            memcpy(rec + 16, &i64, 8)
+            u64 = _thread[s]
+            memcpy(rec + 24, &u64, 8)
+            u64 = _thread2[s]
+            memcpy(rec + 32, &u64, 8)
+            _put(&_out, &_out_len, &_out_cap, rec, 40)
+            _hits[s] = 0
+            _thread[s] = 0
+            _thread2[s] = 0
+            n_hits += 1
+    if _out != NULL:
+        memcpy(_out + 32, &n_hits, 4)
+
+
+cdef void _build_threads():
+    """Append (ident, native id) of every thread state of the interpreter (under the GIL)."""
+    cdef uint32_t n = 0
+    cdef uint64_t u64
+    cdef char rec[16]
+    cdef PyThreadState* ts = PyInterpreterState_ThreadHead(PyInterpreterState_Get())
+    while ts != NULL:
+        u64 = ts.thread_id
+        memcpy(rec, &u64, 8)
+        u64 = ts.native_thread_id
+        memcpy(rec + 8, &u64, 8)
+        _put(&_out, &_out_len, &_out_cap, rec, 16)
+        n += 1
+        ts = PyThreadState_Next(ts)
+    if _out != NULL:
+        memcpy(_out + 36, &n, 4)
+
+
+cdef void _build_gc() noexcept nogil:
+    cdef int g
+    cdef char rec[32]
+    for g in range(3):
+        memcpy(rec, &_gc_count[g], 8)
+        memcpy(rec + 8, &_gc_total[g], 8)
+        memcpy(rec + 16, &_gc_max[g], 8)
+        memcpy(rec + 24, &_gc_first[g], 8)
+        _put(&_out, &_out_len, &_out_cap, rec, 32)
+        _gc_count[g] = 0
+        _gc_total[g] = 0
+        _gc_max[g] = 0
+
+
+cdef object _drain_python():
+    """Under the GIL: re-arm the codes with a disabled location, collect the extra sources."""
+    global _errors, last_error
+    codes = list(_rearm.values())
+    _rearm.clear()
+    mon = _sys.monitoring
+    for code in codes:
+        try:
+            mon.set_local_events(_tool, code, 0)
+            mon.set_local_events(_tool, code, LOCAL_EVENTS)
+        except BaseException as e:
+            _errors += 1
+            last_error = repr(e)
+    extras = []
+    for src in _extra_sources:
+        try:
+            x = src()
+            if x is not None:
+                extras.append(_marshal.dumps(x))
+        except BaseException as e:
+            _errors += 1
+            last_error = repr(e)
+    return extras
+
+
+cdef void _ship_window() noexcept nogil:
+    """One window: drain under the GIL (microseconds), send after releasing it. Holds _send_mu
+    from the drain to the last frame, so the frames of one window stay together."""
+    global _desc, _desc_len, _desc_cap
+    cdef char* e = NULL
+    cdef size_t elen = 0
+    cdef size_t ecap = 0
+    cdef char* d = NULL
+    cdef size_t dlen = 0
+    cdef size_t pos = 0
+    cdef uint32_t n32
+    cdef bint ok = False
+    with gil:
+        if _sock >= 0:
+            try:
+                for b in _drain_python():
+                    n32 = <uint32_t>len(b)
+                    _put(&e, &elen, &ecap, &n32, 4)
+                    _put(&e, &elen, &ecap, <char*>(<bytes>b), n32)
+            except BaseException:
+                pass
+            pthread_mutex_lock(&_send_mu)   # nobody holding _send_mu ever waits for the GIL
+            _build_hits()
+            _build_threads()
+            _build_gc()
+            d, dlen = _desc, _desc_len      # the callbacks append new descriptors to a fresh buffer
+            _desc, _desc_len, _desc_cap = NULL, 0, 0
+            ok = True
+    if ok:
+        if dlen:
+            _send_frame_locked(T_SLOTS, d, dlen)
+        _send_frame_locked(T_WINDOW, _out, _out_len)
+        while pos + 4 <= elen:
+            memcpy(&n32, e + pos, 4)
+            _send_frame_locked(T_EXTRA, e + pos + 4, n32)
+            pos += 4 + n32
+        pthread_mutex_unlock(&_send_mu)
+    if d != NULL:
+        free(d)
+    if e != NULL:
+        free(e)
+
+
+cdef void* _shipper_main(void* arg) noexcept nogil:
+    cdef timespec ts
+    cdef int64_t deadline
+    while True:
+        pthread_mutex_lock(&_wake_mu)
+        deadline = _now() + _window_ns
+        ts.tv_sec = deadline // 1000000000
+        ts.tv_nsec = deadline % 1000000000
+        while not _stop_shipper and not _exiting and _now() < deadline:
+            pthread_cond_timedwait(&_wake, &_wake_mu, &ts)
+        pthread_mutex_unlock(&_wake_mu)
+        if _stop_shipper or _exiting or _sock < 0:
+            break
+        _ship_window()
+    return NULL
+
+
+cdef void _start_shipper() noexcept nogil:
+    global _shipper_running, _stop_shipper
+    if _shipper_running or _sock < 0:
+        return
+    _stop_shipper = False
+    if pthread_create(&_shipper, NULL, _shipper_main, NULL) == 0:
+        _shipper_running = True
+
+
+cdef void _stop_and_join_shipper() noexcept nogil:
+    global _shipper_running, _stop_shipper
+    if not _shipper_running:
+        return
+    pthread_mutex_lock(&_wake_mu)
+    _stop_shipper = True
+    pthread_cond_signal(&_wake)
+    pthread_mutex_unlock(&_wake_mu)
+    pthread_join(_shipper, NULL)
+    _shipper_running = False
+
+
+cdef void _at_exit() noexcept nogil:
+    """After finalisation: ship the last partial window from C data (no Python API here)."""
+    global _exiting, _atexit_done, _desc_len
+    if _atexit_done:
+        return
+    _atexit_done = True
+    _exiting = True
+    pthread_mutex_lock(&_wake_mu)
+    pthread_cond_signal(&_wake)
+    pthread_mutex_unlock(&_wake_mu)
+    if _sock < 0:
+        return
+    pthread_mutex_lock(&_send_mu)    # waits for a window the shipper may be sending
+    _build_hits()
+    _build_gc()
+    if _desc_len:
+        _send_frame_locked(T_SLOTS, _desc, _desc_len)
+        _desc_len = 0
+    _send_frame_locked(T_FINAL, _out, _out_len)
+    pthread_mutex_unlock(&_send_mu)
+
+
+cdef int _connect() noexcept nogil:
+    global _sock
+    cdef sockaddr_un addr
+    cdef int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)
+    if fd < 0:
+        return -1
+    addr.sun_family = AF_UNIX
+    memcpy(addr.sun_path, _path, 108)
+    if connect(fd, &addr, sizeof(addr)) != 0:
+        close(fd)
+        return -1
+    _sock = fd
+    return 0
+
+
+cdef void _hello(bint forked):
+    cdef bytes info = (_sys.version.split()[0] + "\0" + (_sys.executable or "") + "\0").encode(
+        "utf-8", "surrogateescape")
+    cdef char head[25]
+    cdef int64_t v
+    cdef char* buf = NULL
+    cdef size_t n = 0
+    cdef size_t cap = 0
+    v = getpid()
+    memcpy(head, &v, 8)
+    v = getppid()
+    memcpy(head + 8, &v, 8)
+    v = _now()
+    memcpy(head + 16, &v, 8)
+    head[24] = 1 if forked else 0
+    _put(&buf, &n, &cap, head, 25)
+    _put(&buf, &n, &cap, <char*>info, len(info))
+    _send_frame(T_HELLO, buf, n)
+    free(buf)
+
+
+# ---- fork ------------------------------------------------------------------------------------
+def _before_fork() -> None:
+    with nogil:   # the shipper may be waiting for the GIL: let it finish its window, then join it
+        _stop_and_join_shipper()
+
+
+def _after_fork_parent() -> None:
+    _start_shipper()
+
+
+def _after_fork_child() -> None:
+    """A new process of the session: its own connection (or a quiet bridge with --no-subprocesses)."""
+    global _sock, _active, _desc_len, _n_slots
+    cdef int s
+    pthread_mutex_init(&_send_mu, NULL)
+    pthread_mutex_init(&_wake_mu, NULL)
+    if _sock >= 0:
+        close(_sock)   # the parent's connection stays the parent's
+        _sock = -1
+    for s in range(_n_slots):   # what the parent counted before the fork is the parent's
+        _hits[s] = 0
+        _thread[s] = 0
+        _thread2[s] = 0
+    for s in range(3):
+        _gc_count[s] = 0
+        _gc_total[s] = 0
+        _gc_max[s] = 0
+    if not _follow or _connect() != 0:
+        _active = False
+        return
+    _set_ptracer()
+    _hello(True)
+    _desc_len = 0
+    if _desc_all_len:
+        _send_frame(T_SLOTS, _desc_all, _desc_all_len)
+    _start_shipper()
+
+
+cdef int64_t _tracer_pid = 0
+
+
+cdef void _set_ptracer() noexcept nogil:
+    # Yama ptrace_scope=1 lets only ancestors trace: gyroscope's sampler (py-spy) is a child of
+    # gyroscope, a sibling of this process; declaring gyroscope lets its descendants read us.
+    if _tracer_pid > 0:
+        prctl(PR_SET_PTRACER, <unsigned long>_tracer_pid, 0, 0, 0)
+
+
+# ---- start ---------------------------------------------------------------------------------
+def start(str socket_path, predicate, double window_s=0.2, int k=64, bint follow=True,
+          long tracer_pid=0) -> bool:
+    """Connect to gyroscope and start watching. False (and nothing changed) when it cannot."""
+    global _predicate, _DISABLE, _k, _window_ns, _follow, _tool, _active, _started, LOCAL_EVENTS
+    global _tracer_pid
+    cdef bytes p = socket_path.encode("utf-8", "surrogateescape")
+    if _started or len(p) >= 108:
+        return False
+    memset_zero(_path, 108)
+    memcpy(_path, <char*>p, len(p))
+    pthread_mutex_init(&_send_mu, NULL)
+    pthread_mutex_init(&_wake_mu, NULL)
+    cdef pthread_condattr_t attr
+    pthread_condattr_init(&attr)
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+    pthread_cond_init(&_wake, &attr)
+    if _connect() != 0:
+        return False
+    _started = True
+    _tracer_pid = tracer_pid
+    _set_ptracer()
+    _predicate = predicate
+    _k = k if k > 1 else 2
+    _window_ns = <int64_t>(window_s * 1e9)
+    _follow = follow
+    _hello(False)
+    mon = _sys.monitoring
+    E = mon.events
+    LOCAL_EVENTS = E.JUMP | E.PY_RETURN | E.PY_RESUME | E.PY_YIELD
+    _DISABLE = mon.DISABLE
+    for tool in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID):
+        if mon.get_tool(tool) is None:
+            _tool = tool
+            break
+    if _tool >= 0:
+        mon.use_tool_id(_tool, "gyroscope")
+        mon.register_callback(_tool, E.PY_START, on_py_start)
+        mon.register_callback(_tool, E.JUMP, on_jump)
+        mon.register_callback(_tool, E.PY_RETURN, on_py_return)
+        mon.register_callback(_tool, E.PY_RESUME, on_py_resume)
+        mon.register_callback(_tool, E.PY_YIELD, on_py_yield)
+        _active = True
+        mon.set_events(_tool, E.PY_START)
+    _gc.callbacks.append(gc_callback)
+    _os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
+                         after_in_child=_after_fork_child)
+    Py_AtExit(_at_exit)
+    _start_shipper()
+    return True
+
+
+def add_source(fn) -> None:
+    """Another in-process part (e.g. the lock profiler): `fn()` is called under the GIL once per
+    window; a non-None result is marshal'd and shipped as an EXTRA frame."""
+    _extra_sources.append(fn)
+
+
+def calibrate(int n=2000, int trials=7) -> float:
+    """The cost of one counted JUMP callback (ns), measured on a private loop. Run in the gyroscope
+    process (same interpreter and machine as the program): the program pays nothing for it."""
+    global _predicate, _DISABLE, _k, _tool, _active, LOCAL_EVENTS
+    mon = _sys.monitoring
+    ns = {}
+    pad = "    x = 0\n" * 200    # the loop sits past offset 256, as real loops do
+    exec(compile(f"def calib(n):\n{pad}    for i in range(n):\n        x += 1\n", "<gyroscope-calibration>",
+                 "exec"), ns)
+    f = ns["calib"]
+    code = f.__code__
+    tool = -1
+    for t in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID):
+        if mon.get_tool(t) is None:
+            tool = t
+            break
+    if tool < 0 or _started:
+        return 0.0
+    import time
+    clock = time.perf_counter_ns
+    mon.use_tool_id(tool, "gyroscope-calibration")
+    saved_k = _k
+    try:
+        _DISABLE = mon.DISABLE
+        _k = 1 << 30
+        _active = True
+        mon.register_callback(tool, mon.events.JUMP, on_jump)
+        best_bare = best_mon = float("inf")
+        f(n)
+        for _ in range(trials):
+            t0 = clock()
+            f(n)
+            best_bare = min(best_bare, clock() - t0)
+            mon.set_local_events(tool, code, mon.events.JUMP)
+            t0 = clock()
+            f(n)
+            best_mon = min(best_mon, clock() - t0)
+            mon.set_local_events(tool, code, 0)
+    finally:
+        mon.register_callback(tool, mon.events.JUMP, None)
+        mon.free_tool_id(tool)
+        _active = False
+        _k = saved_k
+        _reset_counters()
+    return max(0.0, (best_mon - best_bare) / n)
+
+
+cdef void _reset_counters():
+    global _n_slots, _raw, _desc_len, _desc_all_len
+    _n_slots = 0
+    _raw = 0
+    _desc_len = 0
+    _desc_all_len = 0
+    _slot_of.clear()
+    _rearm.clear()
+
+
+def counters():
+    """(raw callbacks, slots, dropped locations, callback errors, last error) of this process."""
+    return _raw, _n_slots, _dropped, _errors, last_error

@@ -1,0 +1,331 @@
+"""The gyroscope side of the process boundary: receives what the in-process bridge ships.
+
+Every process of a `gyroscope run` session (the program, and each python process it forks or
+starts when subprocesses are followed) connects once to a Unix socket in the session's private
+directory and sends binary frames (their layout is in the docstring of bridges/_inproc.pyx).
+One reader thread in the gyroscope process accepts the connections and decodes the frames;
+`poll()` hands the session, once per window, an Observation with the events of every process
+since the last poll.
+
+Conventions of the events (see bridges/events.py):
+- LOOP_ITER / CALL / RESUME / YIELD: `count` = hits seen in the window; `duration_ns` is 0 when
+  the location was not saturated (the count is exact), else the estimated time of count - 1
+  iterations without the callbacks (rate = (count - 1) / duration): the span from hit WARM to
+  hit K, less the calibrated cost of one callback per hit.
+- GC: the collections of one generation in the window (`count`), `duration_ns` their pause.
+Entities of the program's first process have pid 0; those of other processes carry their pid.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gyroscope.bridges import codemap
+from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation
+
+T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA = 1, 2, 3, 4, 5
+WARM = 8
+_KIND_EVENT = {0: EventKind.LOOP_ITER, 1: EventKind.CALL, 2: EventKind.RESUME, 3: EventKind.YIELD}
+_SLOT = struct.Struct("=IIiiiII")
+_HIT = struct.Struct("=IIqqQQ")
+_HEAD = struct.Struct("=qQQQII")
+_GC = struct.Struct("=qqqq")
+_THREAD = struct.Struct("=QQ")
+_HELLO = struct.Struct("=qqqB")
+MAX_FRAME = 64 << 20
+
+
+@dataclass
+class ProcessInfo:
+    """One process of the session, as its bridge introduced itself."""
+    pid: int
+    ppid: int
+    python: str = ""
+    executable: str = ""
+    forked: bool = False
+    connected_unix_s: float = 0.0
+    ended: bool = False          # its bridge sent the final frame (normal interpreter exit)
+    raw_events: int = 0
+    dropped: int = 0
+    callback_errors: int = 0
+    slots: dict[int, tuple[int, int, int, int, str, str]] = field(default_factory=dict)
+    natives: dict[int, int] = field(default_factory=dict)   # thread ident -> native id
+
+
+class _Conn:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.proc: ProcessInfo | None = None
+
+
+class ChannelServer:
+    """Listens on `path`; decodes frames of every connected process into events."""
+
+    name = "run"
+
+    def __init__(self, path: str, callback_ns: float = 0.0, main_pid_getter: Callable[[], int] | None = None) -> None:
+        self.path = path
+        self.callback_ns = callback_ns
+        self._main_pid = main_pid_getter or (lambda: 0)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.processes: dict[int, ProcessInfo] = {}
+        self.extra_handlers: list[Callable[[int, Any], list[Event]]] = []
+        self.errors: list[str] = []
+        self._events: list[Event] = []
+        self._lock = threading.Lock()
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.listener, selectors.EVENT_READ, None)
+        self._conns: list[_Conn] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t_last = time.monotonic_ns()
+        self._entities: dict[tuple[int, int], Entity] = {}
+        self._gc_entities: dict[tuple[int, int], Entity] = {}
+        self._raw = 0
+        self._dropped = 0
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gyroscope-channel", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._pump(0.05)
+
+    def _pump(self, timeout: float) -> int:
+        """Accept and read whatever is ready; return the bytes read."""
+        n = 0
+        for key, _ in self._sel.select(timeout):
+            if key.data is None:
+                try:
+                    sock, _addr = self.listener.accept()
+                except (BlockingIOError, OSError):
+                    continue
+                sock.setblocking(False)
+                conn = _Conn(sock)
+                self._conns.append(conn)
+                self._sel.register(sock, selectors.EVENT_READ, conn)
+                continue
+            conn = key.data
+            try:
+                data = conn.sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self._close(conn)
+                continue
+            n += len(data)
+            conn.buf += data
+            self._frames(conn)
+        return n
+
+    def _close(self, conn: _Conn) -> None:
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        if conn in self._conns:
+            self._conns.remove(conn)
+
+    def drain(self, timeout_s: float = 0.5) -> None:
+        """After the program ended: read what its processes still have in flight (stops early when
+        every connection is closed and nothing more is ready)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._thread is not None and self._thread.is_alive():
+                time.sleep(0.01)
+                if not self._conns:
+                    break
+                continue
+            if self._pump(0.02) == 0 and not self._conns:
+                break
+
+    def stop(self) -> Observation:
+        """Everything left; closes the socket."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        self._pump(0)
+        obs = self.poll()
+        for conn in list(self._conns):
+            self._close(conn)
+        try:
+            self._sel.unregister(self.listener)
+        except (KeyError, ValueError):
+            pass
+        self.listener.close()
+        self._sel.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        return obs
+
+    def poll(self) -> Observation:
+        now = time.monotonic_ns()
+        with self._lock:
+            events, self._events = self._events, []
+            raw, self._raw = self._raw, 0
+            dropped, self._dropped = self._dropped, 0
+            errors, self.errors = self.errors, []
+        obs = Observation(self._t_last, now, events=events, raw_events=raw, dropped=dropped, errors=errors)
+        self._t_last = now
+        return obs
+
+    # ---- frames -----------------------------------------------------------------------------
+    def _frames(self, conn: _Conn) -> None:
+        buf = conn.buf
+        pos = 0
+        while len(buf) - pos >= 5:
+            (length,) = struct.unpack_from("=I", buf, pos)
+            if length < 1 or length > MAX_FRAME:
+                self._error(f"channel: a corrupt frame ({length} bytes); connection dropped")
+                self._close(conn)
+                return
+            if len(buf) - pos - 4 < length:
+                break
+            kind = buf[pos + 4]
+            payload = bytes(buf[pos + 5:pos + 4 + length])
+            pos += 4 + length
+            try:
+                self._frame(conn, kind, payload)
+            except Exception as e:   # a bad frame is reported, never fatal
+                self._error(f"channel: frame {kind}: {type(e).__name__}: {e}")
+        del buf[:pos]
+
+    def _frame(self, conn: _Conn, kind: int, payload: bytes) -> None:
+        if kind == T_HELLO:
+            pid, ppid, _t, forked = _HELLO.unpack_from(payload, 0)
+            version, executable = (payload[_HELLO.size:].split(b"\0") + [b"", b""])[:2]
+            proc = ProcessInfo(pid, ppid, version.decode(), executable.decode(errors="replace"), bool(forked),
+                               time.time())
+            parent = self.processes.get(ppid)
+            if forked and parent is not None:
+                proc.natives = dict(parent.natives)
+            with self._lock:
+                self.processes[pid] = proc
+            conn.proc = proc
+            return
+        proc = conn.proc
+        if proc is None:
+            raise ValueError("a frame before the hello")
+        if kind == T_SLOTS:
+            pos = 0
+            while pos + _SLOT.size <= len(payload):
+                slot, skind, first, line, dline, lf, lq = _SLOT.unpack_from(payload, pos)
+                pos += _SLOT.size
+                fname = payload[pos:pos + lf].decode("utf-8", "surrogateescape")
+                pos += lf
+                qual = payload[pos:pos + lq].decode("utf-8", "surrogateescape")
+                pos += lq
+                proc.slots[slot] = (skind, first, line, dline, fname, qual)
+        elif kind in (T_WINDOW, T_FINAL):
+            self._window(proc, payload)
+            if kind == T_FINAL:
+                proc.ended = True
+        elif kind == T_EXTRA:
+            obj = marshal.loads(payload)
+            for handler in self.extra_handlers:
+                evs = handler(self._entity_pid(proc), obj)
+                if evs:
+                    with self._lock:
+                        self._events.extend(evs)
+
+    def _entity_pid(self, proc: ProcessInfo) -> int:
+        return 0 if proc.pid == self._main_pid() else proc.pid
+
+    def _window(self, proc: ProcessInfo, payload: bytes) -> None:
+        _t, raw, dropped, errors, n_hits, n_threads = _HEAD.unpack_from(payload, 0)
+        pos = _HEAD.size
+        hits = [_HIT.unpack_from(payload, pos + i * _HIT.size) for i in range(n_hits)]
+        pos += n_hits * _HIT.size
+        for i in range(n_threads):
+            ident, native = _THREAD.unpack_from(payload, pos + i * _THREAD.size)
+            proc.natives[ident] = native
+        pos += n_threads * _THREAD.size
+        gcs = [_GC.unpack_from(payload, pos + g * _GC.size) for g in range(3)]
+        epid = self._entity_pid(proc)
+        events: list[Event] = []
+        for slot, count, t_first, span, ident, ident2 in hits:
+            ent, ekind = self._entity(proc, epid, slot)
+            if ent is None:
+                continue
+            thread = proc.natives.get(ident, ident)
+            thread2 = proc.natives.get(ident2, ident2) if ident2 else 0
+            dur = 0
+            if span > 0 and count > WARM:
+                n = count - WARM
+                per = max(span - n * self.callback_ns, span / 8) / n
+                dur = max(1, int(per * (count - 1)))
+            role = "iter" if ekind == EventKind.LOOP_ITER else "call"
+            if thread2 and count > 1:
+                events.append(Event(ent, role, ekind, thread, t_first, count - 1, dur))
+                events.append(Event(ent, role, ekind, thread2, t_first, 1, 0))
+            else:
+                events.append(Event(ent, role, ekind, thread, t_first, count, dur))
+        for g, (count, total, _longest, first) in enumerate(gcs):
+            if count:
+                key = (epid, g)
+                ent = self._gc_entities.get(key)
+                if ent is None:
+                    ent = self._gc_entities[key] = Entity(EntityKind.GC, "", "gc", g, f"generation {g}", epid)
+                events.append(Event(ent, "gc", EventKind.GC, 0, first, count, total))
+        with self._lock:
+            self._events.extend(events)
+            self._raw += max(0, raw - proc.raw_events) + sum(c for _g, (c, *_r) in enumerate(gcs))
+            self._dropped += max(0, dropped - proc.dropped)
+            if errors > proc.callback_errors and proc.callback_errors == 0:
+                self.errors.append(f"in-process bridge of pid {proc.pid}: {errors} callback errors")
+            proc.raw_events, proc.dropped, proc.callback_errors = raw, dropped, errors
+
+    def _entity(self, proc: ProcessInfo, epid: int, slot: int) -> tuple[Entity | None, EventKind]:
+        desc = proc.slots.get(slot)
+        if desc is None:
+            return None, EventKind.LOOP_ITER
+        skind, first, line, dline, fname, qual = desc
+        key = (id(proc.slots), slot)
+        ent = self._entities.get(key)
+        if ent is None:
+            if skind == 0:
+                header = loop_header_of_jump(fname, qual, line, dline)
+                if header:
+                    ent = Entity(EntityKind.LOOP, fname, qual, header, "", epid)
+            if ent is None:
+                ent = Entity(EntityKind.FUNCTION, fname, qual, first, "", epid)
+            self._entities[key] = ent
+        return ent, _KIND_EVENT.get(skind, EventKind.CALL)
+
+    def _error(self, msg: str) -> None:
+        with self._lock:
+            if len(self.errors) < 20:
+                self.errors.append(msg)
+
+
+def loop_header_of_jump(path: str, qualname: str, line: int, dest_line: int) -> int:
+    """The header of the loop a backward jump closes: a for loop's jump targets its header line
+    (dest_line), a while loop's jump sits on its header (the repeated test) and targets the body."""
+    name = qualname.rsplit(".", 1)[-1]
+    at_dest = codemap.loop_header(path, dest_line, name) if dest_line > 0 else None
+    if at_dest == dest_line:
+        return at_dest
+    at_jump = codemap.loop_header(path, line, name) if line > 0 else None
+    if at_jump == line:
+        return at_jump
+    return at_dest or at_jump or 0

@@ -1,0 +1,102 @@
+"""The Source of `gyroscope run`: the in-process bridge's counters (bridges/channel.py) plus the
+program's stacks sampled from outside by py-spy (bridges/pyspy.py), merged per window.
+
+Sampling starts once the program's bridge has said hello (the interpreter is then initialised,
+so py-spy finds it at once), in a background thread: the program is never made to wait for it.
+Sampling is not biased by the interpreter lock (py-spy reads the process's memory), and it
+costs the program nothing but the memory reads.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gyroscope.bridges.channel import ChannelServer
+from gyroscope.bridges.events import Observation
+
+HELLO_TIMEOUT_S = 10.0
+
+
+class RunSource:
+    name = "run"
+
+    def __init__(self, channel: ChannelServer, pid: int, own_code: Callable[[str], bool], rate_hz: float | None = None,
+                 sampling: bool = True, subprocesses: bool = True) -> None:
+        self.channel = channel
+        self.pid = pid
+        self.own_code = own_code
+        self.rate_hz = rate_hz
+        self.sampling = sampling
+        self.subprocesses = subprocesses
+        self.sampler: Any = None
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        self._starter: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        if self.sampling:
+            self._starter = threading.Thread(target=self._start_sampler, name="gyroscope-sampler-start", daemon=True)
+            self._starter.start()
+
+    def _start_sampler(self) -> None:
+        deadline = time.monotonic() + HELLO_TIMEOUT_S
+        while self.pid not in self.channel.processes and time.monotonic() < deadline:
+            if self._stopping.wait(0.002):
+                return
+        try:
+            from gyroscope.bridges import pyspy
+            sampler = pyspy.sampler_for_child(self.pid, own_code=self.own_code, rate_hz=self.rate_hz,
+                                              subprocesses=self.subprocesses)
+            sampler.start()
+        except Exception as e:   # no py-spy, no permission: the counters still come
+            with self._lock:
+                self._errors.append(f"sampler: {getattr(e, 'message', None) or e}")
+            return
+        with self._lock:
+            if self._stopping.is_set():
+                sampler.stop()
+                return
+            self.sampler = sampler
+
+    def poll(self) -> Observation:
+        obs = self.channel.poll()
+        with self._lock:
+            sampler = self.sampler
+            obs.errors.extend(self._errors)
+            self._errors = []
+        if sampler is not None:
+            _merge(obs, sampler.poll())
+        return obs
+
+    def stop(self) -> Observation:
+        self._stopping.set()
+        if self._starter is not None:
+            self._starter.join(timeout=5.0)
+        with self._lock:
+            sampler = self.sampler
+        sampled = sampler.stop() if sampler is not None else None
+        obs = self.channel.stop()
+        with self._lock:
+            obs.errors.extend(self._errors)
+            self._errors = []
+        if sampled is not None:
+            _merge(obs, sampled)
+        return obs
+
+    def agent_cpu_ns(self) -> int:
+        s = self.sampler
+        f = getattr(s, "agent_cpu_ns", None)
+        return int(f()) if f else 0
+
+
+def _merge(into: Observation, other: Observation) -> None:
+    into.events.extend(other.events)
+    into.threads.update(other.threads)
+    into.samples += other.samples
+    into.raw_events += other.raw_events
+    into.dropped += other.dropped
+    into.errors.extend(other.errors)
+    into.stacks.extend(other.stacks)
