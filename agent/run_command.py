@@ -220,12 +220,22 @@ def _watch(args: argparse.Namespace, prog: Program, child: subprocess.Popen, ser
             result = None
     if result is not None:
         status = _write_outputs(args, result, status)
-    if sig:   # die of the program's signal, as its parent would see python die
-        _flush()
+    if sig:
+        _die_of(sig)
+    return status
+
+
+def _die_of(sig: int) -> None:
+    """Die of the program's signal, as its parent would have seen python die."""
+    _flush()
+    if sig in (signal.SIGKILL, signal.SIGSTOP):
+        os.kill(os.getpid(), signal.SIGKILL)
+    try:
         signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-        signal.pthread_kill(threading.main_thread().ident, sig)
-    return status
+        signal.pthread_kill(threading.main_thread().ident, sig)   # not the process: the forwarder waits for it
+    except (OSError, ValueError):
+        pass
 
 
 def _write_outputs(args: argparse.Namespace, result: dict, status: int) -> int:
@@ -238,6 +248,8 @@ def _write_outputs(args: argparse.Namespace, result: dict, status: int) -> int:
         except (OSError, TypeError, ValueError) as e:
             print(f"gyroscope: error: cannot write {args.json}: {getattr(e, 'strerror', None) or e}", file=err)
             status = status or 2
+    if status != 0 and not result.get("errors") and all(e.get("kind") == "gc" for e in result.get("entities", [])):
+        return status   # the program failed before doing anything (python said why): nothing to add
     try:
         print_summary(result, err, quiet=bool(getattr(args, "quiet", False)))
     except Exception as e:  # the summary must never hide the program's exit code

@@ -54,6 +54,7 @@ import sys as _sys
 cdef extern from "Python.h":
     unsigned long PyThread_get_thread_ident()
     int Py_AtExit(void (*func)() noexcept nogil)
+    int Py_AddPendingCall(int (*func)(void*) noexcept, void* arg)
     ctypedef struct PyCodeObject:
         pass
     int PyCode_Addr2Line(PyCodeObject* code, int offset)
@@ -109,9 +110,17 @@ cdef extern from "<sys/prctl.h>" nogil:
 
 
 cdef extern from "<unistd.h>" nogil:
+    int access(const char*, int)
+    int F_OK
+    int usleep(unsigned int)
     int close(int)
     int getpid()
     int getppid()
+
+
+cdef extern from "<sys/syscall.h>" nogil:
+    long syscall(long, ...)
+    long SYS_gettid
 
 
 cdef extern from "<errno.h>" nogil:
@@ -560,9 +569,14 @@ cdef void _ship_window() noexcept nogil:
         free(e)
 
 
+cdef long _shipper_tid = 0
+
+
 cdef void* _shipper_main(void* arg) noexcept nogil:
+    global _shipper_tid
     cdef timespec ts
     cdef int64_t deadline
+    _shipper_tid = syscall(SYS_gettid)
     while True:
         pthread_mutex_lock(&_wake_mu)
         deadline = _now() + _window_ns
@@ -596,6 +610,26 @@ cdef void _stop_and_join_shipper() noexcept nogil:
     pthread_mutex_unlock(&_wake_mu)
     pthread_join(_shipper, NULL)
     _shipper_running = False
+    _wait_task_gone()
+
+
+cdef extern from "<stdio.h>" nogil:
+    int snprintf(char*, size_t, const char*, ...)
+
+
+cdef void _wait_task_gone() noexcept nogil:
+    """pthread_join returns when the thread has cleared its tid, a moment before the kernel drops
+    it from the process's thread count, which os.fork() reads to decide its DeprecationWarning:
+    wait (at most ~20 ms) until /proc/self/task/TID is gone."""
+    cdef char path[64]
+    cdef int i
+    if _shipper_tid <= 0:
+        return
+    snprintf(path, 64, "/proc/self/task/%ld", _shipper_tid)
+    for i in range(400):
+        if access(path, F_OK) != 0:
+            return
+        usleep(50)
 
 
 cdef void _at_exit() noexcept nogil:
@@ -662,8 +696,15 @@ def _before_fork() -> None:
         _stop_and_join_shipper()
 
 
-def _after_fork_parent() -> None:
+cdef int _restart_pending(void* arg) noexcept:
     _start_shipper()
+    return 0
+
+
+def _after_fork_parent() -> None:
+    # Not now: CPython 3.13 counts the process's threads for its fork() DeprecationWarning after
+    # running these hooks; the shipper restarts at the interpreter's next pending-call check.
+    Py_AddPendingCall(_restart_pending, NULL)
 
 
 def _after_fork_child() -> None:

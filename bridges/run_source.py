@@ -52,8 +52,9 @@ class RunSource:
                                               subprocesses=self.subprocesses)
             sampler.start()
         except Exception as e:   # no py-spy, no permission: the counters still come
-            with self._lock:
-                self._errors.append(f"sampler: {getattr(e, 'message', None) or e}")
+            if _alive(self.pid):   # a program that ended first simply had nothing to sample
+                with self._lock:
+                    self._errors.append(f"sampler: {getattr(e, 'message', None) or e}")
             return
         with self._lock:
             if self._stopping.is_set():
@@ -100,3 +101,12 @@ def _merge(into: Observation, other: Observation) -> None:
     into.dropped += other.dropped
     into.errors.extend(other.errors)
     into.stacks.extend(other.stacks)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (one that ended but was not waited for yet)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False

@@ -1,0 +1,204 @@
+"""`gyroscope run app.py` is `python app.py`: each case runs under both and compares stdout, stderr
+and the exit status (with a hang limit), and checks that the session is written whatever
+happens to the program."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PY = sys.executable
+GYRO = str(Path(PY).with_name("gyroscope"))
+HANG_S = 60
+
+
+def write(d: Path, name: str, text: str) -> Path:
+    p = d / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def both(tmp_path: Path, argv: list[str], gyro_opts: list[str] | None = None, stdin: str | None = None,
+         env: dict | None = None) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess, dict | None]:
+    """(python, gyroscope run, session) for the same program."""
+    out = tmp_path / "session.json"
+    e = dict(os.environ, **(env or {}))
+    bare = subprocess.run([PY, *argv], cwd=tmp_path, capture_output=True, text=True, input=stdin, timeout=HANG_S,
+                          env=e)
+    gyro = subprocess.run([GYRO, "run", "-q", "--json", str(out), *(gyro_opts or []), *argv], cwd=tmp_path,
+                          capture_output=True, text=True, input=stdin, timeout=HANG_S, env=e)
+    doc = json.loads(out.read_text()) if out.exists() else None
+    return bare, gyro, doc
+
+
+def program_stderr(text: str) -> str:
+    """The program's own stderr: gyroscope's -q summary lines start with 'gyroscope'."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("gyroscope"))
+
+
+def same(bare: subprocess.CompletedProcess, gyro: subprocess.CompletedProcess) -> None:
+    assert gyro.returncode == bare.returncode, gyro.stderr
+    assert gyro.stdout == bare.stdout
+    assert program_stderr(gyro.stderr) == program_stderr(bare.stderr), gyro.stderr
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_threads_modules_env_argv_and_main(tmp_path):
+    write(tmp_path, "app.py", (
+        "import sys, os, threading, time, pickle, atexit\n"
+        "print(sys.argv, sys.orig_argv[1:], __name__, sys.path[0] == os.path.dirname(os.path.abspath(__file__)))\n"
+        "print(sorted(sys.modules).__len__() > 0, 'sitecustomize' in sys.modules, 'threading' in sys.modules)\n"
+        "print(sorted(k for k in os.environ if 'GYRO' in k), os.environ.get('PYTHONPATH'))\n"
+        "print(type(__builtins__).__name__, __loader__ is not None, __spec__)\n"
+        "t = threading.Thread(target=time.sleep, args=(0.05,)); t.start()\n"
+        "for th in threading.enumerate():\n"
+        "    if th is not threading.main_thread(): th.join()\n"
+        "print('threads', threading.active_count(), [th.name for th in threading.enumerate()])\n"
+        "class K: pass\n"
+        "atexit.register(lambda: print('atexit pickles', len(pickle.dumps(K())) > 0, sys.modules['__main__'].K is K))\n"
+    ))
+    bare, gyro, doc = both(tmp_path, ["app.py", "a", "--json", "b"])
+    same(bare, gyro)
+    assert doc is not None and doc["exit_code"] == 0
+
+
+def test_modules_added_and_local_modules_win(tmp_path):
+    for name in ("agent", "json", "numpy", "rich", "psutil", "bridges"):
+        write(tmp_path, f"{name}.py", f"WHO = 'local {name}'\n")
+    write(tmp_path, "app.py", (
+        "import sys\nbefore = set(sys.modules)\n"
+        "import agent, json, numpy, rich, psutil, bridges\n"
+        "print([m.WHO for m in (agent, json, numpy, rich, psutil, bridges)])\n"
+        "print(len(before))\n"))
+    bare, gyro, _doc = both(tmp_path, ["app.py"])
+    assert gyro.returncode == bare.returncode == 0, gyro.stderr
+    names_bare, n_bare = bare.stdout.splitlines()
+    names_gyro, n_gyro = gyro.stdout.splitlines()
+    assert names_gyro == names_bare
+    assert int(n_gyro) - int(n_bare) <= 10     # the bridge adds at most 10 modules
+
+
+def test_fork_without_and_with_exec(tmp_path):
+    write(tmp_path, "app.py", (
+        "import os, sys\n"
+        "def work(n):\n    s = 0\n    for i in range(n):\n        s += i\n    return s\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    print('child', work(200000)); sys.stdout.flush(); os._exit(3)\n"
+        "_, st = os.waitpid(pid, 0)\nprint('forked child exit', os.waitstatus_to_exitcode(st))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.execv(sys.executable, [sys.executable, '-c', 'print(\"exec child\")'])\n"
+        "_, st = os.waitpid(pid, 0)\nprint('exec child exit', os.waitstatus_to_exitcode(st))\n"
+        "print('parent', work(100000))\n"))
+    bare, gyro, doc = both(tmp_path, ["app.py"], env={"PYTHONWARNINGS": "default"})
+    same(bare, gyro)
+    assert "DeprecationWarning" not in gyro.stderr
+    assert doc["exit_code"] == 0 and doc["pid"] > 0
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing(tmp_path, method):
+    write(tmp_path, "app.py", (
+        "import multiprocessing as mp\n"
+        "def square(x):\n    s = 0\n    for i in range(20000):\n        s += i\n    return x * x\n"
+        "if __name__ == '__main__':\n"
+        f"    ctx = mp.get_context('{method}')\n"
+        "    with ctx.Pool(2) as pool:\n        print(pool.map(square, range(8)))\n"))
+    bare, gyro, doc = both(tmp_path, ["app.py"], env={"PYTHONWARNINGS": "default"})
+    same(bare, gyro)
+    assert doc["exit_code"] == 0
+
+
+def test_exit_codes_os_exit_in_atexit_and_uncaught(tmp_path):
+    write(tmp_path, "a.py", "import atexit, os\natexit.register(lambda: os._exit(9))\nprint('body done')\n")
+    bare, gyro, doc = both(tmp_path, ["a.py"])
+    same(bare, gyro)
+    assert gyro.returncode == 9 and doc["exit_code"] == 9
+    write(tmp_path, "b.py", "def f():\n    raise ValueError('boom')\nf()\n")
+    bare, gyro, doc = both(tmp_path, ["b.py"])
+    same(bare, gyro)
+    assert doc["exit_code"] == 1
+
+
+def test_stdin_script_and_module_errors(tmp_path):
+    bare, gyro, doc = both(tmp_path, ["-", "x"], stdin="import sys\nprint('from stdin', sys.argv)\n")
+    same(bare, gyro)
+    write(tmp_path, "pkg/__init__.py", "raise RuntimeError('init fails')\n")
+    write(tmp_path, "pkg/x.py", "print('never')\n")
+    bare, gyro, _ = both(tmp_path, ["-m", "pkg.x"])
+    same(bare, gyro)
+    assert "Traceback" in gyro.stderr and "init fails" in gyro.stderr
+    bare, gyro, _ = both(tmp_path, ["-m", "json"])
+    same(bare, gyro)
+
+
+def test_relative_outputs_resolve_against_the_start_directory(tmp_path):
+    write(tmp_path, "app.py", "import os\nos.makedirs('sub', exist_ok=True)\nos.chdir('sub')\nprint(os.getcwd())\n")
+    p = subprocess.run([GYRO, "run", "-q", "--json", "rel.json", "--trace", "rel.trace.json", "app.py"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=HANG_S)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "rel.json").exists() and (tmp_path / "rel.trace.json").exists()
+    assert not (tmp_path / "sub" / "rel.json").exists()
+
+
+def test_script_as_output_is_refused(tmp_path):
+    app = write(tmp_path, "app.py", "print('hi')\n")
+    p = subprocess.run([GYRO, "run", "--stream", "app.py", "app.py"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=HANG_S)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    assert app.read_text() == "print('hi')\n" and p.stdout == ""
+
+
+def _start(tmp_path: Path, source: str) -> tuple[subprocess.Popen, Path]:
+    write(tmp_path, "srv.py", source)
+    out = tmp_path / "s.json"
+    p = subprocess.Popen([GYRO, "run", "-q", "--json", str(out), "srv.py"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p, out
+
+
+SERVER = ("import time, sys\n"
+          "def spin(t):\n    end = time.time() + t\n    while time.time() < end:\n        pass\n"
+          "print('ready', flush=True)\nspin(0.5)\ntime.sleep(60)\n")
+
+
+def _child_of(pid: int) -> int:
+    for _ in range(100):
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if kids:
+            return int(kids[0])
+        time.sleep(0.05)
+    raise AssertionError("no child")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signal_to_gyroscope_is_forwarded_and_session_written(tmp_path, sig):
+    p, out = _start(tmp_path, SERVER)
+    time.sleep(0.8)
+    p.send_signal(sig)
+    p.wait(timeout=HANG_S)
+    assert p.returncode == -sig, p.stderr.read()
+    doc = json.loads(out.read_text())
+    assert doc["signal"] == signal.Signals(sig).name and doc["exit_code"] == 128 + sig
+    assert any(e["function"] == "spin" for e in doc["entities"])
+
+
+def test_program_killed_or_os_exit_session_written(tmp_path):
+    p, out = _start(tmp_path, SERVER)
+    time.sleep(0.8)
+    os.kill(_child_of(p.pid), signal.SIGKILL)
+    p.wait(timeout=HANG_S)
+    assert p.returncode == -signal.SIGKILL
+    doc = json.loads(out.read_text())
+    assert doc["signal"] == "SIGKILL" and any(e["function"] == "spin" for e in doc["entities"])
