@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
+import socket
 import sys
-import tempfile
 import threading
-from dataclasses import dataclass
 
 from gyroscope.agent.errors import GyroscopeError
 from gyroscope.agent.options import positive_float
@@ -81,14 +79,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sink_arguments(parser)
 
 
-@dataclass
 class Program:
     """What to start and which code is the program's own."""
-    argv: list[str]          # python's arguments (after the interpreter)
-    command: list[str]       # as the user gave it (for the result)
-    roots: list[str]
-    extra: list[str]
-    inputs: list[str]        # files that no output may replace
+
+    def __init__(self, argv: list[str], command: list[str], roots: list[str], extra: list[str],
+                 inputs: list[str]) -> None:
+        self.argv = argv            # python's arguments (after the interpreter)
+        self.command = command      # as the user gave it (for the result)
+        self.roots = roots
+        self.extra = extra
+        self.inputs = inputs        # files that no output may replace
 
 
 def program_of(args: argparse.Namespace) -> Program:
@@ -152,39 +152,91 @@ def _child_env(socket_path: str, args: argparse.Namespace, own_config: str) -> d
 
 
 def main(args: argparse.Namespace) -> int:
+    # Until the program is started, import nothing that python does not have loaded already:
+    # the time to the program's first line is the user's start-up cost (benchmarks/startup.py).
     from gyroscope.bridges.owncode import OwnCode
     prog = program_of(args)
     own = OwnCode.for_program(prog.roots, extra=prog.extra, include=args.include, all_code=args.all_code)
     _check_outputs(args, prog)
-    tmp = tempfile.mkdtemp(prefix="gyroscope-")
-    if len(os.path.join(tmp, "s")) >= 100:   # AF_UNIX paths are short
-        os.rmdir(tmp)
-        tmp = tempfile.mkdtemp(prefix="gyroscope-", dir="/tmp")
+    tmp = _private_dir()
     sock_path = os.path.join(tmp, "s")
-    from gyroscope.bridges.channel import ChannelServer
-    child_pid = [0]
-    server = ChannelServer(sock_path, main_pid_getter=lambda: child_pid[0])
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(64)
     try:
-        child = subprocess.Popen([sys.executable, *prog.argv], env=_child_env(sock_path, args, own.to_config()))
+        pid = os.posix_spawn(sys.executable, [sys.executable, *prog.argv],
+                             _child_env(sock_path, args, own.to_config()))
     except OSError as e:
-        server.stop()
-        os.rmdir(tmp)
+        listener.close()
+        _remove_dir(tmp)
         raise GyroscopeError(f"cannot start {sys.executable}: {e.strerror or e}", 2) from None
-    child_pid[0] = child.pid
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)   # after the spawn: the child keeps python's mask
-    forwarder = _SignalForwarder(child)
-    forwarder.start()
-    server.start()
+    child = _Child(pid)
+    _SignalForwarder(child).start()
     try:
+        from gyroscope.bridges.channel import ChannelServer
+        server = ChannelServer(listener, sock_path, main_pid_getter=lambda: pid)
+        server.start()
         return _watch(args, prog, child, server, own)
     finally:
+        _remove_dir(tmp)
+
+
+def _private_dir() -> str:
+    """A new 0700 directory for the session's socket (AF_UNIX paths must stay short)."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    if len(base) > 60 or not os.path.isdir(base):
+        base = "/tmp"
+    for _ in range(100):
+        path = os.path.join(base, f"gyroscope-{os.getpid()}-{os.urandom(4).hex()}")
         try:
-            os.rmdir(tmp)
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise GyroscopeError(f"cannot create a private directory in {base}", 2)
+
+
+def _remove_dir(path: str) -> None:
+    for name in ("s",):
+        try:
+            os.unlink(os.path.join(path, name))
         except OSError:
             pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
-def _watch(args: argparse.Namespace, prog: Program, child: subprocess.Popen, server, own) -> int:
+class _Child:
+    """The program's process: pid and, once it has ended, its wait status."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.returncode = 0
+                break
+            except InterruptedError:
+                continue
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+
+def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own) -> int:
     """Everything after the spawn: the session runs while the program does."""
     session = result = None
     err = sys.stderr
@@ -266,19 +318,16 @@ def _check_outputs(args: argparse.Namespace, prog: Program) -> None:
             raise GyroscopeError(f"--{opt} {path} is the program's own file; choose another path", 2)
 
 
-def _stop_child(child: subprocess.Popen) -> None:
-    try:
-        child.terminate()
-        child.wait(timeout=5)
-    except Exception:
-        pass
+def _stop_child(child: _Child) -> None:
+    child.terminate()
+    child.wait()
 
 
 class _SignalForwarder(threading.Thread):
     """Waits for SIGINT/SIGTERM/SIGHUP/SIGQUIT (blocked in every thread of this process) and forwards
     them to the program unless it got them too."""
 
-    def __init__(self, child: subprocess.Popen) -> None:
+    def __init__(self, child: _Child) -> None:
         super().__init__(name="gyroscope-signals", daemon=True)
         self.child = child
 

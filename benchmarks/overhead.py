@@ -56,8 +56,8 @@ def command(tool: str, script: Path, worker: list[str]) -> list[str]:
         return [PY, s, *worker]
     if tool == "gyroscope":
         return [str(BIN / "gyroscope"), "run", "-q", s, *worker]
-    if tool == "gyroscope-nosampler":   # the sampler effectively off: what the sampler costs
-        return [str(BIN / "gyroscope"), "run", "-q", "--sample-interval", "1000000", s, *worker]
+    if tool == "gyroscope-nosampler":   # py-spy sampling off (counters only): what sampling costs
+        return [str(BIN / "gyroscope"), "run", "-q", "--no-sampling", s, *worker]
     if tool == "cProfile":
         return [PY, "-m", "cProfile", "-o", os.devnull, s, *worker]
     if tool == "pyinstrument":

@@ -72,13 +72,13 @@ class ChannelServer:
 
     name = "run"
 
-    def __init__(self, path: str, callback_ns: float = 0.0, main_pid_getter: Callable[[], int] | None = None) -> None:
+    def __init__(self, listener: socket.socket, path: str, callback_ns: float = 0.0,
+                 main_pid_getter: Callable[[], int] | None = None) -> None:
+        """`listener`: a listening AF_UNIX socket bound at `path` (made before the program starts)."""
         self.path = path
         self.callback_ns = callback_ns
         self._main_pid = main_pid_getter or (lambda: 0)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(64)
+        self.listener = listener
         self.listener.setblocking(False)
         self.processes: dict[int, ProcessInfo] = {}
         self.extra_handlers: list[Callable[[int, Any], list[Event]]] = []

@@ -41,10 +41,10 @@ class OwnCode:
     def for_program(cls, roots: list[str], extra: list[str] | None = None, include: list[str] | None = None,
                     all_code: bool = False) -> OwnCode:
         """The rule for a program run by this interpreter (the gyroscope process's side)."""
+        import site
         import sys
-        import sysconfig
-        paths = sysconfig.get_paths()
-        excluded = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+        stdlib = os.path.dirname(os.__file__)   # what sysconfig's stdlib/platstdlib say, without importing it
+        excluded = {stdlib, *site.getsitepackages()}
         excluded |= {sys.prefix, sys.base_prefix, sys.exec_prefix}
         excluded |= {p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p)}
         return cls(roots, sorted(e for e in excluded if e), extra, include, all_code)
