@@ -70,6 +70,7 @@ def _pid(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gyroscope.agent.outputs import check_outputs, resolve_outputs
     from gyroscope.bridges.pyspy import (
         EXIT_PYSPY_FAILED,
         AttachError,
@@ -81,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
 
     pid: int = args.pid
     quiet = bool(getattr(args, "quiet", False))
+    check_outputs(resolve_outputs(args), [])   # bad output paths: refused before py-spy starts
     try:
         py_spy = find_py_spy(args.py_spy)
         check_pid(pid)
@@ -90,25 +92,26 @@ def main(args: argparse.Namespace) -> int:
         # unsupported version); sampling starts before the agent's heavier imports
         source.begin()
     except AttachError as e:
+        e = _truer_failure(e, pid)
         raise GyroscopeError(e.message, e.exit_code) from None
     version: list[str] = []
     version_hint = _version_from_proc(pid)   # in case the target exits before py-spy says it
     version_thread = threading.Thread(target=_version, args=(py_spy, pid, version), daemon=True)
     version_thread.start()
-    json_path = os.path.abspath(args.json) if args.json else None
-    speedscope_path = os.path.abspath(args.speedscope) if args.speedscope else None
+    json_path = args.json            # absolute: resolve_outputs
+    speedscope_path = args.speedscope
     command = target_cmdline(pid)
 
     from gyroscope.agent.session import Session
-    from gyroscope.agent.sinks.factory import build_sinks
+    from gyroscope.agent.sinks.factory import build_sinks, make_session, print_sink_failures
 
     try:
         sinks = build_sinks(args, "attach")
-    except GyroscopeError:
-        source.stop()
+        session = make_session(Session, source, sinks, window_s=args.window, command=command,
+                               ledger=getattr(args, "ledger", None))
+    except BaseException:
+        source.stop()   # never leave py-spy attached to the target
         raise
-    session = Session(source, sinks, window_s=args.window, command=command,
-                      ledger=getattr(args, "ledger", None))
     session.result["pid"] = pid
     session.result["python"] = ""   # the target's, filled in below when py-spy says it
 
@@ -171,11 +174,31 @@ def main(args: argparse.Namespace) -> int:
     try:
         from gyroscope.agent.summary import print_summary
         print_summary(result, sys.stderr, quiet=quiet)
+        if quiet:
+            print_sink_failures(result, sys.stderr)   # -q hides the summary, never a lost export
     except Exception as e:
         print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=sys.stderr)
     if source.target_exited and not quiet:
         print(f"gyroscope: process {pid} exited", file=sys.stderr)
     return status
+
+
+def _truer_failure(e: Any, pid: int) -> Any:
+    """py-spy says "Check that the process is running" when it may not read a process that is
+    running (e.g. PID 1 in a container without CAP_SYS_PTRACE): say permission when that is the
+    truth. /proc/PID/exe is readable exactly when ptrace-read access is allowed."""
+    from gyroscope.bridges.pyspy import EXIT_NO_SUCH_PID, EXIT_PERMISSION, AttachError, is_alive
+    if e.exit_code != EXIT_NO_SUCH_PID or not is_alive(pid):
+        return e
+    try:
+        os.readlink(f"/proc/{pid}/exe")
+    except PermissionError:
+        return AttachError(f"permission denied attaching to process {pid}: run as the same user with ptrace "
+                           "allowed (kernel.yama.ptrace_scope = 0), or as root / with CAP_SYS_PTRACE "
+                           "(a container may drop it)", EXIT_PERMISSION)
+    except OSError:
+        pass
+    return AttachError(f"py-spy cannot read process {pid}, which is running", e.exit_code)
 
 
 def _write_speedscope(path: str, source: Any, pid: int) -> None:

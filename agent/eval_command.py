@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.options import positive_float
 from gyroscope.agent.result import ResultError, load_result, write_json_atomic
 
 DESCRIPTION = __doc__
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the scores (JSON) to PATH")
     parser.add_argument("--mode", choices=("run", "attach"), default="run",
                         help="watch each workload with `gyroscope run` (default) or `gyroscope attach`")
-    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=120.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=positive_float, default=120.0,
                         help="give up on a workload after this long (default 120)")
 
 
@@ -249,8 +250,6 @@ def print_table(report: dict[str, Any], stream: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise GyroscopeError("--timeout must be positive", 2)
     workloads = load_manifest(args.manifest)
     report = evaluate(workloads, args.mode, args.timeout, progress=sys.stderr)
     report["manifest"] = str(Path(args.manifest).resolve())

@@ -62,9 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # everything gyroscope needs later is imported now, before sys.path[0] becomes the program's
+    from gyroscope.agent.outputs import check_outputs, resolve_outputs
     from gyroscope.agent.result import write_json_atomic
     from gyroscope.agent.session import Session
-    from gyroscope.agent.sinks.factory import build_sinks
+    from gyroscope.agent.sinks.factory import build_sinks, make_session, print_sink_failures
     from gyroscope.agent.summary import print_summary
     from gyroscope.bridges.sysmon import CodeFilter, RunSource
 
@@ -99,14 +100,17 @@ def main(args: argparse.Namespace) -> int:
             root = os.path.dirname(os.path.realpath(script))
             extra = [os.path.realpath(script)]
         command = [script, *prog_args]
-    json_path = os.path.abspath(args.json) if args.json else None
+    # outputs: absolute against the start directory (the program may chdir), and never the
+    # script, an input or each other; refused before the program starts
+    check_outputs(resolve_outputs(args), extra)
+    json_path = args.json
 
     sinks = build_sinks(args, "run")
     code_filter = CodeFilter([root], include=args.include, all_code=args.all_code, extra_files=extra)
     source = RunSource(code_filter, sample_interval_s=args.sample_interval / 1000.0)
-    session = Session(source, sinks, window_s=args.window, command=command,
-                      ledger=getattr(args, "ledger", None),
-                      act_priorities="priorities" in args.act)
+    session = make_session(Session, source, sinks, window_s=args.window, command=command,
+                           ledger=getattr(args, "ledger", None),
+                           act_priorities="priorities" in args.act)
 
     exit_code, interrupted = _run_program(session, module, command, root)
 
@@ -134,6 +138,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if result is not None:
             print_summary(result, err, quiet=bool(getattr(args, "quiet", False)))
+            if getattr(args, "quiet", False):
+                print_sink_failures(result, err)   # -q hides the summary, never a lost export
     except Exception as e:  # the summary must never hide the program's exit code
         try:
             print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=err)
