@@ -87,17 +87,19 @@ def _identity(path: str) -> tuple[Any, ...]:
         return ("path", os.path.realpath(path))
 
 
-def check_outputs(outputs: dict[str, str], inputs: list[str]) -> None:
+def check_outputs(outputs: dict[str, str], inputs: list[str], labels: list[str] | None = None) -> None:
     """Refuse, with one line (GyroscopeError, exit 2), before anything is written or run:
     an output that is one of `inputs` (the script, an input file), two outputs that are the same
     file (character devices such as /dev/null excepted), an output that is a directory or whose
     folder is a file, a stream (--stream, --ledger) whose folder is missing, and a --ledger at
     an existing non-empty file that is not a GYRL ledger (a ledger is appended to, never
-    overwritten)."""
-    ins = {}
-    for p in inputs:
+    overwritten). `labels[i]` names inputs[i] in the message ("the script"; default "an input
+    file")."""
+    ins: dict[tuple[Any, ...], tuple[str, str]] = {}
+    for i, p in enumerate(inputs):
         if p:
-            ins.setdefault(_identity(os.fspath(p)), os.fspath(p))
+            label = labels[i] if labels and i < len(labels) else "an input file"
+            ins.setdefault(_identity(os.fspath(p)), (os.fspath(p), label))
     seen: dict[tuple[Any, ...], str] = {}
     for option, path in outputs.items():
         kind, st = _kind(path)
@@ -105,8 +107,8 @@ def check_outputs(outputs: dict[str, str], inputs: list[str]) -> None:
             raise GyroscopeError(f"{option} {path}: is a directory")
         ident = _identity(path)
         if ident in ins:
-            what = "the script" if os.fspath(inputs[0]) == ins[ident] else "an input file"
-            raise GyroscopeError(f"{option} {path} is {what} ({ins[ident]}); refusing to overwrite it")
+            src, label = ins[ident]
+            raise GyroscopeError(f"{option} {path} is {label} ({src}); refusing to overwrite it")
         if ident in seen and kind != "chardev":
             raise GyroscopeError(f"{seen[ident]} and {option} are the same file ({path}); give each its own path")
         seen.setdefault(ident, option)

@@ -127,4 +127,8 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("entities", "decisions", "threads"):
         if not isinstance(doc.get(key), list):
             raise ResultError(f"{path}: session field {key!r} is missing or not a list")
+    from gyroscope.agent.session_check import session_problem
+    problem = session_problem(doc)
+    if problem:
+        raise ResultError(f"{path}: {problem}")
     return doc

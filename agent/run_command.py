@@ -102,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
         command = [script, *prog_args]
     # outputs: absolute against the start directory (the program may chdir), and never the
     # script, an input or each other; refused before the program starts
-    check_outputs(resolve_outputs(args), extra)
+    check_outputs(resolve_outputs(args), extra, ["the module" if module else "the script"])
     json_path = args.json
 
     sinks = build_sinks(args, "run")
