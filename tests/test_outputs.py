@@ -215,7 +215,7 @@ def test_run_json_into_a_fifo(tmp_path, app):
 
 @pytest.mark.parametrize("name", ["/dev/stdout", "/dev/fd/1"])
 def test_run_json_to_dev_stdout_appends_after_the_programs_output(tmp_path, app, name):
-    if not os.path.islink(name.split("/fd/")[0] if "/fd/" in name else name):
+    if not (os.path.islink("/dev/stdout") if name == "/dev/stdout" else os.path.realpath("/dev/fd").startswith("/proc/")):
         # the machine is shared: a gyroscope without outputs.py run as root replaces /dev/stdout
         pytest.skip(f"{name} is not a link to a descriptor on this machine")
     out = tmp_path / "out.txt"
