@@ -82,7 +82,8 @@ def main(args: argparse.Namespace) -> int:
 
     pid: int = args.pid
     quiet = bool(getattr(args, "quiet", False))
-    check_outputs(resolve_outputs(args), [])   # bad output paths: refused before py-spy starts
+    # bad output paths (the target's own script included) are refused before py-spy starts
+    check_outputs(resolve_outputs(args), _target_script(pid), ["the target's script"])
     try:
         py_spy = find_py_spy(args.py_spy)
         check_pid(pid)
@@ -146,7 +147,7 @@ def main(args: argparse.Namespace) -> int:
 
     status = 0
     if source.failure and not source.target_exited:
-        print(f"gyroscope: error: py-spy stopped working: {source.failure} (results so far are kept)",
+        print(f"gyroscope: error: py-spy stopped working: {_scrub_temp(source.failure)} (results so far are kept)",
               file=sys.stderr)
         if not any(source.failure in e for e in result["errors"]):
             result["errors"].append(f"py-spy: {source.failure}")
@@ -181,6 +182,27 @@ def main(args: argparse.Namespace) -> int:
     if source.target_exited and not quiet:
         print(f"gyroscope: process {pid} exited", file=sys.stderr)
     return status
+
+
+def _target_script(pid: int) -> list[str]:
+    """The script the target runs (its argv[1], against its working directory), when it is a file."""
+    from gyroscope.bridges.pyspy import target_cmdline
+    argv = target_cmdline(pid)
+    if len(argv) < 2 or argv[1].startswith("-"):
+        return []
+    try:
+        path = os.path.join(os.readlink(f"/proc/{pid}/cwd"), argv[1])
+    except OSError:
+        return []
+    return [path] if os.path.isfile(path) else []
+
+
+def _scrub_temp(message: str) -> str:
+    """py-spy's own words may name the chunk file it writes in our temporary folder: no message
+    names an internal temporary file."""
+    import re
+    import tempfile
+    return re.sub(re.escape(tempfile.gettempdir()) + r"/gyroscope-[^\s'\":]*", "<py-spy output file>", message)
 
 
 def _truer_failure(e: Any, pid: int) -> Any:

@@ -118,6 +118,29 @@ def test_attach_bad_ledger_stops_its_py_spy(tmp_path, case):
         prog.wait()
 
 
+def test_attach_refuses_the_targets_script_as_an_output(tmp_path):
+    target = tmp_path / "idler.py"
+    target.write_text("import time\nwhile True:\n    time.sleep(0.05)\n")
+    before = target.read_bytes()
+    prog = subprocess.Popen([PY, "idler.py"], cwd=tmp_path)
+    try:
+        time.sleep(0.3)
+        p = gyro("attach", str(prog.pid), "--duration", "1", "--json", "idler.py", cwd=tmp_path)
+        one_line_error(p, 2, "the target's script")
+        assert target.read_bytes() == before and _pyspy_on(prog.pid) == []
+    finally:
+        prog.kill()
+        prog.wait()
+
+
+def test_attach_messages_name_no_temporary_file():
+    import tempfile
+
+    from gyroscope.agent.attach_command import _scrub_temp
+    msg = _scrub_temp(f"Error: cannot write {tempfile.gettempdir()}/gyroscope-attach-x1/chunk3.txt: No space left")
+    assert "gyroscope-attach" not in msg and msg.endswith(": No space left")
+
+
 @pytest.mark.parametrize("field,value,word", [
     ("duration_s", "abc", "duration_s must be a number"),
     ("pid", "x", "pid must be an integer"),
