@@ -29,7 +29,7 @@ chdir), and `check_outputs(outputs, inputs)` refuses, before anything runs, an o
 the script or an input file, two outputs that are the same file, a directory, a missing
 folder for a stream, and a --ledger at an existing file that is not a GYRL ledger.
 
-Cost (measured 2026-12-01, CPython 3.13, tmpfs-backed /tmp, shared 2-core machine, medians):
+Cost (measured 2026-12-01, CPython 3.13, /tmp on a virtio disk, shared 2-core machine, medians):
 resolve_outputs + check_outputs for 4 outputs 84 us at start; write_text of a 443 KB session
 7.6 ms to a regular file (fsync-bound; the old mkstemp + rename took 7.7 ms), 15 us to
 /dev/null.
