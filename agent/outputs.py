@@ -245,6 +245,16 @@ def open_stream(path: str | os.PathLike[str], binary: bool = False) -> IO[Any]:
     return open(user, mode, encoding="utf-8")  # noqa: SIM115 - the caller closes it
 
 
+def fsync_if_possible(fd: int) -> None:
+    """fsync, except where it means nothing: a device, FIFO, socket or tty answers EINVAL (or
+    ENOTSUP / EROFS); only a real failure to reach the disk (EIO, ENOSPC, ...) is raised."""
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS, errno.EBADF):
+            raise
+
+
 def _write_direct(path: str, data: bytes, append: bool) -> None:
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
     fd = os.open(path, flags, 0o666)

@@ -66,10 +66,14 @@ def make_session(session_class: Any, source: Any, sinks: list[Sink], **kw: Any) 
     from gyroscope.cyext.errors import KernelError, LedgerError
     try:
         return session_class(source, sinks, **kw)
-    except (LedgerError, KernelError, OSError) as e:
+    except (LedgerError, KernelError) as e:
         _abort_all(sinks)
-        msg = str(e) if not isinstance(e, OSError) else f"cannot open ledger {kw.get('ledger')}: {e.strerror or e}"
-        raise GyroscopeError(msg) from None
+        raise GyroscopeError(str(e)) from None
+    except OSError as e:
+        _abort_all(sinks)
+        if not kw.get("ledger"):
+            raise
+        raise GyroscopeError(f"cannot open ledger {kw['ledger']}: {e.strerror or e}") from None
 
 
 def _abort_all(sinks: list[Sink]) -> None:

@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
-from gyroscope.agent.outputs import check_writable, open_stream
+from gyroscope.agent.outputs import check_writable, fsync_if_possible, open_stream
 from gyroscope.agent.result import write_json_atomic
 from gyroscope.agent.sinks.base import Window
 
@@ -74,7 +74,7 @@ class StreamSink:
             self._write({"type": "session", **{k: v for k, v in result.items() if k not in ("entities", "timeline")},
                          "entities": len(result.get("entities") or [])})
             self._f.flush()
-            os.fsync(self._f.fileno())
+            fsync_if_possible(self._f.fileno())
         finally:
             self._f.close()
 
