@@ -107,7 +107,12 @@ def check_outputs(outputs: dict[str, str], inputs: list[str], labels: list[str] 
             ins.setdefault(_identity(os.fspath(p)), (os.fspath(p), label))
     seen: dict[tuple[Any, ...], str] = {}
     for option, path in outputs.items():
-        kind, st = _kind(path)
+        if path.endswith(os.sep):
+            raise GyroscopeError(f"{option} {path}: names a directory; give a file name")
+        try:
+            kind, st = _kind(path)
+        except OSError as e:
+            raise GyroscopeError(f"{option} {path}: {e.strerror}") from None
         if kind == "directory":
             raise GyroscopeError(f"{option} {path}: is a directory")
         ident = _identity(path)
@@ -157,7 +162,9 @@ def _kind(path: str) -> tuple[str, os.stat_result | None]:
         st = os.stat(path)   # follows symlinks: the target decides
     except FileNotFoundError:
         return "absent", None   # missing, or a dangling symlink (its target will be created)
-    except OSError:
+    except OSError as e:
+        if e.errno == errno.ELOOP:   # a symlink loop: renaming over it would destroy the link
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
         return "absent", None   # e.g. a file as a folder: the write says what is wrong
     if stat.S_ISREG(st.st_mode):
         return "regular", st

@@ -179,6 +179,15 @@ def test_check_outputs_refuses_inputs_duplicates_and_bad_ledgers(tmp_path, app):
     (tmp_path / "notes").write_text("mine")
     with pytest.raises(GyroscopeError, match="not a gyroscope ledger"):
         outputs.check_outputs({"--ledger": str(tmp_path / "notes")}, [])
+    with pytest.raises(GyroscopeError, match="names a directory"):
+        outputs.check_outputs({"--json": str(tmp_path / "newdir") + "/"}, [])
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(GyroscopeError, match="symbolic links"):
+        outputs.check_outputs({"--json": str(loop)}, [])
+    with pytest.raises(OSError):
+        outputs.write_text(loop, "x")
+    assert loop.is_symlink()     # a loop is reported, never renamed over
 
 
 # ---- through `gyroscope run`, as a user types it ---------------------------------------------
