@@ -108,13 +108,13 @@ def check_outputs(outputs: dict[str, str], inputs: list[str], labels: list[str] 
     seen: dict[tuple[Any, ...], str] = {}
     for option, path in outputs.items():
         if path.endswith(os.sep):
-            raise GyroscopeError(f"{option} {path}: names a directory; give a file name")
+            raise GyroscopeError(f"cannot write {option} {path}: names a directory; give a file name")
         try:
             kind, st = _kind(path)
         except OSError as e:
-            raise GyroscopeError(f"{option} {path}: {e.strerror}") from None
+            raise GyroscopeError(f"cannot write {option} {path}: {e.strerror}") from None
         if kind == "directory":
-            raise GyroscopeError(f"{option} {path}: is a directory")
+            raise GyroscopeError(f"cannot write {option} {path}: is a directory")
         ident = _identity(path)
         if ident in ins:
             src, label = ins[ident]
@@ -133,10 +133,10 @@ def _check_folder(option: str, path: str, must_exist: bool) -> None:
     probe = folder
     while not os.path.exists(probe):
         if must_exist:
-            raise GyroscopeError(f"{option} {path}: no such directory: {folder}")
+            raise GyroscopeError(f"cannot write {option} {path}: no such directory: {folder}")
         probe = os.path.dirname(probe) or "/"
     if not os.path.isdir(probe):
-        raise GyroscopeError(f"{option} {path}: not a directory: {probe}")
+        raise GyroscopeError(f"cannot write {option} {path}: not a directory: {probe}")
 
 
 def _check_ledger(path: str) -> None:
