@@ -95,7 +95,7 @@ def _identity(path: str) -> tuple[Any, ...]:
 def check_outputs(outputs: dict[str, str], inputs: list[str], labels: list[str] | None = None) -> None:
     """Refuse, with one line (GyroscopeError, exit 2), before anything is written or run:
     an output that is one of `inputs` (the script, an input file), two outputs that are the same
-    file (character devices such as /dev/null excepted), an output that is a directory or whose
+    file (character devices such as /dev/null or a terminal's /dev/stdout excepted), an output that is a directory or whose
     folder is a file, a stream (--stream, --ledger) whose folder is missing, and a --ledger at
     an existing non-empty file that is not a GYRL ledger (a ledger is appended to, never
     overwritten). `labels[i]` names inputs[i] in the message ("the script"; default "an input
@@ -119,7 +119,7 @@ def check_outputs(outputs: dict[str, str], inputs: list[str], labels: list[str] 
         if ident in ins:
             src, label = ins[ident]
             raise GyroscopeError(f"{option} {path} is {label} ({src}); refusing to overwrite it")
-        if ident in seen and kind != "chardev":
+        if ident in seen and not (st is not None and stat.S_ISCHR(st.st_mode)):   # /dev/null, a tty
             raise GyroscopeError(f"{seen[ident]} and {option} are the same file ({path}); give each its own path")
         seen.setdefault(ident, option)
         if kind == "absent" or kind == "regular":
