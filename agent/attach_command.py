@@ -70,6 +70,7 @@ def _pid(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gyroscope.agent.outputs import check_outputs, resolve_outputs
     from gyroscope.bridges.pyspy import (
         EXIT_PYSPY_FAILED,
         AttachError,
@@ -81,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
 
     pid: int = args.pid
     quiet = bool(getattr(args, "quiet", False))
+    # bad output paths (the target's own script included) are refused before py-spy starts
+    check_outputs(resolve_outputs(args), _target_script(pid), ["the target's script"])
     try:
         py_spy = find_py_spy(args.py_spy)
         check_pid(pid)
@@ -90,25 +93,26 @@ def main(args: argparse.Namespace) -> int:
         # unsupported version); sampling starts before the agent's heavier imports
         source.begin()
     except AttachError as e:
+        e = _truer_failure(e, pid)
         raise GyroscopeError(e.message, e.exit_code) from None
     version: list[str] = []
     version_hint = _version_from_proc(pid)   # in case the target exits before py-spy says it
     version_thread = threading.Thread(target=_version, args=(py_spy, pid, version), daemon=True)
     version_thread.start()
-    json_path = os.path.abspath(args.json) if args.json else None
-    speedscope_path = os.path.abspath(args.speedscope) if args.speedscope else None
+    json_path = args.json            # absolute: resolve_outputs
+    speedscope_path = args.speedscope
     command = target_cmdline(pid)
 
     from gyroscope.agent.session import Session
-    from gyroscope.agent.sinks.factory import build_sinks
+    from gyroscope.agent.sinks.factory import build_sinks, make_session, print_sink_failures
 
     try:
         sinks = build_sinks(args, "attach")
-    except GyroscopeError:
-        source.stop()
+        session = make_session(Session, source, sinks, window_s=args.window, command=command,
+                               ledger=getattr(args, "ledger", None))
+    except BaseException:
+        source.stop()   # never leave py-spy attached to the target
         raise
-    session = Session(source, sinks, window_s=args.window, command=command,
-                      ledger=getattr(args, "ledger", None))
     session.result["pid"] = pid
     session.result["python"] = ""   # the target's, filled in below when py-spy says it
 
@@ -143,7 +147,7 @@ def main(args: argparse.Namespace) -> int:
 
     status = 0
     if source.failure and not source.target_exited:
-        print(f"gyroscope: error: py-spy stopped working: {source.failure} (results so far are kept)",
+        print(f"gyroscope: error: py-spy stopped working: {_scrub_temp(source.failure)} (results so far are kept)",
               file=sys.stderr)
         if not any(source.failure in e for e in result["errors"]):
             result["errors"].append(f"py-spy: {source.failure}")
@@ -171,11 +175,52 @@ def main(args: argparse.Namespace) -> int:
     try:
         from gyroscope.agent.summary import print_summary
         print_summary(result, sys.stderr, quiet=quiet)
+        if quiet:
+            print_sink_failures(result, sys.stderr)   # -q hides the summary, never a lost export
     except Exception as e:
         print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=sys.stderr)
     if source.target_exited and not quiet:
         print(f"gyroscope: process {pid} exited", file=sys.stderr)
     return status
+
+
+def _target_script(pid: int) -> list[str]:
+    """The script the target runs (its argv[1], against its working directory), when it is a file."""
+    from gyroscope.bridges.pyspy import target_cmdline
+    argv = target_cmdline(pid)
+    if len(argv) < 2 or argv[1].startswith("-"):
+        return []
+    try:
+        path = os.path.join(os.readlink(f"/proc/{pid}/cwd"), argv[1])
+    except OSError:
+        return []
+    return [path] if os.path.isfile(path) else []
+
+
+def _scrub_temp(message: str) -> str:
+    """py-spy's own words may name the chunk file it writes in our temporary folder: no message
+    names an internal temporary file."""
+    import re
+    import tempfile
+    return re.sub(re.escape(tempfile.gettempdir()) + r"/gyroscope-[^\s'\":]*", "<py-spy output file>", message)
+
+
+def _truer_failure(e: Any, pid: int) -> Any:
+    """py-spy says "Check that the process is running" when it may not read a process that is
+    running (e.g. PID 1 in a container without CAP_SYS_PTRACE): say permission when that is the
+    truth. /proc/PID/exe is readable exactly when ptrace-read access is allowed."""
+    from gyroscope.bridges.pyspy import EXIT_NO_SUCH_PID, EXIT_PERMISSION, AttachError, is_alive
+    if e.exit_code != EXIT_NO_SUCH_PID or not is_alive(pid):
+        return e
+    try:
+        os.readlink(f"/proc/{pid}/exe")
+    except PermissionError:
+        return AttachError(f"permission denied attaching to process {pid}: run as the same user with ptrace "
+                           "allowed (kernel.yama.ptrace_scope = 0), or as root / with CAP_SYS_PTRACE "
+                           "(a container may drop it)", EXIT_PERMISSION)
+    except OSError:
+        pass
+    return AttachError(f"py-spy cannot read process {pid}, which is running", e.exit_code)
 
 
 def _write_speedscope(path: str, source: Any, pid: int) -> None:

@@ -32,10 +32,17 @@ option, unreadable file); see each command's --help for the rest.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (argparse prints the whole usage block first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, the other commands' modules are not imported (start-up: `gyroscope
     run` starts the program ~80 ms sooner when it does not import attach, eval, report and replay)."""
-    parser = argparse.ArgumentParser(prog="gyroscope", description=DESCRIPTION,
+    parser = _Parser(prog="gyroscope", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"gyroscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

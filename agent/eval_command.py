@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.options import positive_float
 from gyroscope.agent.result import ResultError, load_result, write_json_atomic
 
 DESCRIPTION = __doc__
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the scores (JSON) to PATH")
     parser.add_argument("--mode", choices=("run", "attach"), default="run",
                         help="watch each workload with `gyroscope run` (default) or `gyroscope attach`")
-    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=120.0,
+    parser.add_argument("--timeout", metavar="SECONDS", type=positive_float, default=120.0,
                         help="give up on a workload after this long (default 120)")
 
 
@@ -186,8 +187,13 @@ def run_workload(w: dict[str, Any], mode: str, timeout: float, tmpdir: str) -> t
     try:
         return load_result(out), ""
     except ResultError as e:
-        last = [ln for ln in (err or "").strip().splitlines() if ln.strip()]
-        return None, (last[-1] if last else str(e))
+        # never name our temporary session file: say what happened in the workload's terms
+        last = [ln.replace(out, "its session file") for ln in (err or "").strip().splitlines() if ln.strip()]
+        if last:
+            return None, last[-1]
+        if not os.path.exists(out):
+            return None, f"gyroscope {mode} exited with code {p.returncode} and wrote no session"
+        return None, str(e).replace(out, "its session file")
     finally:
         try:
             os.unlink(out)
@@ -249,9 +255,11 @@ def print_table(report: dict[str, Any], stream: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise GyroscopeError("--timeout must be positive", 2)
+    from gyroscope.agent.outputs import check_outputs, resolve_outputs
+
     workloads = load_manifest(args.manifest)
+    check_outputs(resolve_outputs(args), [args.manifest] + [w["script"] for w in workloads],
+                  ["the manifest"] + ["a workload script"] * len(workloads))
     report = evaluate(workloads, args.mode, args.timeout, progress=sys.stderr)
     report["manifest"] = str(Path(args.manifest).resolve())
     print_table(report, sys.stdout)
@@ -259,5 +267,5 @@ def main(args: argparse.Namespace) -> int:
         try:
             write_json_atomic(args.json, report)
         except OSError as e:
-            raise GyroscopeError(f"cannot write {args.json}: {e}", 2) from None
+            raise GyroscopeError(f"cannot write {args.json}: {e.strerror or e}", 2) from None
     return 0 if report["passed"] == report["workloads"] else 1

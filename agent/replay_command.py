@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from gyroscope.agent.errors import GyroscopeError
 
@@ -14,7 +15,11 @@ pool and print what it holds.
   gyroscope replay session.ledger --verify state.snap    check that the replay equals a snapshot
   gyroscope replay session.ledger --snapshot out.snap    write the replayed state as a snapshot
 
-Exit codes: 0 ok; 1 --verify found a mismatch; 2 missing, corrupt, foreign or truncated input.
+Exit codes: 0 ok; 1 --verify found a mismatch; 2 missing, corrupt or foreign input (a bad
+magic, version, law hash or header, a record that cannot be replayed), or --snapshot cannot be
+written; 3 the ledger has a truncated tail (its last record was cut off, e.g. by a crash): the
+valid prefix was still replayed, verified and written, and the summary says how many bytes
+were ignored.
 """
 
 
@@ -27,11 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the snapshot the ledger starts from (a ledger attached to a restored pool)")
 
 
+EXIT_TRUNCATED = 3
+
+
 def main(args: argparse.Namespace) -> int:
+    from gyroscope.agent.outputs import check_outputs
     from gyroscope.cyext import ledger as lg
     from gyroscope.cyext.errors import KernelError, LedgerError, SnapshotError
 
     out = sys.stdout
+    if args.snapshot:
+        check_outputs({"--snapshot": args.snapshot}, [args.ledger, args.verify, args.base],
+                      ["the ledger", "the --verify snapshot", "the --base snapshot"])
     try:
         header, ids, _words, truncated = lg.read_ledger_full(args.ledger)
         control = int((ids & lg.CONTROL).astype(bool).sum())
@@ -46,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
                 print(f"ledger {args.ledger}: truncated tail: {truncated} trailing bytes ignored "
                       f"(the last record was cut off; the valid prefix was replayed)", file=out)
             if args.snapshot:
-                pool.snapshot(args.snapshot)
+                _write_snapshot(pool, args.snapshot)
                 print(f"wrote snapshot {args.snapshot}", file=out)
         finally:
             pool.close()
@@ -64,4 +76,18 @@ def main(args: argparse.Namespace) -> int:
         raise GyroscopeError(str(e)) from None
     except OSError as e:
         raise GyroscopeError(f"{getattr(e, 'filename', '') or args.ledger}: {e.strerror or e}") from None
-    return 0
+    return EXIT_TRUNCATED if truncated else 0
+
+
+def _write_snapshot(pool: Any, path: str) -> None:
+    """The replayed pool as a GYRG snapshot, through agent/outputs.py (a symlink is written
+    through, a device is not replaced, the umask is respected; errors name `path`)."""
+    from gyroscope.agent.outputs import write_bytes
+    from gyroscope.cyext import persist
+
+    data = persist.encode(pool.export_state(), capacity=pool.capacity, profile_id=pool.profile_id,
+                          flags=0, created_unix_ns=getattr(pool, "created_unix_ns", 0))
+    try:
+        write_bytes(path, data)
+    except OSError as e:
+        raise GyroscopeError(f"cannot write {path}: {e.strerror or e}") from None

@@ -12,8 +12,8 @@ Render a session result written by `gyroscope run --json` or `gyroscope attach -
   gyroscope report session.json                 print the terminal summary
   gyroscope report session.json --html out.html write one self-contained HTML file (works offline)
 
-Exit codes: 0 ok; 2 the session file is missing, unreadable or not a gyroscope session,
-or the HTML file cannot be written.
+Exit codes: 0 ok; 2 the session file is missing, unreadable, not a gyroscope session or has
+fields of the wrong type, or the HTML file cannot be written (or is the session file).
 """
 
 
@@ -23,21 +23,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gyroscope.agent.outputs import check_outputs
     from gyroscope.agent.result import ResultError, load_result
 
+    if args.html:
+        check_outputs({"--html": args.html}, [args.session], ["the session file"])
     try:
         result = load_result(args.session)
     except ResultError as e:
         raise GyroscopeError(str(e)) from None
-    if args.html:
-        from gyroscope.agent.report_html import render_html
+    try:
+        if args.html:
+            from gyroscope.agent.report_html import render_html
 
-        write_text_atomic(args.html, render_html(result))
-        print(f"gyroscope: wrote {args.html}", file=sys.stderr)
-        return 0
-    from gyroscope.agent.summary import print_summary
+            write_text_atomic(args.html, render_html(result))
+            print(f"gyroscope: wrote {args.html}", file=sys.stderr)
+            return 0
+        from gyroscope.agent.summary import print_summary
 
-    print_summary(result, sys.stdout)
+        print_summary(result, sys.stdout)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        # session_check catches the wrong types it knows of; anything it misses is still one line
+        raise GyroscopeError(f"{args.session} cannot be rendered: a session field has an unexpected value "
+                             f"({type(e).__name__}: {e})") from None
     return 0
 
 

@@ -44,11 +44,8 @@ Schema "gyroscope.session/1" (documented in the README, section "Session result"
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 SCHEMA = "gyroscope.session/1"
@@ -93,25 +90,11 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write a text file via a temporary file, fsync and rename: the old file or the new one, never half."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:   # the parent is a file: say so, not "File exists"
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write a whole text file by the rules of agent/outputs.py: atomic (temp + rename) where the
+    target is a regular file, through symlinks, directly to devices and FIFOs, umask respected."""
+    from gyroscope.agent.outputs import write_text
+
+    write_text(path, text)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -144,4 +127,8 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("entities", "decisions", "threads"):
         if not isinstance(doc.get(key), list):
             raise ResultError(f"{path}: session field {key!r} is missing or not a list")
+    from gyroscope.agent.session_check import session_problem
+    problem = session_problem(doc)
+    if problem:
+        raise ResultError(f"{path}: {problem}")
     return doc

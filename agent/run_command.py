@@ -157,7 +157,9 @@ def main(args: argparse.Namespace) -> int:
     from gyroscope.bridges.owncode import OwnCode
     prog = program_of(args)
     own = OwnCode.for_program(prog.roots, extra=prog.extra, include=args.include, all_code=args.all_code)
-    _check_outputs(args, prog)
+    from gyroscope.agent.outputs import check_outputs, resolve_outputs
+    # outputs: absolute against the start directory, and never the script, an input or each other
+    check_outputs(resolve_outputs(args), prog.inputs, ["the module" if args.module is not None else "the script"])
     tmp = _private_dir()
     sock_path = os.path.join(tmp, "s")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -242,15 +244,15 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own) 
     err = sys.stderr
     try:
         from gyroscope.agent.session import Session
-        from gyroscope.agent.sinks.factory import build_sinks
+        from gyroscope.agent.sinks.factory import build_sinks, make_session
         from gyroscope.bridges import _inproc
         from gyroscope.bridges.run_source import RunSource
         server.callback_ns = _inproc.calibrate()
         source = RunSource(server, child.pid, own, rate_hz=args.rate, sampling=args.sampling,
                            subprocesses=args.subprocesses)
         sinks = build_sinks(args, "run")
-        session = Session(source, sinks, window_s=args.window, command=prog.command,
-                          ledger=getattr(args, "ledger", None), act_priorities="priorities" in args.act)
+        session = make_session(Session, source, sinks, window_s=args.window, command=prog.command,
+                               ledger=getattr(args, "ledger", None), act_priorities="priorities" in args.act)
         session.result["pid"] = child.pid
         session.start()
     except GyroscopeError:
@@ -292,6 +294,7 @@ def _die_of(sig: int) -> None:
 
 def _write_outputs(args: argparse.Namespace, result: dict, status: int) -> int:
     from gyroscope.agent.result import write_json_atomic
+    from gyroscope.agent.sinks.factory import print_sink_failures
     from gyroscope.agent.summary import print_summary
     err = sys.stderr
     if args.json:
@@ -304,18 +307,11 @@ def _write_outputs(args: argparse.Namespace, result: dict, status: int) -> int:
         return status   # the program failed before doing anything (python said why): nothing to add
     try:
         print_summary(result, err, quiet=bool(getattr(args, "quiet", False)))
+        if getattr(args, "quiet", False):
+            print_sink_failures(result, err)   # -q hides the summary, never a lost export
     except Exception as e:  # the summary must never hide the program's exit code
         print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=err)
     return status
-
-
-def _check_outputs(args: argparse.Namespace, prog: Program) -> None:
-    """Refuse, before anything runs, an output that would replace the script or another input."""
-    inputs = {os.path.realpath(p) for p in prog.inputs if p}
-    for opt in ("json", "stream", "trace", "ledger"):
-        path = getattr(args, opt, None)
-        if path and os.path.realpath(path) in inputs:
-            raise GyroscopeError(f"--{opt} {path} is the program's own file; choose another path", 2)
 
 
 def _stop_child(child: _Child) -> None:

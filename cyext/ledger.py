@@ -27,6 +27,7 @@ such a partial record off before appending.
 """
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from dataclasses import dataclass
@@ -119,9 +120,15 @@ class LedgerWriter:
 
     def close(self) -> None:
         if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            try:
+                self._f.flush()
+                try:
+                    os.fsync(self._f.fileno())
+                except OSError as e:   # a device or FIFO (--ledger /dev/null) cannot be fsynced
+                    if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
+                        raise
+            finally:
+                self._f.close()
 
 
 def read_ledger_full(path: str | os.PathLike) -> tuple[LedgerHeader, np.ndarray, np.ndarray, int]:

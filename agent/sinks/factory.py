@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, TextIO
 
 from gyroscope.agent.errors import GyroscopeError
 from gyroscope.agent.sinks.base import Sink
@@ -28,6 +29,16 @@ def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_sinks(args: argparse.Namespace, source: str) -> list[Sink]:
     """The sinks to feed during the session, from parsed arguments. Bad paths -> GyroscopeError."""
+    # everything that can be refused is checked before any file is opened
+    otlp = getattr(args, "otlp", None)
+    if otlp is not None and not otlp.startswith(("http://", "https://")):
+        raise GyroscopeError(f"--otlp needs an http:// or https:// endpoint, got {otlp!r}")
+    from gyroscope.agent.sinks.otel import PROTOCOL, OtelSink, requested_signals, unsupported_protocol
+    signals = requested_signals(otlp)
+    bad = unsupported_protocol(signals)
+    if bad:
+        raise GyroscopeError(f"{bad}: gyroscope exports OTLP over {PROTOCOL} only "
+                             f"(unset it or set it to {PROTOCOL})")
     sinks: list[Sink] = []
     try:
         if getattr(args, "stream", None):
@@ -37,19 +48,64 @@ def build_sinks(args: argparse.Namespace, source: str) -> list[Sink]:
             from gyroscope.agent.sinks.files import TraceSink
             sinks.append(TraceSink(args.trace))
     except OSError as e:
-        for s in sinks:
-            try:
-                s.close({})
-            except Exception:  # noqa: BLE001
-                pass
+        _abort_all(sinks)
         raise GyroscopeError(f"cannot write {e.filename}: {e.strerror or e}") from None
-    otlp = getattr(args, "otlp", None)
-    if otlp is not None and not otlp.startswith(("http://", "https://")):
-        raise GyroscopeError(f"--otlp needs an http:// or https:// endpoint, got {otlp!r}")
-    from gyroscope.agent.sinks.otel import OtelSink, requested_signals
-    if requested_signals(otlp):
+    if signals:
         try:
             sinks.append(OtelSink.create(otlp))
         except Exception as e:  # noqa: BLE001 - e.g. a malformed OTEL_* variable
+            _abort_all(sinks)
             raise GyroscopeError(f"cannot set up OpenTelemetry export: {type(e).__name__}: {e}") from None
     return sinks
+
+
+def make_session(session_class: Any, source: Any, sinks: list[Sink], **kw: Any) -> Any:
+    """Build the Session; a ledger that cannot be opened (missing folder, a directory, a file
+    that is not a GYRL ledger, /proc/version) becomes one line (GyroscopeError, exit 2) and the
+    sinks are released. The caller stops its source."""
+    from gyroscope.cyext.errors import KernelError, LedgerError
+    try:
+        return session_class(source, sinks, **kw)
+    except (LedgerError, KernelError) as e:
+        _abort_all(sinks)
+        raise GyroscopeError(str(e)) from None
+    except OSError as e:
+        _abort_all(sinks)
+        if not kw.get("ledger"):
+            raise
+        raise GyroscopeError(f"cannot open ledger {kw['ledger']}: {e.strerror or e}") from None
+
+
+def _abort_all(sinks: list[Sink]) -> None:
+    """Setup failed: release what the sinks hold without writing a session record or a file."""
+    for s in sinks:
+        try:
+            abort = getattr(s, "abort", None)
+            if abort is not None:
+                abort()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def sink_failures(result: dict[str, Any]) -> list[str]:
+    """One line per failing sink or exporter, from the session's errors: "sink stream.on_window:
+    OSError: ... (12 times)", "otlp export to ...: 3 items failed". What `-q` still prints: quiet
+    hides the summary, never a lost export."""
+    first: dict[str, str] = {}
+    count: dict[str, int] = {}
+    for e in result.get("errors") or []:
+        if not isinstance(e, str) or not e.startswith(("sink ", "otlp ")):
+            continue
+        key = e.split(":", 1)[0]
+        first.setdefault(key, e)
+        count[key] = count.get(key, 0) + 1
+    return [first[k] + (f" ({count[k]} times)" if count[k] > 1 else "") for k in first]
+
+
+def print_sink_failures(result: dict[str, Any], stream: TextIO) -> None:
+    """Print sink_failures(result) as `gyroscope: error: ...` lines (used under -q)."""
+    for line in sink_failures(result):
+        try:
+            print(f"gyroscope: error: {' '.join(line.split())}", file=stream)
+        except Exception:  # noqa: BLE001 - a closed stderr must not break the exit path
+            pass

@@ -6,7 +6,7 @@
                      complete events ("X") on an "agent" track, waits are "X" events on the
                      waiting thread's track, hot loops are counter events ("C", cpu share and
                      iterations/s), thread names are metadata events ("M"). Written atomically
-                     at close (agent.result.write_json_atomic).
+                     at close (agent/outputs.py: atomic only for a regular file).
   write_speedscope(path, samples, name="gyroscope attach", unit="none") -> None
                      samples: iterable of (thread_name: str,
                                            frames: sequence of (function: str, file: str, line: int),
@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
+from gyroscope.agent.outputs import check_writable, fsync_if_possible, open_stream
 from gyroscope.agent.result import write_json_atomic
 from gyroscope.agent.sinks.base import Window
 
@@ -45,7 +46,7 @@ class StreamSink:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._f: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._f: IO[str] = open_stream(self.path)   # closed in close()
 
     def _write(self, rec: dict[str, Any]) -> None:
         self._f.write(_dumps(rec) + "\n")
@@ -62,6 +63,10 @@ class StreamSink:
             self._write({"type": "decision", "window": window.index, **d})
         self._f.flush()
 
+    def abort(self) -> None:
+        """The session never started: close the file without a session record."""
+        self._f.close()
+
     def close(self, result: dict[str, Any]) -> None:
         if self._f.closed:
             return
@@ -69,7 +74,7 @@ class StreamSink:
             self._write({"type": "session", **{k: v for k, v in result.items() if k not in ("entities", "timeline")},
                          "entities": len(result.get("entities") or [])})
             self._f.flush()
-            os.fsync(self._f.fileno())
+            fsync_if_possible(self._f.fileno())
         finally:
             self._f.close()
 
@@ -81,13 +86,17 @@ class TraceSink:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        # fail early (a bad path is the user's error, reported before the program runs)
-        with open(self.path, "a", encoding="utf-8"):
-            pass
+        # fail early (a bad path is the user's error, reported before the program runs), without
+        # creating or opening anything: the path may be a FIFO, which would block here
+        check_writable(self.path)
         self.events: list[dict[str, Any]] = []
         self.threads: dict[int, str] = {}
         self._t0_ns: int | None = None
         self._pid = 1
+
+    def abort(self) -> None:
+        """The session never started: write nothing."""
+        self.events.clear()
 
     def _us(self, t_ns: int) -> float:
         if self._t0_ns is None:

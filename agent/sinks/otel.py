@@ -3,6 +3,7 @@
 Configured the standard way (the SDK reads these itself):
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT,
   OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_SDK_DISABLED,
+  OTEL_EXPORTER_OTLP[_<SIGNAL>]_PROTOCOL (http/protobuf only: anything else is refused in one line),
 plus `--otlp ENDPOINT` (base URL, e.g. http://127.0.0.1:4318; signal paths /v1/... are appended).
 Nothing is exported unless asked: `--otlp`, OTEL_EXPORTER_OTLP_ENDPOINT (all signals) or a
 per-signal endpoint variable (that signal only). Nothing listens on the network.
@@ -65,6 +66,26 @@ def requested_signals(otlp: str | None) -> dict[str, str | None]:
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return {s: None for s in _SIGNALS}
     return {s: None for s in _SIGNALS if os.environ.get(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT")}
+
+
+PROTOCOL = "http/protobuf"   # the only OTLP protocol gyroscope's exporters speak
+
+
+def unsupported_protocol(signals: dict[str, str | None]) -> str | None:
+    """The first OTEL_EXPORTER_OTLP[_<SIGNAL>]_PROTOCOL setting that asks for something other than
+    http/protobuf for a requested signal, as "VAR=value"; None when all is well. The SDK's HTTP
+    exporters do not read these variables, so a grpc setting would otherwise be silently ignored."""
+    general = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
+    for s in _SIGNALS:
+        if s not in signals:
+            continue
+        var = f"OTEL_EXPORTER_OTLP_{s.upper()}_PROTOCOL"
+        value = os.environ.get(var, "").strip()
+        if not value:
+            var, value = "OTEL_EXPORTER_OTLP_PROTOCOL", general
+        if value and value.lower() != PROTOCOL:
+            return f"{var}={value}"
+    return None
 
 
 def _endpoint_label(signals: dict[str, str | None]) -> str:
