@@ -207,7 +207,7 @@ def check_writable(path: str | os.PathLike[str]) -> None:
 
 def write_json(path: str | os.PathLike[str], doc: Any, default: Any = None, indent: int | None = 1) -> None:
     """Write `doc` as JSON (plus a newline) by the rules of this module."""
-    import json   # not at import time: `gyroscope run` checks its outputs before the program starts
+    import json  # not at import time: `gyroscope run` checks its outputs before the program starts
     write_text(path, json.dumps(doc, indent=indent, default=default) + "\n")
 
 
