@@ -36,8 +36,12 @@ Wire format (native byte order; the reader is on the same machine): frames of
   u32 n_hits, u32 n_threads, then n_hits x (u32 slot, u32 hits, i64 t_first, i64 span,
   u64 thread ident, u64 second thread ident), n_threads x (u64 ident, u64 native id),
   3 x (i64 collections, i64 total pause ns, i64 longest ns, i64 first start ns) for gc
-  generations 0-2. span is the time from hit WARM to hit K when the slot saturated, else 0.
+  generations 0-2, then the coroutine steps (see _build_steps). span is the time from hit WARM
+  to hit K when the slot saturated, else 0.
 - EXTRA 5: a marshal'd object from another in-process part (e.g. the lock profiler).
+The other way, gyroscope -> program, on the same connection:
+- LIVE 16: the live decisions, a marshal'd list of dicts; read by the shipper after each window
+  (non-blocking) and decoded on demand by `live_decisions()` (gyroscope.schedulers.live).
 """
 from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -92,6 +96,8 @@ cdef extern from "<sys/socket.h>" nogil:
     int socket(int, int, int)
     int connect(int, void*, unsigned int)
     long send(int, void*, size_t, int)
+    long recv(int, void*, size_t, int)
+    int MSG_DONTWAIT
     int AF_UNIX
     int SOCK_STREAM
     int SOCK_CLOEXEC
@@ -137,6 +143,7 @@ DEF T_SLOTS = 2
 DEF T_WINDOW = 3
 DEF T_FINAL = 4
 DEF T_EXTRA = 5
+DEF T_LIVE = 16                  # gyroscope -> program: the live decisions (marshal'd list of dicts)
 
 # ---- counters (touched by the callbacks, under the GIL) ----------------------------------
 cdef uint32_t _hits[MAX_SLOTS]
@@ -146,6 +153,18 @@ cdef int64_t _t_warm[MAX_SLOTS]
 cdef unsigned long _thread[MAX_SLOTS]
 cdef unsigned long _thread2[MAX_SLOTS]
 cdef int _n_slots = 0
+cdef int _last_slot = -1         # the slot of the last _hit (for the coroutine step timing)
+# coroutine steps (asyncio: the time a step holds the event loop's thread), per RESUME slot
+DEF LONG_STEP_NS = 100000000     # a step of >= 100 ms blocks the event loop
+cdef int64_t _step_t0[MAX_SLOTS]
+cdef unsigned long _step_tid[MAX_SLOTS]
+cdef uint32_t _step_n[MAX_SLOTS]
+cdef uint32_t _long_n[MAX_SLOTS]
+cdef int64_t _step_total[MAX_SLOTS]
+cdef int64_t _step_max[MAX_SLOTS]
+cdef int64_t _long_total[MAX_SLOTS]
+cdef int64_t _long_t0[MAX_SLOTS]
+cdef dict _coro = {}             # id(code) -> True for watched coroutine codes
 cdef uint32_t _k = 64
 cdef uint64_t _dropped = 0
 cdef uint64_t _errors = 0
@@ -305,13 +324,19 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     _hits[s] = 0
     _thread[s] = 0
     _thread2[s] = 0
+    _step_t0[s] = 0
+    _step_n[s] = 0
+    _long_n[s] = 0
+    _step_total[s] = 0
+    _step_max[s] = 0
+    _long_total[s] = 0
     _slot_of[key] = s
     return s
 
 
 cdef inline object _hit(object code, int offset, int kind, int dest):
     """Count one hit; return DISABLE when the slot has had K hits in this window."""
-    global _raw, _errors, last_error
+    global _raw, _errors, last_error, _last_slot
     cdef int s
     cdef uint32_t h
     cdef unsigned long tid = PyThread_get_thread_ident()
@@ -326,9 +351,11 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
             last_error = repr(e)
             return _DISABLE
         if s < 0:
+            _last_slot = -1
             return _DISABLE
     else:
         s = <int>slot
+    _last_slot = s
     h = _hits[s] + 1
     _hits[s] = h
     if h == 1:
@@ -349,20 +376,62 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
 LOCAL_EVENTS = 0
 
 
+DEF CO_COROUTINE_FLAGS = 0x80 | 0x100 | 0x200    # CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR
+
+
 def on_py_start(code, int offset):
-    """PY_START: decide once whether this code is the program's; always DISABLE afterwards."""
+    """PY_START: decide once whether this code is the program's (and arm it); a coroutine's start
+    is the first step of a task, timed like a resume; anything else: DISABLE."""
     global _errors, last_error
     if not _active:
         return _DISABLE
     try:
         key = <Py_ssize_t><void*>code
+        if key in _coro:
+            return _step_begin(code)
         if key not in watched and _predicate(code.co_filename):
             watched[key] = code
+            if code.co_flags & CO_COROUTINE_FLAGS:
+                _coro[key] = True
             _sys.monitoring.set_local_events(_tool, code, LOCAL_EVENTS)
+            if key in _coro:
+                return _step_begin(code)
     except BaseException as e:
         _errors += 1
         last_error = repr(e)
     return _DISABLE
+
+
+cdef object _step_begin(object code):
+    cdef object r = _hit(code, 0, 2, 0)
+    cdef int s = _last_slot
+    if s >= 0:
+        _step_t0[s] = _now()
+        _step_tid[s] = PyThread_get_thread_ident()
+    return r
+
+
+cdef void _step_end(object code):
+    """A coroutine step ended (yield or return): its time holding the thread."""
+    cdef int s
+    cdef int64_t d
+    key = ((<uint64_t><void*>code) << 18) | <uint64_t>2
+    slot = _slot_of.get(key)
+    if slot is None:
+        return
+    s = <int>slot
+    if _step_t0[s] == 0 or _step_tid[s] != PyThread_get_thread_ident():
+        return
+    d = _now() - _step_t0[s]
+    _step_n[s] += 1
+    _step_total[s] += d
+    if d > _step_max[s]:
+        _step_max[s] = d
+    if d >= LONG_STEP_NS:
+        _long_n[s] += 1
+        _long_total[s] += d
+        _long_t0[s] = _step_t0[s]
+    _step_t0[s] = 0
 
 
 def on_jump(code, int offset, int dest):
@@ -375,18 +444,24 @@ def on_jump(code, int offset, int dest):
 def on_py_return(code, int offset, retval):
     if not _active:
         return _DISABLE
+    if <Py_ssize_t><void*>code in _coro:
+        _step_end(code)
     return _hit(code, 0, 1, 0)
 
 
 def on_py_resume(code, int offset):
     if not _active:
         return _DISABLE
+    if <Py_ssize_t><void*>code in _coro:
+        return _step_begin(code)
     return _hit(code, 0, 2, 0)
 
 
 def on_py_yield(code, int offset, retval):
     if not _active:
         return _DISABLE
+    if <Py_ssize_t><void*>code in _coro:
+        _step_end(code)
     return _hit(code, 0, 3, 0)
 
 
@@ -487,6 +562,36 @@ cdef void _build_threads():
         memcpy(_out + 36, &n, 4)
 
 
+cdef void _build_steps() noexcept nogil:
+    """Append the coroutine steps of the window: u32 n, then n x (u32 slot, u32 steps, u32 long
+    steps, u32 0, i64 total ns, i64 longest ns, i64 long total ns, i64 last long start ns)."""
+    cdef int s
+    cdef uint32_t n = 0
+    cdef uint32_t zero = 0
+    cdef size_t at = _out_len
+    cdef char rec[48]
+    _put(&_out, &_out_len, &_out_cap, &n, 4)
+    for s in range(_n_slots):
+        if _step_n[s]:
+            memcpy(rec, &s, 4)
+            memcpy(rec + 4, &_step_n[s], 4)
+            memcpy(rec + 8, &_long_n[s], 4)
+            memcpy(rec + 12, &zero, 4)
+            memcpy(rec + 16, &_step_total[s], 8)
+            memcpy(rec + 24, &_step_max[s], 8)
+            memcpy(rec + 32, &_long_total[s], 8)
+            memcpy(rec + 40, &_long_t0[s], 8)
+            _put(&_out, &_out_len, &_out_cap, rec, 48)
+            _step_n[s] = 0
+            _long_n[s] = 0
+            _step_total[s] = 0
+            _step_max[s] = 0
+            _long_total[s] = 0
+            n += 1
+    if _out != NULL:
+        memcpy(_out + at, &n, 4)
+
+
 cdef void _build_gc() noexcept nogil:
     cdef int g
     cdef char rec[32]
@@ -551,6 +656,7 @@ cdef void _ship_window() noexcept nogil:
             _build_hits()
             _build_threads()
             _build_gc()
+            _build_steps()
             d, dlen = _desc, _desc_len      # the callbacks append new descriptors to a fresh buffer
             _desc, _desc_len, _desc_cap = NULL, 0, 0
             ok = True
@@ -572,6 +678,76 @@ cdef void _ship_window() noexcept nogil:
 cdef long _shipper_tid = 0
 
 
+# ---- the return path: live decisions from gyroscope ------------------------------------------
+cdef char* _in = NULL            # bytes received, not yet a whole frame (shipper thread only)
+cdef size_t _in_len = 0
+cdef size_t _in_cap = 0
+cdef char* _live = NULL          # the payload of the last LIVE frame
+cdef size_t _live_len = 0
+cdef size_t _live_cap = 0
+cdef uint64_t _live_version = 0
+cdef pthread_mutex_t _live_mu
+_live_cache = (0, [])
+
+
+cdef void _receive() noexcept nogil:
+    """Read what gyroscope sent (never blocks) and keep the last LIVE frame."""
+    global _in_len, _live_len, _live_version
+    cdef char chunk[65536]
+    cdef long r
+    cdef uint32_t length
+    cdef size_t pos
+    if _sock < 0:
+        return
+    while True:
+        r = recv(_sock, chunk, 65536, MSG_DONTWAIT)
+        if r <= 0:
+            break
+        if _put(&_in, &_in_len, &_in_cap, chunk, <size_t>r) < 0:
+            _in_len = 0
+            return
+    pos = 0
+    while _in_len - pos >= 5:
+        memcpy(&length, _in + pos, 4)
+        if length < 1 or _in_len - pos - 4 < length:
+            break
+        if <uint8_t>_in[pos + 4] == T_LIVE:
+            pthread_mutex_lock(&_live_mu)
+            _live_len = 0
+            _put(&_live, &_live_len, &_live_cap, _in + pos + 5, length - 1)
+            _live_version += 1
+            pthread_mutex_unlock(&_live_mu)
+        pos += 4 + length
+    if pos:
+        memmove_(_in, _in + pos, _in_len - pos)
+        _in_len -= pos
+
+
+cdef inline void memmove_(char* dst, const char* src, size_t n) noexcept nogil:
+    cdef size_t i
+    for i in range(n):
+        dst[i] = src[i]
+
+
+def live_decisions():
+    """(version, decisions): the live decisions gyroscope sent last (version 0, [] before any).
+    Decoded once per version; cheap to call often."""
+    global _live_cache
+    cdef uint64_t v
+    cdef bytes payload = None
+    pthread_mutex_lock(&_live_mu)
+    v = _live_version
+    if v != _live_cache[0] and _live_len:
+        payload = _live[:_live_len]
+    pthread_mutex_unlock(&_live_mu)
+    if payload is not None:
+        try:
+            _live_cache = (v, _marshal.loads(payload))
+        except Exception:
+            _live_cache = (v, [])
+    return _live_cache
+
+
 cdef void* _shipper_main(void* arg) noexcept nogil:
     global _shipper_tid
     cdef timespec ts
@@ -588,6 +764,7 @@ cdef void* _shipper_main(void* arg) noexcept nogil:
         if _stop_shipper or _exiting or _sock < 0:
             break
         _ship_window()
+        _receive()
     return NULL
 
 
@@ -647,6 +824,7 @@ cdef void _at_exit() noexcept nogil:
     pthread_mutex_lock(&_send_mu)    # waits for a window the shipper may be sending
     _build_hits()
     _build_gc()
+    _build_steps()
     if _desc_len:
         _send_frame_locked(T_SLOTS, _desc, _desc_len)
         _desc_len = 0
@@ -709,10 +887,12 @@ def _after_fork_parent() -> None:
 
 def _after_fork_child() -> None:
     """A new process of the session: its own connection (or a quiet bridge with --no-subprocesses)."""
-    global _sock, _active, _desc_len, _n_slots
+    global _sock, _active, _desc_len, _n_slots, _in_len
     cdef int s
     pthread_mutex_init(&_send_mu, NULL)
     pthread_mutex_init(&_wake_mu, NULL)
+    pthread_mutex_init(&_live_mu, NULL)
+    _in_len = 0
     if _sock >= 0:
         close(_sock)   # the parent's connection stays the parent's
         _sock = -1
@@ -758,6 +938,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=64, bint follow
     memcpy(_path, <char*>p, len(p))
     pthread_mutex_init(&_send_mu, NULL)
     pthread_mutex_init(&_wake_mu, NULL)
+    pthread_mutex_init(&_live_mu, NULL)
     cdef pthread_condattr_t attr
     pthread_condattr_init(&attr)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)

@@ -31,7 +31,7 @@ from typing import Any
 from gyroscope.bridges import codemap
 from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation
 
-T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA = 1, 2, 3, 4, 5
+T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA, T_LIVE = 1, 2, 3, 4, 5, 16
 WARM = 8
 _KIND_EVENT = {0: EventKind.LOOP_ITER, 1: EventKind.CALL, 2: EventKind.RESUME, 3: EventKind.YIELD}
 _SLOT = struct.Struct("=IIiiiII")
@@ -40,6 +40,7 @@ _HEAD = struct.Struct("=qQQQII")
 _GC = struct.Struct("=qqqq")
 _THREAD = struct.Struct("=QQ")
 _HELLO = struct.Struct("=qqqB")
+_STEP = struct.Struct("=IIIIqqqq")
 MAX_FRAME = 64 << 20
 
 
@@ -64,6 +65,7 @@ class _Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.out = b""                # bytes to gyroscope's program side not sent yet
         self.proc: ProcessInfo | None = None
 
 
@@ -133,6 +135,26 @@ class ChannelServer:
             conn.buf += data
             self._frames(conn)
         return n
+
+    def send_live(self, decisions: list[dict[str, Any]]) -> int:
+        """Send the live decisions to every process of the session (never blocks: what a full
+        socket does not take now is sent at the next call). Returns the processes reached."""
+        payload = marshal.dumps(decisions)
+        frame = struct.pack("=IB", len(payload) + 1, T_LIVE) + payload
+        reached = 0
+        for conn in list(self._conns):
+            if conn.proc is None:
+                continue
+            conn.out = frame if not conn.out else conn.out + frame
+            try:
+                n = conn.sock.send(conn.out)
+                conn.out = conn.out[n:]
+                reached += 1
+            except BlockingIOError:
+                pass
+            except OSError:
+                conn.out = b""
+        return reached
 
     def _close(self, conn: _Conn) -> None:
         try:
@@ -261,6 +283,11 @@ class ChannelServer:
             proc.natives[ident] = native
         pos += n_threads * _THREAD.size
         gcs = [_GC.unpack_from(payload, pos + g * _GC.size) for g in range(3)]
+        pos += 3 * _GC.size
+        steps = []
+        if pos + 4 <= len(payload):
+            (n_steps,) = struct.unpack_from("=I", payload, pos)
+            steps = [_STEP.unpack_from(payload, pos + 4 + i * _STEP.size) for i in range(n_steps)]
         epid = self._entity_pid(proc)
         events: list[Event] = []
         for slot, count, t_first, span, ident, ident2 in hits:
@@ -287,6 +314,10 @@ class ChannelServer:
                 if ent is None:
                     ent = self._gc_entities[key] = Entity(EntityKind.GC, "", "gc", g, f"generation {g}", epid)
                 events.append(Event(ent, "gc", EventKind.GC, 0, first, count, total))
+        for slot, n, n_long, _z, total, longest, long_total, long_t0 in steps:
+            ent, _k = self._entity(proc, epid, slot)
+            if ent is not None:
+                events.extend(coroutine_step_events(ent, n, n_long, total, longest, long_total, long_t0))
         with self._lock:
             self._events.extend(events)
             self._raw += max(0, raw - proc.raw_events) + sum(c for _g, (c, *_r) in enumerate(gcs))
@@ -329,3 +360,13 @@ def loop_header_of_jump(path: str, qualname: str, line: int, dest_line: int) -> 
     if at_jump == line:
         return at_jump
     return at_dest or at_jump or 0
+
+
+def coroutine_step_events(ent: Entity, steps: int, long_steps: int, total_ns: int, longest_ns: int,
+                          long_total_ns: int, long_t0: int) -> list[Event]:
+    """The steps of one coroutine in a window (the time each held its thread), as events: the
+    steps that blocked the event loop (>= 100 ms) on an `event_loop` entity at the coroutine."""
+    if not long_steps:
+        return []
+    loop = Entity(EntityKind.EVENT_LOOP, ent.file, ent.function, ent.line, "asyncio", ent.pid)
+    return [Event(loop, "block", EventKind.LOOP_BLOCK, 0, long_t0, long_steps, long_total_ns)]

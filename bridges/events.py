@@ -24,6 +24,7 @@ class EntityKind:
     WAIT = "wait"          # a non-lock wait: sleep, socket, select, queue get, join
     GC = "gc"              # the garbage collector
     THREAD = "thread"      # a thread's life
+    EVENT_LOOP = "event_loop"  # an asyncio event loop, at the coroutine whose steps block it
 
 
 class WaitKind:
@@ -71,6 +72,7 @@ class EventKind(IntEnum):
     GC = 10             # a garbage collection (duration_ns = pause)
     THREAD_START = 11
     THREAD_END = 12
+    LOOP_BLOCK = 13     # coroutine steps that held the event loop's thread >= 100 ms (count, total)
 
 
 @dataclass(frozen=True, slots=True)
