@@ -68,6 +68,7 @@ TABLE: dict[EventKind, tuple[int, str, str]] = {
     EventKind.GC: (0x6A, "0xA0 + generation", "log2(mean pause us)"),
     EventKind.THREAD_START: (0x7B, "0xB0", "0"),
     EventKind.THREAD_END: (0x7C, "0xB0", "0"),
+    EventKind.LOOP_BLOCK: (0x8D, "0xC0", "log2(blocked us)"),
 }
 KIND_CODE: dict[EventKind, int] = {kind: row[0] for kind, row in TABLE.items()}
 
