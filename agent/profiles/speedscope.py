@@ -22,7 +22,7 @@ def speedscope_document(store: StackStore, name: str = "gyroscope") -> dict[str,
     frames: list[dict[str, Any]] = []
     index: dict[int, int] = {}
     per_thread: dict[tuple[int, int], tuple[list[list[int]], list[int]]] = {}
-    for (pid, tid, stack, state), v in store.rows.items():
+    for (pid, tid, stack, _state), v in store.rows.items():
         weight = v[1] if use_wall else v[0]
         if weight <= 0:
             continue
