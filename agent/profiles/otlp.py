@@ -150,7 +150,7 @@ def build_profiles_request(store: StackStore, resource_attrs: dict[str, Any] | N
     totals = store.totals()
     index = {name: i for i, (name, _unit) in enumerate(SAMPLE_TYPES)}
     units = dict(SAMPLE_TYPES)
-    req = ExportProfilesServiceRequest(dictionary=d)
+    req = ExportProfilesServiceRequest()
     rp = req.resource_profiles.add(resource=Resource(attributes=[
         KeyValue(key=str(k), value=_any_value(v)) for k, v in (resource_attrs or {}).items()]))
     sp = rp.scope_profiles.add(scope=InstrumentationScope(name="gyroscope", version=scope_version))
@@ -169,6 +169,7 @@ def build_profiles_request(store: StackStore, resource_attrs: dict[str, Any] | N
                 prof.samples.add(stack_index=si, attribute_indices=a, link_index=link, values=[v[i]])
     if not sp.profiles:
         return None
+    req.dictionary.CopyFrom(d)   # last: the profiles above added their strings (a constructor argument is copied)
     return req
 
 

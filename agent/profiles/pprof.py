@@ -94,7 +94,7 @@ def encode_profile(store: StackStore, time_unix_ns: int = 0, duration_ns: int = 
         fid = functions.get(fkey)
         if fid is None:
             fid = functions[fkey] = len(functions) + 1
-            fn_msgs.extend(f_bytes(5, f_int(1, fid) + f_int(2, s(f.function)) + f_int(3, s(f.function))
+            fn_msgs.extend(f_bytes(5, f_int(1, fid) + f_int(2, s(display_name(f.function))) + f_int(3, s(f.function))
                                    + f_int(4, s(f.file)) + f_int(5, f.first_line)))
         lid = locations[frame_index] = len(locations) + 1
         line = f_int(1, fid) + f_int(2, f.line)
@@ -119,6 +119,13 @@ def encode_profile(store: StackStore, time_unix_ns: int = 0, duration_ns: int = 
         out += f_bytes(6, text.encode("utf-8"))
     out += tail
     return bytes(out)
+
+
+def display_name(function: str) -> str:
+    """pprof simplifies C++ names by dropping text in angle brackets, which would turn Python's
+    `<module>`, `<lambda>` and `f.<locals>.g` into `<unknown>`: show them with parentheses instead
+    (system_name keeps the original)."""
+    return function.replace("<", "(").replace(">", ")")
 
 
 def _dropped_text(d: dict[str, Any]) -> str:
