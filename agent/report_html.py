@@ -8,7 +8,7 @@ agent/profiles/flame.py), and rendered in the browser by the inline script below
     sentence, the hottest call path, the raw evidence folded behind a <details>; for a decided loop or
     function, the source lines that were sampled with their share of the samples (table.lines);
   - an interactive flame graph (svg#flame, one <rect class="frame"> per call-tree node; hover says
-    the function, its file and its samples; click zooms into a node, "reset" zooms out; a switch
+    the function, its file and its samples; click zooms into a node, "reset" zooms out, #zoom=FUNCTION in the URL opens it zoomed; a switch
     between samples on a CPU and all samples), when the session kept stacks;
   - per entity, a chirality histogram and a spectrum (SVG bar charts, class "plot chi" /
     "plot spectrum") from entity["slcp"]["chi_hist64"] / ["spectral64"] when present, else a
@@ -133,6 +133,11 @@ if(V.flame&&V.flame.a>0){
   }
   reset.addEventListener("click",function(){zoom=[V.flame];draw();});
   sel.addEventListener("change",function(){key=sel.value;zoom=[V.flame];draw();});
+  // a link can open the graph zoomed: report.html#zoom=FUNCTION (the first node of that name, depth first)
+  var hz=/^#zoom=(.+)$/.exec(location.hash||"");
+  if(hz){var want=decodeURIComponent(hz[1]);
+    (function find(n,trail){if(n.n===want){zoom=trail.concat([n]);return true;}
+      return (n.c||[]).some(function(c){return find(c,trail.concat([n]));});})(V.flame,[]);}
   draw();
 } else fbox.appendChild(el("div",{"class":"note"},"this session kept no sampled call stacks"));
 

@@ -116,7 +116,7 @@ class _Dom(HTMLParser):
             self._in.pop()
 
 
-def _chromium_dom(html_path: Path, tmp_path: Path) -> _Dom:
+def _chromium_dom(html_path: Path, tmp_path: Path, fragment: str = "") -> _Dom:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium is not installed (Debian package `chromium`)")
@@ -124,7 +124,7 @@ def _chromium_dom(html_path: Path, tmp_path: Path) -> _Dom:
     profile.mkdir()
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--dump-dom", html_path.as_uri()]
+           f"--user-data-dir={profile}", "--dump-dom", html_path.as_uri() + fragment]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = _Dom()
@@ -155,6 +155,20 @@ def test_html_renders_in_chromium(tmp_path):
     # each wait says what was waited on
     assert len(dom.wait_titles) == 40
     assert dom.wait_titles[0].startswith("worker-1 (1002) waited 30.0ms on the lock [lock] in bump")
+
+
+@pytest.mark.slow
+def test_flame_graph_zooms(tmp_path):
+    out = tmp_path / "r.html"
+    assert main(["report", str(_session_file(tmp_path)), "--html", str(out)]) == 0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full = _chromium_dom(out, tmp_path / "a")
+    zoomed = _chromium_dom(out, tmp_path / "b", "#zoom=main")
+    assert zoomed.body_rendered
+    # zoomed into main: only main and what it calls are drawn, as shares of main
+    assert [x.split(" (")[0] for x in zoomed.frame_titles] == ["main", "crunch", "report"], zoomed.frame_titles
+    assert "100.0% of the zoomed node" in zoomed.frame_titles[0] and len(full.frame_titles) > 3
 
 
 @pytest.mark.slow
