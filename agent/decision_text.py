@@ -59,9 +59,26 @@ def decision_sentence(d: dict[str, Any], path: CallPath | None = None) -> str:
             s += f" ({', '.join(extra)})"
     else:
         s = f"{action} on the {kind} at {where(d)} in `{fn}`"
-    if path is not None and len(path.frames) >= 2:
-        s += f"; reached from {frame_text(path.frames[-2])}"
+    caller = _caller(path)
+    if caller is not None:
+        s += f"; reached from {frame_text(caller)}"
     return s
+
+
+def _is_stdlib(file: str) -> bool:
+    return "/lib/python3" in file and "-packages/" not in file
+
+
+def _caller(path: CallPath | None):
+    """The nearest caller in the program's own code (or a library), skipping the standard library's
+    plumbing (threading's Thread.run, asyncio's event loop) when something else calls the place."""
+    if path is None or len(path.frames) < 2:
+        return None
+    callers = path.frames[:-1]
+    for f in reversed(callers):
+        if not _is_stdlib(f.file):
+            return f
+    return callers[-1]
 
 
 def evidence_pairs(d: dict[str, Any]) -> list[tuple[str, str]]:

@@ -201,8 +201,10 @@ if(tl.length){
     return (names[w.thread]||"thread")+" ("+w.thread+") waited "+secs(w.duration_s)+" on the "+what+" at "+
       Number(w.start_s).toFixed(3)+"s";}
   tl.forEach(function(w){var i=tids.indexOf(w.thread);var e=byId[w.entity_id]||{};
-    var r=sv("rect",{"class":"wait",x:(LW+sc*w.start_s).toFixed(2),y:i*RH+3,
-    width:Math.max(sc*w.duration_s,1).toFixed(2),height:RH-6,fill:e.kind==="lock"?"#1f5fbf":"#8a90a0"});
+    // a wait that began before the session (attach) is drawn from 0, never over the thread labels
+    var x0=Math.max(0,Number(w.start_s)), x1=Math.max(x0,Number(w.start_s)+Number(w.duration_s));
+    var r=sv("rect",{"class":"wait",x:(LW+sc*x0).toFixed(2),y:i*RH+3,
+    width:Math.max(sc*(x1-x0),1).toFixed(2),height:RH-6,fill:e.kind==="lock"?"#1f5fbf":"#8a90a0"});
     r.appendChild(sv("title",{},waitText(w)));
     r.addEventListener("click",function(){tdet.textContent=waitText(w);});
     r.addEventListener("mouseenter",function(){tdet.textContent=waitText(w);});

@@ -27,7 +27,11 @@ def flame_tree(store: StackStore, max_nodes: int = 20_000) -> dict[str, Any]:
         path = [(f"{store.threads.get((pid, tid), '') or 'thread'} (tid {tid})", "")]
         for fi in reversed(store.stacks[stack]):
             f = store.frames[fi]
-            path.append((f.function, f"{os.path.basename(f.file)}:{f.first_line or f.line}" if f.file else ""))
+            # the function's identity: file and first line; without a first line (py-spy), the file alone,
+            # never the current line (that would split one function into one node per sampled line)
+            ident = (f"{os.path.basename(f.file)}:{f.first_line}" if f.first_line else os.path.basename(f.file)) \
+                if f.file else ""
+            path.append((f.function, ident))
         node = root
         node["r"] += run
         node["a"] += n
