@@ -198,8 +198,10 @@ def print_summary(result: dict[str, Any], stream: TextIO, quiet: bool = False) -
             f"errors {len(errors)} | agent cpu {float((result.get('agent') or {}).get('cpu_s', 0) or 0):.2f}s")
     otlp = (result.get("export") or {}).get("otlp")
     if otlp:
+        prof = otlp.get("profiles") if isinstance(otlp.get("profiles"), dict) else None
         line += (f" | otlp {otlp.get('spans', 0)} spans, {otlp.get('logs', 0)} logs, "
-                 f"{otlp.get('dropped', 0)} dropped, {otlp.get('failed', 0)} failed")
+                 + (f"{prof.get('profiles', 0)} profiles, " if prof else "")
+                 + f"{otlp.get('dropped', 0)} dropped, {otlp.get('failed', 0)} failed")
     con.print(Text(line))
     for e in errors[:5]:
         con.print(Text(f"  error: {e}"))

@@ -66,7 +66,7 @@ class StreamSink:
         if self._f.closed:
             return
         try:
-            self._write({"type": "session", **{k: v for k, v in result.items() if k not in ("entities", "timeline")},
+            self._write({"type": "session", **{k: v for k, v in result.items() if k not in ("entities", "timeline", "profile")},
                          "entities": len(result.get("entities") or [])})
             self._f.flush()
             os.fsync(self._f.fileno())
