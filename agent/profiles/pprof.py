@@ -45,6 +45,9 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+_SMALL = [_varint(i) for i in range(1 << 14)]   # one- and two-byte varints: location ids, counts
+
+
 def _key(field: int, wire: int) -> bytes:
     return _varint((field << 3) | wire)
 
@@ -61,7 +64,8 @@ def f_bytes(field: int, data: bytes) -> bytes:
 def f_packed(field: int, values: list[int]) -> bytes:
     if not values:
         return b""
-    return f_bytes(field, b"".join(_varint(int(v)) for v in values))
+    small = _SMALL
+    return f_bytes(field, b"".join(small[v] if 0 <= v < 16384 else _varint(int(v)) for v in values))
 
 
 class _Strings:
