@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from gyroscope.agent.profiles.paths import CallPath, frame_text
+from gyroscope.bridges.events import Frame
 
 
 def _num(v: Any) -> str:
@@ -69,7 +70,7 @@ def _is_stdlib(file: str) -> bool:
     return "/lib/python3" in file and "-packages/" not in file
 
 
-def _caller(path: CallPath | None):
+def _caller(path: CallPath | None) -> Frame | None:
     """The nearest caller in the program's own code (or a library), skipping the standard library's
     plumbing (threading's Thread.run, asyncio's event loop) when something else calls the place."""
     if path is None or len(path.frames) < 2:

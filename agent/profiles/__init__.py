@@ -6,7 +6,10 @@
   speedscope.write_speedscope_profile   --speedscope PATH: one sampled profile per thread
   collapsed.write_collapsed             --collapsed PATH: folded stacks "a;b;c count"
   otlp.build_profiles_request / export_profiles   the OTLP profiles signal (v1development)
-  paths.hottest_paths     the hottest call path that reaches a place (summary, HTML report)
+  paths.hottest_path / line_shares   the hottest call path that reaches a decided place, and its
+                          samples per source line (summary, HTML report)
+  flame.flame_tree        the call tree for the HTML report's flame graph
+  sink.ProfileFilesSink / write_profile_files   the files at the end of run / attach, and from report
 """
 from gyroscope.agent.profiles.store import StackStore
 

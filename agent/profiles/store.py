@@ -174,7 +174,7 @@ class StackStore:
         if wait_ns:
             self._row(int(pid), thread, sid, "wait", 0)[3] += int(wait_ns)
         if hold_ns:
-            self._row(int(pid), thread, sid if sid >= 0 else -1, "run", 0)[4] += int(hold_ns)
+            self._row(int(pid), thread, sid, "run", 0)[4] += int(hold_ns)
 
     # ---- output --------------------------------------------------------------------------------
     def __len__(self) -> int:
