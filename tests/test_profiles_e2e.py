@@ -72,3 +72,34 @@ def test_run_and_attach_profiles_agree(tmp_path):
     top = subprocess.run([go, "tool", "pprof", "-top", str(pp)], capture_output=True, text=True, timeout=120)
     flat = [line.split() for line in top.stdout.splitlines() if "%" in line and line.split()[0][0].isdigit()]
     assert flat[0][-1].endswith("relax"), top.stdout
+
+
+def test_attach_sends_otlp_profiles(tmp_path, monkeypatch):
+    """`attach --otlp` against a real receiver: the OTLP profiles decode and their hottest running leaf
+    is the workload's hot function; the session records what was sent."""
+    from tests.otlp_receiver import OtlpReceiver, profiles
+
+    if not WORKLOAD.exists():
+        pytest.skip("shared workloads are not available")
+    out = tmp_path / "attach.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    with OtlpReceiver() as rx:
+        target = subprocess.Popen([PY, str(WORKLOAD)], cwd=WORKLOAD.parent, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.2)
+            gyro = subprocess.run([*GYRO, "attach", str(target.pid), "--json", str(out), "-q", "--otlp", rx.endpoint],
+                                  cwd=PROJECT, capture_output=True, text=True, timeout=120, env=env)
+        finally:
+            target.wait(timeout=120)
+        got = profiles(rx)
+    assert gyro.returncode == 0, gyro.stderr
+    session = json.loads(out.read_text())
+    assert session["export"]["otlp"]["profiles"]["ok"], session["export"]["otlp"]
+    samples = next(p for p in got if p["sample_type"] == "samples")
+    leaf: dict[str, int] = {}
+    for s in samples["samples"]:
+        if s["attrs"].get("gyroscope.thread.state") == "run":
+            leaf[s["frames"][0][0]] = leaf.get(s["frames"][0][0], 0) + s["value"][0]
+    assert max(leaf, key=leaf.get).endswith("relax"), leaf
+    assert {s["attrs"]["process.pid"] for s in samples["samples"]} == {target.pid}

@@ -48,6 +48,13 @@ def test_json_round_trip_and_tolerance():
     assert StackStore.from_json(doc).totals() == st.totals()
 
 
+def test_a_sample_without_frames_gets_a_marker_leaf():
+    st = StackStore()
+    st.add(StackSample(1, 1, "m", (), "wait", 2, 20, 0))
+    (row,) = list(st.iter_rows())
+    assert [f.function for f in row.frames] == ["(no Python frames)"] and row.samples == 2
+
+
 def test_deep_stacks_are_truncated_with_a_marker():
     st = StackStore(max_depth=8)
     deep = tuple(Frame("/w/r.py", "rec", i, 1) for i in range(100))

@@ -10,6 +10,9 @@ keeps five sums, the sample types of every writer: samples, wall_ns, cpu_ns, loc
 lock_hold_ns. Repeated stacks (the common case: a hot loop is sampled thousands of times with the
 same stack) cost one dict update.
 
+A sample without frames (a thread in native code only, or starting / ending) gets the one frame
+"(no Python frames)", so that every writer has a leaf to show.
+
 Bounds (constructor arguments; defaults below), and what happens when one is hit:
   - max_depth (256) frames per stack: deeper stacks keep their innermost max_depth - 1 frames and
     gain one outermost frame "(N outer frames truncated)"; counted in dropped["truncated_stacks"].
@@ -36,6 +39,7 @@ from gyroscope.bridges.events import Frame, StackSample
 
 FORMAT = "gyroscope.profile/1"
 OTHER_STACKS = Frame("", "(other stacks)", 0)
+NO_PYTHON_FRAMES = Frame("", "(no Python frames)", 0)   # a sample of a thread in native code only
 OTHER_THREADS_ID = 0
 OTHER_THREADS_NAME = "(other threads)"
 STATES = ("run", "gil", "wait")
@@ -100,7 +104,7 @@ class StackStore:
 
     def stack_id(self, frames: Iterable[Frame]) -> int:
         """The id of a stack (innermost first), interning it if the bounds allow; -1 when they do not."""
-        frames = tuple(frames)
+        frames = tuple(frames) or (NO_PYTHON_FRAMES,)
         depth = self.bounds["max_depth"]
         if len(frames) > depth:
             cut = len(frames) - (depth - 1)
