@@ -48,9 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", metavar="SECONDS", type=positive_float, default=0.2,
                         help="observation window (Phase OS phase window), default 0.2 s")
     parser.add_argument("--json", metavar="PATH", help="write the session result (JSON) to PATH")
-    parser.add_argument("--speedscope", metavar="PATH",
-                        help="also write every sampled stack (all threads, all frames) as a speedscope "
-                             "profile, in seconds per thread: open it at https://www.speedscope.app")
     parser.add_argument("--subprocesses", action="store_true", help="also watch the target's child Python processes")
     parser.add_argument("--py-spy", dest="py_spy", metavar="PATH", help="the py-spy executable to use")
     from gyroscope.agent.sinks.factory import add_sink_arguments
@@ -88,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         py_spy = find_py_spy(args.py_spy)
         check_pid(pid)
         source = PySpySource(pid, py_spy, rate_hz=args.rate, wait_rate_hz=args.wait_rate,
-                             subprocesses=args.subprocesses, keep_stacks=bool(args.speedscope))
+                             subprocesses=args.subprocesses, keep_stacks=True)
         # the first sample fails cleanly when py-spy cannot read the target (not Python, permission,
         # unsupported version); sampling starts before the agent's heavier imports
         source.begin()
@@ -100,7 +97,6 @@ def main(args: argparse.Namespace) -> int:
     version_thread = threading.Thread(target=_version, args=(py_spy, pid, version), daemon=True)
     version_thread.start()
     json_path = args.json            # absolute: resolve_outputs
-    speedscope_path = args.speedscope
     command = target_cmdline(pid)
 
     from gyroscope.agent.session import Session
@@ -157,14 +153,6 @@ def main(args: argparse.Namespace) -> int:
                         "wait_rate_hz": args.wait_rate, "record_chunks": source.record.chunks if source.record else 0,
                         "record_sampling_errors": source.record.sampling_errors if source.record else 0,
                         "record_empty_chunks": source.empty_chunks, "py_spy": py_spy}
-    if speedscope_path:
-        result["attach"]["speedscope"] = {"path": speedscope_path, "stacks": len(source.stacks or {}),
-                                          "samples_merged": source.stacks_merged}
-        try:
-            _write_speedscope(speedscope_path, source, pid)
-        except OSError as e:
-            print(f"gyroscope: error: cannot write {speedscope_path}: {e.strerror or e}", file=sys.stderr)
-            status = status or 2
     if json_path:
         try:
             from gyroscope.agent.result import write_json_atomic
@@ -221,14 +209,6 @@ def _truer_failure(e: Any, pid: int) -> Any:
     except OSError:
         pass
     return AttachError(f"py-spy cannot read process {pid}, which is running", e.exit_code)
-
-
-def _write_speedscope(path: str, source: Any, pid: int) -> None:
-    from gyroscope.agent.sinks.files import write_speedscope
-    stacks = source.stacks or {}
-    write_speedscope(path, ((label, [(f.function, f.file, f.line) for f in frames], round(seconds, 6))
-                            for (label, frames), seconds in sorted(stacks.items(), key=lambda kv: kv[0][0])),
-                     name=f"gyroscope attach {pid}", unit="seconds")
 
 
 def _version_from_proc(pid: int) -> str:

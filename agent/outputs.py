@@ -48,7 +48,8 @@ from gyroscope.agent.errors import GyroscopeError
 # attribute of the parsed arguments -> the option as the user typed it
 OUTPUT_OPTIONS: dict[str, str] = {
     "json": "--json", "stream": "--stream", "trace": "--trace", "ledger": "--ledger",
-    "speedscope": "--speedscope", "html": "--html", "snapshot": "--snapshot",
+    "speedscope": "--speedscope", "pprof": "--pprof", "collapsed": "--collapsed", "html": "--html",
+    "snapshot": "--snapshot",
 }
 # outputs opened when the session starts and written while it runs: their folder must exist
 STREAM_OPTIONS = frozenset({"--stream", "--ledger"})

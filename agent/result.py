@@ -17,8 +17,21 @@ Schema "gyroscope.session/1" (documented in the README, section "Session result"
       "entities": [ENTITY, ...],        # sorted: most CPU first, then most wait
       "decisions": [DECISION, ...],     # filled by the actuators (agent/actuators.py)
       "actions": [ACTION, ...],         # changes made to the program (opt-in actuators)
-      "agent": {"cpu_s": float, "version": str}
+      "agent": {"cpu_s": float, "version": str},
+      "profile": PROFILE                # sampled call stacks (agent/profiles/store.py); absent in old files
     }
+
+    PROFILE = {"format": "gyroscope.profile/1",
+               "sample_types": [["samples", "count"], ["wall", "nanoseconds"], ["cpu", "nanoseconds"],
+                                ["lock_wait", "nanoseconds"], ["lock_hold", "nanoseconds"]],
+               "frames": [[file, function, line, first_line], ...],
+               "stacks": [[frame index, ...] innermost first, ...],   # stack 0 is "(other stacks)"
+               "threads": [[pid, thread, name], ...],
+               "rows": [[pid, thread, stack index, state, samples, wall_ns, cpu_ns, lock_wait_ns,
+                         lock_hold_ns], ...],                          # state: "run" | "gil" | "wait"
+               "totals": {sample type: int}, "bounds": {...}, "distinct": {...},
+               "dropped": {"samples_merged", "stacks", "truncated_stacks", "threads", "rows"},
+               "files": ["pprof PATH", ...]}                            # profile files written, if any
 
     ENTITY = {
       "id": int, "kind": "loop"|"function"|"lock"|"wait"|"gc"|"thread",

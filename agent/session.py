@@ -22,6 +22,7 @@ import numpy as np
 from gyroscope.agent import actuators
 from gyroscope.agent.gate import PhaseGate
 from gyroscope.agent.measure import Measurements
+from gyroscope.agent.profiles.store import StackStore
 from gyroscope.agent.result import empty_result
 from gyroscope.agent.sinks.base import Sink, Window
 from gyroscope.bridges.events import Entity, EntityKind, Observation, Source
@@ -71,6 +72,7 @@ class Session:
         self.timeline_dropped = 0
         self.serializer = Serializer()
         self.measure = Measurements()
+        self.stacks = StackStore()   # every window's Observation.stacks (agent/profiles): result["profile"]
         self.gate = PhaseGate()
         self.cells: dict[tuple[Entity, str], int] = {}
         self.entity_ids: dict[Entity, int] = {}
@@ -153,6 +155,7 @@ class Session:
         for tid, info in obs.threads.items():
             self.threads[tid] = {"id": tid, "name": info.name, "cpu_s": info.cpu_ns / 1e9}
         touched = self.measure.update(obs)
+        self.stacks.add_many(obs.stacks)
         cells = []
         for ev in obs.events:
             if ev.entity not in self.entity_ids:
@@ -325,6 +328,7 @@ class Session:
         r["threads"] = sorted(self.threads.values(), key=lambda t: t["id"])
         r["counters"].update(self.gate.counters())
         r["timeline"] = self.timeline
+        r["profile"] = self.stacks.to_json()
         r["counters"]["timeline_dropped"] = self.timeline_dropped
         src_cpu = getattr(self.source, "agent_cpu_ns", lambda: 0)()
         r["agent"]["cpu_s"] = (self._agent_cpu_ns + src_cpu) / 1e9

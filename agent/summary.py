@@ -1,6 +1,9 @@
 """The terminal summary printed at the end of a session (and by `gyroscope report`).
 
-Order: decisions first (action, function, file:line, scores, key evidence), then the top loops
+Order: decisions first, each as a sentence ("the loop at app.py:12 in `crunch` took 71% of the
+program's sampled CPU at 800.0k iterations/s; reached from main (app.py:34)"), the hottest call path
+that leads to it (from the session's sampled stacks, agent/profiles/paths.py) and one line of key
+evidence (scores, measurements); then the top loops
 (cpu share, iterations/s), the top waits (total / mean wait, waiting threads), then the counters
 (samples, events, dropped, errors). Rendered with rich; plain text (no ANSI codes) when the
 stream is not a terminal. `LiveStatus` is the one-line live status used while attached.
@@ -104,6 +107,37 @@ def top_waits(result: dict[str, Any], n: int = TOP_N) -> list[dict[str, Any]]:
     return ents[:n]
 
 
+def decision_paths(result: dict[str, Any], decisions: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """Each decision with the hottest call path leading to it (None when the session kept no stacks
+    that reach it). Never raises: a malformed profile only loses the paths."""
+    try:
+        from gyroscope.agent.profiles.paths import hottest_path
+        from gyroscope.agent.profiles.store import store_from_result
+
+        store = store_from_result(result)
+        return [(d, hottest_path(store, d)) for d in decisions]
+    except Exception:  # noqa: BLE001
+        return [(d, None) for d in decisions]
+
+
+def _print_decision(con: Any, i: int, d: dict[str, Any], path: Any, tty: bool) -> None:
+    from gyroscope.agent.decision_text import decision_sentence
+    from gyroscope.agent.profiles.paths import path_text
+    from rich.text import Text
+
+    style = {"specialize_hot_loop": "bold red", "mitigate_contention": "bold blue"}.get(str(d.get("action")), "")
+    line = Text(f"  {i}. ")
+    line.append(str(d.get("action", "")), style=style if tty else "")
+    line.append(f": {decision_sentence(d, path)}")
+    con.print(line, soft_wrap=True)
+    if path is not None:
+        con.print(Text(f"     hottest path ({path.share:.0%} of {path.place_samples} samples there): "
+                       f"{path_text(path)}"), soft_wrap=True)
+    con.print(Text(f"     evidence: hot {float(d.get('hot_loop_score', 0) or 0):.2f}, contention "
+                   f"{float(d.get('contention_score', 0) or 0):.2f}, {evidence_text(d.get('evidence') or {})}",
+                   style="dim" if tty else ""), soft_wrap=True)
+
+
 def print_summary(result: dict[str, Any], stream: TextIO, quiet: bool = False) -> None:
     """Print decisions first, then top loops and top waits, with their evidence."""
     if quiet:
@@ -117,15 +151,9 @@ def print_summary(result: dict[str, Any], stream: TextIO, quiet: bool = False) -
                    f"{result.get('windows', 0)} windows, pid {result.get('pid', '?')})", style="bold"))
     decisions = [d for d in result.get("decisions") or [] if d.get("action") != "observe"]
     if decisions:
-        t = _table("Decisions", tty)
-        for col in ("action", "kind", "function", "where", "hot", "contention", "evidence"):
-            t.add_column(col, justify="right" if col in ("hot", "contention") else "left", overflow="fold")
-        for d in decisions:
-            t.add_row(str(d.get("action", "")), str(d.get("entity_kind", "")), str(d.get("function", "")),
-                      f"{short_path(str(d.get('file', '')))}:{d.get('line', 0)}",
-                      f"{float(d.get('hot_loop_score', 0) or 0):.2f}",
-                      f"{float(d.get('contention_score', 0) or 0):.2f}", evidence_text(d.get("evidence") or {}))
-        con.print(t)
+        con.print(Text("Decisions", style="bold" if tty else ""))
+        for i, (d, path) in enumerate(decision_paths(result, decisions), 1):
+            _print_decision(con, i, d, path, tty)
     else:
         con.print("Decisions: none (nothing crossed the hot-loop or contention thresholds)")
     loops = top_loops(result)
@@ -170,8 +198,10 @@ def print_summary(result: dict[str, Any], stream: TextIO, quiet: bool = False) -
             f"errors {len(errors)} | agent cpu {float((result.get('agent') or {}).get('cpu_s', 0) or 0):.2f}s")
     otlp = (result.get("export") or {}).get("otlp")
     if otlp:
+        prof = otlp.get("profiles") if isinstance(otlp.get("profiles"), dict) else None
         line += (f" | otlp {otlp.get('spans', 0)} spans, {otlp.get('logs', 0)} logs, "
-                 f"{otlp.get('dropped', 0)} dropped, {otlp.get('failed', 0)} failed")
+                 + (f"{prof.get('profiles', 0)} profiles, " if prof else "")
+                 + f"{otlp.get('dropped', 0)} dropped, {otlp.get('failed', 0)} failed")
     con.print(Text(line))
     for e in errors[:5]:
         con.print(Text(f"  error: {e}"))

@@ -49,7 +49,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation, ThreadInfo
+from gyroscope.bridges.events import (
+    Entity,
+    EntityKind,
+    Event,
+    EventKind,
+    Observation,
+    StackSample,
+    ThreadInfo,
+)
 from gyroscope.bridges.stacks import Frame, classify
 
 # Exit codes of `gyroscope attach` (documented in its --help).
@@ -432,6 +440,7 @@ class PySpySource:
         # every frame (not only the program's own code), for a speedscope flame graph
         self.stacks: dict[tuple[str, tuple[Frame, ...]], float] | None = {} if keep_stacks else None
         self.stacks_merged = 0   # samples folded into one "(other stacks)" entry beyond MAX_STACKS
+        self._stack_samples: list[StackSample] = []   # with keep_stacks: Observation.stacks of the window
 
     # ---- lifecycle ------------------------------------------------------------------------
     def begin(self) -> None:
@@ -560,7 +569,7 @@ class PySpySource:
                 idle = not tr.get("active", True)
                 if self.stacks is not None:
                     if idle or first or not tr.get("owns_gil") or self.record is None or self.record.failed:
-                        self._keep_stack(st.name, tid, frames, dt / 1e9)
+                        self._keep_stack(st.name, tid, frames, dt / 1e9, "wait" if idle else "run")
                     else:   # the thread holding the GIL is py-spy record's, at its higher rate
                         self._dump_run_stacks.append((st.name, tid, frames, dt / 1e9))
                 got = classify(frames, idle=idle, gil=tr.get("owns_gil"), is_own_code=self.own_code)
@@ -626,7 +635,7 @@ class PySpySource:
                 if self.stacks is not None:
                     st = self._threads.get(tid)
                     self._keep_stack(st.name if st else (name or f"thread-{tid}"), tid, frames,
-                                     count * interval_ns / 1e9)
+                                     count * interval_ns / 1e9, "run", count)
                 self._raw += count
                 self._samples += count
                 self.total_samples += count
@@ -643,8 +652,11 @@ class PySpySource:
                     acc[0] += count
                     acc[1] += count * interval_ns
 
-    def _keep_stack(self, thread_name: str, tid: int, frames: list[Frame], seconds: float) -> None:
+    def _keep_stack(self, thread_name: str, tid: int, frames: list[Frame], seconds: float, state: str = "run",
+                    count: int = 1) -> None:
         assert self.stacks is not None
+        self._stack_samples.append(StackSample(self.pid, tid, thread_name, tuple(frames), state, count,
+                                               int(seconds * 1e9)))
         key = (f"{thread_name} ({tid})", tuple(frames))
         if key not in self.stacks and len(self.stacks) >= MAX_STACKS:
             key = (key[0], (Frame("", "(other stacks)", 0),))
@@ -675,12 +687,13 @@ class PySpySource:
             errors, self._errors = self._errors, []
             samples, self._samples = self._samples, 0
             raw, self._raw = self._raw, 0
+            stacks, self._stack_samples = self._stack_samples, []
             threads = {st.tid: ThreadInfo(st.tid, st.name, _thread_cpu_ns(st.pid, st.tid))
                        for st in self._threads.values()}
         role = {EventKind.SAMPLE_RUN: "run", EventKind.SAMPLE_GIL: "run", EventKind.SAMPLE_WAIT: "wait"}
         events = [Event(ent, role[kind], kind, tid, acc[2], acc[0], acc[1])
                   for (ent, kind, tid), acc in pending.items()]
-        obs = Observation(self._t_last, now, life + events + episodes, threads, samples, raw, 0, errors)
+        obs = Observation(self._t_last, now, life + events + episodes, threads, samples, raw, 0, errors, stacks)
         self._t_last = now
         return obs
 

@@ -15,6 +15,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
+from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import (
+    ExportProfilesServiceRequest,
+    ExportProfilesServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -22,7 +26,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 _KINDS = {"/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
           "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
-          "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse)}
+          "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
+          "/v1development/profiles": (ExportProfilesServiceRequest, ExportProfilesServiceResponse)}
 
 
 def any_value(v: Any) -> Any:
@@ -37,9 +42,12 @@ def attrs(kvs: Any) -> dict[str, Any]:
 
 
 class OtlpReceiver:
-    def __init__(self, hang_s: float = 0.0) -> None:
+    def __init__(self, hang_s: float = 0.0, reject: dict[str, int] | None = None) -> None:
+        """`reject`: path -> HTTP status to answer instead of decoding (e.g. a collector without profiles: 404)."""
         self.requests: dict[str, list[Any]] = {k: [] for k in _KINDS}
         self.hang_s = hang_s
+        self.reject = dict(reject or {})
+        self.rejected: dict[str, int] = {}
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +57,12 @@ class OtlpReceiver:
                 if receiver.hang_s:
                     time.sleep(receiver.hang_s)
                 kind = _KINDS.get(self.path)
+                if self.path in receiver.reject:
+                    receiver.rejected[self.path] = receiver.rejected.get(self.path, 0) + 1
+                    self.send_response(receiver.reject[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if kind is None:
                     self.send_response(404)
                     self.end_headers()
@@ -99,6 +113,39 @@ class OtlpReceiver:
     def logs(self) -> list[Any]:
         return [lr for r in self.requests["/v1/logs"] for rl in r.resource_logs
                 for sl in rl.scope_logs for lr in sl.log_records]
+
+
+def profiles(receiver: OtlpReceiver) -> list[dict[str, Any]]:
+    """Every received OTLP profile, decoded through its request's dictionary: {"sample_type", "unit",
+    "resource", "samples": [{"value", "frames": [(function, file, line), ...] leaf first, "attrs",
+    "location_attrs": [{...}, ...], "link": (trace_id, span_id) | None}]}."""
+    out = []
+    for req in receiver.requests["/v1development/profiles"]:
+        d = req.dictionary
+        st = d.string_table
+
+        def kv(indices: Any, d: Any = d, st: Any = st) -> dict[str, Any]:
+            return {st[d.attribute_table[i].key_strindex]: any_value(d.attribute_table[i].value) for i in indices}
+
+        for rp in req.resource_profiles:
+            res = attrs(rp.resource.attributes)
+            for sp in rp.scope_profiles:
+                for p in sp.profiles:
+                    samples = []
+                    for s in p.samples:
+                        locs = [d.location_table[i] for i in d.stack_table[s.stack_index].location_indices]
+                        frames = []
+                        for loc in locs:
+                            line = loc.lines[0]
+                            fn = d.function_table[line.function_index]
+                            frames.append((st[fn.name_strindex], st[fn.filename_strindex], line.line))
+                        link = d.link_table[s.link_index] if s.link_index else None
+                        samples.append({"value": list(s.values), "frames": frames, "attrs": kv(s.attribute_indices),
+                                        "location_attrs": [kv(loc.attribute_indices) for loc in locs],
+                                        "link": (link.trace_id, link.span_id) if link is not None else None})
+                    out.append({"sample_type": st[p.sample_type.type_strindex],
+                                "unit": st[p.sample_type.unit_strindex], "resource": res, "samples": samples})
+    return out
 
 
 def refused_endpoint() -> str:

@@ -24,7 +24,31 @@ def _slcp(cell: int, chi6: int, shell: int, key: int, support: float, entropy: f
     return d
 
 
-def session(with_hist: bool = True, with_timeline: bool = True) -> dict[str, Any]:
+def profile_store() -> Any:
+    """The sampled stacks of the session below: MainThread in crunch's loop (lines 12-14) called from
+    main (line 34) from <module>; two workers waiting on the lock in bump (line 30)."""
+    from gyroscope.agent.profiles.store import StackStore
+    from gyroscope.bridges.events import Frame, StackSample
+
+    mod, main = Frame(FILE, "<module>", 40, 1), Frame(FILE, "main", 34, 33)
+    boot = (Frame("/usr/lib/python3.12/threading.py", "Thread._bootstrap", 1012, 1005),
+            Frame("/usr/lib/python3.12/threading.py", "Thread.run", 990, 985), Frame(FILE, "worker", 28, 26))
+    ms = 1_000_000
+    samples = [StackSample(4242, MAIN, "MainThread", (Frame(FILE, "crunch", line, 10), main, mod), "run", n,
+                           n * 10 * ms, n * 10 * ms) for line, n in ((12, 150), (13, 50), (14, 13))]
+    samples.append(StackSample(4242, MAIN, "MainThread", (Frame(FILE, "report", 50, 48), Frame(FILE, "main", 35, 33),
+                                                           mod), "run", 15, 150 * ms, 140 * ms))
+    for tid, name in ((WORKER1, "worker-1"), (WORKER2, "worker-2")):
+        samples.append(StackSample(4242, tid, name, (Frame(FILE, "bump", 30, 29), *boot[::-1]),
+                                   "wait", 70, 700 * ms, 0))
+        samples.append(StackSample(4242, tid, name, (Frame(FILE, "bump", 31, 29), *boot[::-1]), "run", 1,
+                                   10 * ms, 10 * ms))
+    store = StackStore()
+    store.add_many(samples)
+    return store
+
+
+def session(with_hist: bool = True, with_timeline: bool = True, with_profile: bool = True) -> dict[str, Any]:
     t0 = time.time() - 3.0
     entities = [
         {"id": 1, "kind": "loop", "file": FILE, "function": "crunch", "line": 12, "detail": "",
@@ -69,6 +93,8 @@ def session(with_hist: bool = True, with_timeline: bool = True) -> dict[str, Any
         "entities": entities, "decisions": decisions, "actions": [],
         "agent": {"cpu_s": 0.12, "version": "0.1.0"},
     }
+    if with_profile:
+        r["profile"] = profile_store().to_json()
     if with_timeline:
         r["timeline"] = [{"thread": tid, "entity_id": 2, "start_s": 0.1 * i + (0.05 if tid == WORKER2 else 0),
                           "duration_s": 0.03} for i in range(20) for tid in (WORKER1, WORKER2)]

@@ -79,29 +79,44 @@ def test_attach_workload(tmp_path, entry):
 
 
 @pytest.mark.slow
-def test_attach_writes_a_speedscope_profile(tmp_path):
+def test_attach_writes_profiles(tmp_path):
+    """--speedscope / --pprof / --collapsed from attach: every thread, every frame, outermost first;
+    go tool pprof names the hot thread's function first."""
+    import shutil
+
     entry = next(w for w in MANIFEST if w["script"] == "mixed_hot_and_lock.py")
-    prof = tmp_path / "p.speedscope.json"
-    gyro, target = attach_to(WORKLOADS / entry["script"], tmp_path / "a.json", "--speedscope", str(prof))
+    prof, pp, folded = tmp_path / "p.speedscope.json", tmp_path / "p.pb.gz", tmp_path / "p.folded"
+    gyro, target = attach_to(WORKLOADS / entry["script"], tmp_path / "a.json", "--speedscope", str(prof),
+                             "--pprof", str(pp), "--collapsed", str(folded))
     assert gyro.returncode == 0, gyro.stderr
     doc = json.loads(prof.read_text())
     assert doc["$schema"] == "https://www.speedscope.app/file-format-schema.json"
     frames = doc["shared"]["frames"]
     assert {p["type"] for p in doc["profiles"]} == {"sampled"} and len(doc["profiles"]) >= 3
     session = json.loads((tmp_path / "a.json").read_text())
-    assert session["attach"]["speedscope"] == {"path": str(prof), "samples_merged": 0,
-                                               "stacks": sum(len(p["samples"]) for p in doc["profiles"])}
+    assert session["profile"]["files"] == [f"pprof {pp}", f"speedscope {prof}", f"collapsed {folded}"]
+    assert session["profile"]["dropped"]["samples_merged"] == 0
     for p in doc["profiles"]:
-        assert p["unit"] == "seconds" and len(p["samples"]) == len(p["weights"])
+        assert p["unit"] == "nanoseconds" and len(p["samples"]) == len(p["weights"])
         assert all(0 <= i < len(frames) for s in p["samples"] for i in s)
         # a thread's stacks cover at most the time it was watched (plus one sampling interval)
-        assert 0 < p["endValue"] <= session["duration_s"] + 1.5, (p["name"], p["endValue"])
+        assert 0 < p["endValue"] <= (session["duration_s"] + 1.5) * 1e9, (p["name"], p["endValue"])
     names = {f["name"] for f in frames}
     assert {"crunch", "append_log"} <= names, names
     # stacks are outermost first: a worker thread's stacks start in threading's bootstrap
     crunch = frames.index(next(f for f in frames if f["name"] == "crunch"))
     stack = next(s for p in doc["profiles"] for s in p["samples"] if crunch in s)
     assert frames[stack[0]]["name"].endswith("_bootstrap") and stack[-1] >= 0
+    total = sum(int(line.rsplit(" ", 1)[1]) for line in folded.read_text().splitlines())
+    assert total == session["profile"]["totals"]["samples"] > 0
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("`go` is not installed (Debian package golang-go): pprof not checked")
+    top = subprocess.run([go, "tool", "pprof", "-top", str(pp)], capture_output=True, text=True, timeout=120)
+    assert top.returncode == 0, top.stderr
+    flat = [line.split() for line in top.stdout.splitlines() if line.strip() and line.split()[0][0].isdigit()
+            and "%" in line]
+    assert flat[0][-1] == "crunch", top.stdout
 
 
 def test_attach_speedscope_to_unwritable_path_is_one_line(tmp_path):

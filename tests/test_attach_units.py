@@ -206,5 +206,12 @@ def test_speedscope_stacks_cover_every_thread_and_frame(tmp_path):
         assert ("worker (12)", (Frame("/w/app.py", "run", 7),)) not in src.stacks
         src.ingest_running([], 10_000_000)
         assert src.stacks[("worker (12)", (Frame("/w/app.py", "run", 7),))] > 0
+        # the same stacks reach the session as Observation.stacks (the profiles' input), with their state
+        obs = src.poll()
+        got = {(s.frames[0].line, s.state): s for s in obs.stacks}
+        assert set(got) == {(5, "wait"), (8, "run"), (7, "run")}
+        assert got[(8, "run")].count == 7 and got[(8, "run")].wall_ns == 70_000_000
+        assert all(s.pid == os.getpid() and s.thread == 12 and s.thread_name == "worker" for s in obs.stacks)
+        assert src.poll().stacks == []
     finally:
         src.stop()

@@ -9,7 +9,8 @@ from gyroscope.agent.sinks.base import Sink
 
 SINK_HELP = """\
 export: --otlp ENDPOINT (or the standard OTEL_EXPORTER_OTLP_* variables) sends traces, metrics
-and logs over OTLP/HTTP; --stream, --trace and --ledger write files."""
+logs and profiles over OTLP/HTTP; --stream, --trace and --ledger write files; --pprof, --speedscope
+and --collapsed write the sampled call stacks (also from a saved session: gyroscope report S.json --pprof X)."""
 
 
 def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +25,25 @@ def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
                    help="write a Chrome trace-event JSON file (open it in https://ui.perfetto.dev)")
     g.add_argument("--ledger", metavar="PATH", default=None,
                    help="record the kernel's ingest ledger (replay it with `gyroscope replay PATH`)")
+    add_profile_arguments(g)
+    g.add_argument("--no-otlp-profiles", dest="no_otlp_profiles", action="store_true",
+                   help="do not send the OTLP profiles signal (also OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT=none)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def add_profile_arguments(g: argparse._ActionsContainer) -> None:
+    """--pprof, --speedscope, --collapsed (run, attach and report)."""
+    g.add_argument("--pprof", metavar="PATH", default=None,
+                   help="write the sampled call stacks as a gzipped pprof profile (go tool pprof, Pyroscope, Parca)")
+    g.add_argument("--speedscope", metavar="PATH", default=None,
+                   help="write the sampled call stacks as a speedscope file, one profile per thread "
+                        "(https://www.speedscope.app)")
+    g.add_argument("--collapsed", metavar="PATH", default=None,
+                   help="write folded stacks 'a;b;c count' (flamegraph.pl, inferno, speedscope)")
+
+
+def profile_paths(args: argparse.Namespace) -> dict[str, str]:
+    return {k: getattr(args, k) for k in ("pprof", "speedscope", "collapsed") if getattr(args, k, None)}
 
 
 def build_sinks(args: argparse.Namespace, source: str) -> list[Sink]:
@@ -47,12 +66,15 @@ def build_sinks(args: argparse.Namespace, source: str) -> list[Sink]:
         if getattr(args, "trace", None):
             from gyroscope.agent.sinks.files import TraceSink
             sinks.append(TraceSink(args.trace))
+        if profile_paths(args):
+            from gyroscope.agent.profiles.sink import ProfileFilesSink
+            sinks.append(ProfileFilesSink(profile_paths(args)))
     except OSError as e:
         _abort_all(sinks)
         raise GyroscopeError(f"cannot write {e.filename}: {e.strerror or e}") from None
     if signals:
         try:
-            sinks.append(OtelSink.create(otlp))
+            sinks.append(OtelSink.create(otlp, profiles=not getattr(args, "no_otlp_profiles", False)))
         except Exception as e:  # noqa: BLE001 - e.g. a malformed OTEL_* variable
             _abort_all(sinks)
             raise GyroscopeError(f"cannot set up OpenTelemetry export: {type(e).__name__}: {e}") from None

@@ -71,7 +71,7 @@ class StreamSink:
         if self._f.closed:
             return
         try:
-            self._write({"type": "session", **{k: v for k, v in result.items() if k not in ("entities", "timeline")},
+            self._write({"type": "session", **{k: v for k, v in result.items() if k not in ("entities", "timeline", "profile")},
                          "entities": len(result.get("entities") or [])})
             self._f.flush()
             fsync_if_possible(self._f.fileno())

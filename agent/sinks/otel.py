@@ -15,6 +15,10 @@ What is sent
            gyroscope.iterations_per_s, gyroscope.cpu_share; histogram gyroscope.lock.wait_time (s);
            counters gyroscope.events, gyroscope.events.dropped.
   logs     one record per decision, event name "gyroscope.decision".
+  profiles at the end, the session's sampled stacks as OTLP profiles (agent/profiles/otlp.py), same
+           resource, samples linked to the session span; off with --no-otlp-profiles or
+           OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT=none; a receiver without the signal (404 / 415)
+           costs one line in the errors. result["export"]["otlp"]["profiles"] says what was sent.
 Attributes follow the semantic conventions (code.function.name, code.file.path,
 code.line.number, thread.id, thread.name, process.pid); our own live under `gyroscope.*`.
 
@@ -182,10 +186,12 @@ class OtelSink:
 
     def __init__(self, signals: dict[str, str | None], resource_attrs: dict[str, Any] | None = None,
                  export_timeout_s: float = EXPORT_TIMEOUT_S, flush_budget_s: float = FLUSH_BUDGET_S,
-                 metric_interval_ms: int = METRIC_INTERVAL_MS) -> None:
+                 metric_interval_ms: int = METRIC_INTERVAL_MS, profiles_url: str | None = None) -> None:
         from opentelemetry.sdk.resources import Resource
 
         self.signals = dict(signals)
+        self.profiles_url = profiles_url
+        self.export_timeout_s = export_timeout_s
         self._logs_capture = _capture_sdk_logs()
         self._logs_seen = self._logs_capture.count
         self.endpoint = _endpoint_label(signals)
@@ -217,9 +223,14 @@ class OtelSink:
         _register_sdk_threads()
 
     @classmethod
-    def create(cls, otlp: str | None, **kw: Any) -> OtelSink | None:
+    def create(cls, otlp: str | None, profiles: bool = True, **kw: Any) -> OtelSink | None:
+        from gyroscope.agent.profiles.otlp import profiles_endpoint
+
         signals = requested_signals(otlp)
-        return cls(signals, **kw) if signals else None
+        if not signals:
+            return None
+        kw.setdefault("profiles_url", profiles_endpoint(otlp, disabled=not profiles))
+        return cls(signals, **kw)
 
     # ---- setup ----------------------------------------------------------------------------
     def _setup_traces(self, endpoint: str | None, timeout: float, counts: _Counts) -> None:
@@ -440,6 +451,7 @@ class OtelSink:
             if result.get("duration_s"):
                 end_ns = max(end_ns, start + int(float(result["duration_s"]) * 1e9))
             span.end(end_time=end_ns)
+        profiles_thread = self._start_profiles_export(result)
         if self._logger is not None:
             # the session's final decisions that the gate never let through a window
             for d in result.get("decisions") or []:
@@ -460,7 +472,9 @@ class OtelSink:
             self._update_gauges(Window(index=-1, t_start_ns=0, t_end_ns=0, unix_start_s=0.0,
                                        entities=list(result.get("entities") or []),
                                        decisions=list(result.get("decisions") or [])))
+        t_flush = time.monotonic()
         timed_out = not self._shutdown_all()
+        profiles_info = self._finish_profiles_export(profiles_thread, t_flush)
         with self.counts.lock:
             ok, failed = dict(self.counts.ok), dict(self.counts.failed)
         spans_dropped = max(0, self.emitted["traces"] - ok["traces"] - failed["traces"])
@@ -472,12 +486,54 @@ class OtelSink:
                 "flush_timed_out": timed_out, "emitted": {"spans": self.emitted["traces"],
                                                           "logs": self.emitted["logs"]},
                 "sdk_warnings": self._logs_capture.count - self._logs_seen}
+        if profiles_info is not None:
+            info["profiles"] = profiles_info
         result.setdefault("export", {})["otlp"] = info
+        if profiles_info is not None and profiles_info.get("error"):
+            result.setdefault("errors", []).append(f"otlp profiles to {self.profiles_url}: {profiles_info['error']}")
         errors = result.setdefault("errors", [])
         if info["failed"] or info["dropped"] or timed_out:
             errors.append(f"otlp export to {self.endpoint}: {info['failed']} items failed, {info['dropped']} dropped"
                           + (f", flush gave up after {self.flush_budget_s:g}s" if timed_out else "")
                           + (f" ({self._logs_capture.messages[-1]})" if self._logs_capture.messages else ""))
+
+    def _start_profiles_export(self, result: dict[str, Any]) -> tuple[threading.Thread, dict[str, Any]] | None:
+        """Send the session's profiles from a helper thread, alongside the flush of the other signals."""
+        if not self.profiles_url or not isinstance(result.get("profile"), dict):
+            return None
+        from gyroscope.agent.profiles.otlp import export_profiles
+        from gyroscope.agent.profiles.store import store_from_result
+
+        trace_id = span_id = b""
+        if self._session_span is not None:
+            ctx = self._session_span.get_span_context()
+            trace_id, span_id = ctx.trace_id.to_bytes(16, "big"), ctx.span_id.to_bytes(8, "big")
+        out: dict[str, Any] = {"endpoint": self.profiles_url, "profiles": 0, "samples": 0, "ok": False,
+                               "error": "not sent within the flush budget"}
+        start_ns = int(float(result.get("started_unix_s", 0) or 0) * 1e9)
+        dur_ns = int(float(result.get("duration_s", 0) or 0) * 1e9)
+        attrs = dict(self.resource.attributes)
+
+        def run() -> None:
+            try:
+                out.update(export_profiles(self.profiles_url, store_from_result(result), attrs, start_ns, dur_ns,
+                                           trace_id, span_id, timeout_s=self.export_timeout_s))
+            except Exception as e:  # noqa: BLE001 - never break the agent
+                out["error"] = f"{type(e).__name__}: {e}"
+
+        t = threading.Thread(target=run, name="gyroscope-otel-profiles", daemon=True)
+        t.start()
+        if t.native_id is not None:
+            SDK_THREAD_NATIVE_IDS.add(t.native_id)
+        return t, out
+
+    def _finish_profiles_export(self, started: tuple[threading.Thread, dict[str, Any]] | None,
+                                t_flush: float) -> dict[str, Any] | None:
+        if started is None:
+            return None
+        t, out = started
+        t.join(max(0.0, self.flush_budget_s - (time.monotonic() - t_flush)))
+        return dict(out)
 
     def _shutdown_all(self) -> bool:
         """Shut the providers down in a helper thread; wait at most flush_budget_s. True if done."""
