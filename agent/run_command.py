@@ -160,6 +160,10 @@ def main(args: argparse.Namespace) -> int:
     from gyroscope.agent.outputs import check_outputs, resolve_outputs
     # outputs: absolute against the start directory, and never the script, an input or each other
     check_outputs(resolve_outputs(args), prog.inputs, ["the module" if args.module is not None else "the script"])
+    from gyroscope.agent.sinks.factory import build_sinks
+    file_sinks = build_sinks(args, "run", otlp_too=False)   # opened now: the program may remove their folder
+    if getattr(args, "ledger", None):   # opt-in: pays the kernel's import before the program starts
+        _check_ledger(args.ledger)
     tmp = _private_dir()
     sock_path = os.path.join(tmp, "s")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -179,9 +183,21 @@ def main(args: argparse.Namespace) -> int:
         from gyroscope.bridges.channel import ChannelServer
         server = ChannelServer(listener, sock_path, main_pid_getter=lambda: pid)
         server.start()
-        return _watch(args, prog, child, server, own)
+        return _watch(args, prog, child, server, own, file_sinks)
     finally:
         _remove_dir(tmp)
+
+
+def _check_ledger(path: str) -> None:
+    """Refuse, before the program starts, a ledger the session's pool could not append to."""
+    from gyroscope.agent.session import POOL_CAPACITY, POOL_PROFILE
+    from gyroscope.cyext import law
+    from gyroscope.cyext.errors import LedgerError
+    from gyroscope.cyext.ledger import check_appendable
+    try:
+        check_appendable(path, POOL_CAPACITY, law.PROFILES[POOL_PROFILE])
+    except LedgerError as e:
+        raise GyroscopeError(str(e), 2) from None
 
 
 def _private_dir() -> str:
@@ -238,26 +254,30 @@ class _Child:
                 pass
 
 
-def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own) -> int:
-    """Everything after the spawn: the session runs while the program does."""
+def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, sinks: list) -> int:
+    """Everything after the spawn: the session runs while the program does. From here on nothing
+    gyroscope does may stop the program: a failure is one line and the session goes on without
+    what failed."""
     session = result = None
     err = sys.stderr
     try:
         from gyroscope.agent.session import Session
-        from gyroscope.agent.sinks.factory import build_sinks, make_session
+        from gyroscope.agent.sinks.factory import build_otlp_sink, make_session
         from gyroscope.bridges import _inproc
         from gyroscope.bridges.run_source import RunSource
         server.callback_ns = _inproc.calibrate()
         source = RunSource(server, child.pid, own, rate_hz=args.rate, sampling=args.sampling,
                            subprocesses=args.subprocesses)
-        sinks = build_sinks(args, "run")
+        try:
+            sinks = sinks + build_otlp_sink(args)
+        except GyroscopeError as e:
+            print(f"gyroscope: error: {e.message}; exporting nothing over OTLP", file=err)
         session = make_session(Session, source, sinks, window_s=args.window, command=prog.command,
                                ledger=getattr(args, "ledger", None), act_priorities="priorities" in args.act)
         session.result["pid"] = child.pid
         session.start()
-    except GyroscopeError:
-        _stop_child(child)
-        raise
+    except GyroscopeError as e:
+        print(f"gyroscope: error: {e.message}", file=err)
     except Exception as e:   # the agent failing must not change what the program does
         print(f"gyroscope: error: the agent failed to start: {type(e).__name__}: {e}", file=err)
     returncode = child.wait()
@@ -312,11 +332,6 @@ def _write_outputs(args: argparse.Namespace, result: dict, status: int) -> int:
     except Exception as e:  # the summary must never hide the program's exit code
         print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=err)
     return status
-
-
-def _stop_child(child: _Child) -> None:
-    child.terminate()
-    child.wait()
 
 
 class _SignalForwarder(threading.Thread):

@@ -38,6 +38,8 @@ SLCP_FIELDS = ("cell_id", "step", "omega12", "chi6", "shell", "resonance_key", "
 MAX_ERRORS = 50
 
 
+POOL_CAPACITY = 4096        # kernel cells of a session's pool
+POOL_PROFILE = "chirality"  # its resonance profile (cyext.law.PROFILES)
 MAX_TIMELINE = 10_000   # wait intervals kept for the report's per-thread timeline
 
 
@@ -48,7 +50,7 @@ def _make_pool(capacity: int, ledger: str | None = None):
 
 class Session:
     def __init__(self, source: Source, sinks: list[Sink] | None = None, window_s: float = 0.2,
-                 command: list[str] | None = None, pool_capacity: int = 4096, report_every: int = 5,
+                 command: list[str] | None = None, pool_capacity: int = POOL_CAPACITY, report_every: int = 5,
                  ledger: str | None = None, act_priorities: bool = False) -> None:
         self.source = source
         self.sinks = list(sinks or [])

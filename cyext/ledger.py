@@ -63,6 +63,22 @@ def _header_bytes(capacity: int, profile_id: int) -> bytes:
     return _HEADER.pack(MAGIC, VERSION, capacity, profile_id, 0, law.LAW_HASH_BYTES)
 
 
+def check_appendable(path: str | os.PathLike, capacity: int, profile_id: int) -> None:
+    """Raise LedgerError when a pool of `capacity` / `profile_id` could not append to the ledger at
+    `path` (what LedgerWriter would refuse), without opening it for writing."""
+    path = os.fspath(path)
+    try:
+        if not os.path.exists(path) or not os.path.getsize(path):
+            return
+        with open(path, "rb") as f:
+            h = _parse_header(f.read(HEADER_SIZE), path)
+    except OSError as e:
+        raise LedgerError(f"cannot open ledger {path}: {e.strerror or e}") from None
+    if h.capacity != capacity or h.profile_id != profile_id:
+        raise LedgerError(f"{path}: ledger was written by a pool of capacity {h.capacity}, "
+                          f"profile {h.profile_id}; this pool has {capacity}, {profile_id}")
+
+
 def _parse_header(data: bytes, path: str) -> LedgerHeader:
     if len(data) < 4 or data[:4] != MAGIC:
         raise LedgerError(f"{path}: not a gyroscope ledger (wrong magic, expected GYRL)")

@@ -46,18 +46,27 @@ def profile_paths(args: argparse.Namespace) -> dict[str, str]:
     return {k: getattr(args, k) for k in ("pprof", "speedscope", "collapsed") if getattr(args, k, None)}
 
 
-def build_sinks(args: argparse.Namespace, source: str) -> list[Sink]:
-    """The sinks to feed during the session, from parsed arguments. Bad paths -> GyroscopeError."""
-    # everything that can be refused is checked before any file is opened
+def check_sink_args(args: argparse.Namespace) -> dict[str, str | None]:
+    """Refuse bad export options (GyroscopeError) without importing any exporter; return the OTLP
+    signals asked for. `run` calls it before the program starts."""
     otlp = getattr(args, "otlp", None)
     if otlp is not None and not otlp.startswith(("http://", "https://")):
         raise GyroscopeError(f"--otlp needs an http:// or https:// endpoint, got {otlp!r}")
-    from gyroscope.agent.sinks.otel import PROTOCOL, OtelSink, requested_signals, unsupported_protocol
+    from gyroscope.agent.sinks.otel import PROTOCOL, requested_signals, unsupported_protocol
     signals = requested_signals(otlp)
     bad = unsupported_protocol(signals)
     if bad:
         raise GyroscopeError(f"{bad}: gyroscope exports OTLP over {PROTOCOL} only "
                              f"(unset it or set it to {PROTOCOL})")
+    return signals
+
+
+def build_sinks(args: argparse.Namespace, source: str, otlp_too: bool = True) -> list[Sink]:
+    """The sinks to feed during the session, from parsed arguments. Bad paths -> GyroscopeError.
+    With `otlp_too=False`, only the file sinks (light: `run` opens them before the program
+    starts; build_otlp_sink adds the exporter afterwards)."""
+    # everything that can be refused is checked before any file is opened
+    check_sink_args(args)
     sinks: list[Sink] = []
     try:
         if getattr(args, "stream", None):
@@ -72,13 +81,25 @@ def build_sinks(args: argparse.Namespace, source: str) -> list[Sink]:
     except OSError as e:
         _abort_all(sinks)
         raise GyroscopeError(f"cannot write {e.filename}: {e.strerror or e}") from None
-    if signals:
+    if otlp_too:
         try:
-            sinks.append(OtelSink.create(otlp, profiles=not getattr(args, "no_otlp_profiles", False)))
-        except Exception as e:  # noqa: BLE001 - e.g. a malformed OTEL_* variable
+            sinks.extend(build_otlp_sink(args))
+        except GyroscopeError:
             _abort_all(sinks)
-            raise GyroscopeError(f"cannot set up OpenTelemetry export: {type(e).__name__}: {e}") from None
+            raise
     return sinks
+
+
+def build_otlp_sink(args: argparse.Namespace) -> list[Sink]:
+    """The OTLP exporter sink when export is asked for (by --otlp or OTEL_* variables), else []."""
+    signals = check_sink_args(args)
+    if not signals:
+        return []
+    from gyroscope.agent.sinks.otel import OtelSink
+    try:
+        return [OtelSink.create(getattr(args, "otlp", None), profiles=not getattr(args, "no_otlp_profiles", False))]
+    except Exception as e:  # noqa: BLE001 - e.g. a malformed OTEL_* variable
+        raise GyroscopeError(f"cannot set up OpenTelemetry export: {type(e).__name__}: {e}") from None
 
 
 def make_session(session_class: Any, source: Any, sinks: list[Sink], **kw: Any) -> Any:
