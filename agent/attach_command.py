@@ -9,14 +9,15 @@ import threading
 import time
 from typing import Any, TextIO
 
-from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.errors import AttachError, GyroscopeError
+from gyroscope.agent.model import AttachInfo, SpeedscopeInfo
 from gyroscope.agent.options import positive_float
 
 DESCRIPTION = """\
 Attach to a running Python process and watch it with py-spy (no change to the target, no
 restart): which loops are hot, which locks its threads wait on. Runs until --duration ends,
 Ctrl-C, or the target exits; then prints a summary to stderr and, with --json PATH, writes the
-session result (schema gyroscope.session/1, "source": "attach").
+session result (schema gyroscope.session/2, "source": "attach").
 
 Two py-spy streams watch the target: `py-spy record` (non-blocking, --rate, default 100 Hz)
 sees where the thread holding the GIL runs, and `py-spy dump` (--wait-rate, default 10 Hz;
@@ -70,27 +71,19 @@ def _pid(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gyroscope.bridges.pyspy import (
-        EXIT_PYSPY_FAILED,
-        AttachError,
-        PySpySource,
-        check_pid,
-        find_py_spy,
-        target_cmdline,
-    )
+    from gyroscope.agent.cli import EXIT_PYSPY_FAILED
+    from gyroscope.bridges.pyspy import PySpySource, check_pid, find_py_spy, target_cmdline
 
     pid: int = args.pid
     quiet = bool(getattr(args, "quiet", False))
-    try:
-        py_spy = find_py_spy(args.py_spy)
-        check_pid(pid)
-        source = PySpySource(pid, py_spy, rate_hz=args.rate, wait_rate_hz=args.wait_rate,
-                             subprocesses=args.subprocesses, keep_stacks=bool(args.speedscope))
-        # the first sample fails cleanly when py-spy cannot read the target (not Python, permission,
-        # unsupported version); sampling starts before the agent's heavier imports
-        source.begin()
-    except AttachError as e:
-        raise GyroscopeError(e.message, e.exit_code) from None
+    # AttachError subclasses (agent/errors.py) reach the CLI, which maps them to exit codes 3..8
+    py_spy = find_py_spy(args.py_spy)
+    check_pid(pid)
+    source = PySpySource(pid, py_spy, rate_hz=args.rate, wait_rate_hz=args.wait_rate,
+                         subprocesses=args.subprocesses, keep_stacks=bool(args.speedscope))
+    # the first sample fails cleanly when py-spy cannot read the target (not Python, permission,
+    # unsupported version); sampling starts before the agent's heavier imports
+    source.begin()
     version: list[str] = []
     version_hint = _version_from_proc(pid)   # in case the target exits before py-spy says it
     version_thread = threading.Thread(target=_version, args=(py_spy, pid, version), daemon=True)
@@ -107,10 +100,9 @@ def main(args: argparse.Namespace) -> int:
     except GyroscopeError:
         source.stop()
         raise
+    # python: the target's, filled in below when py-spy says it (before any sink closes)
     session = Session(source, sinks, window_s=args.window, command=command,
-                      ledger=getattr(args, "ledger", None))
-    session.result["pid"] = pid
-    session.result["python"] = ""   # the target's, filled in below when py-spy says it
+                      ledger=getattr(args, "ledger", None), pid=pid, python="")
 
     stop = threading.Event()
     interrupted = []
@@ -133,29 +125,34 @@ def main(args: argparse.Namespace) -> int:
                 timeout = min(timeout, left)
             stop.wait(timeout)
             live.update(source)
-        result = session.stop(None)
+        # the result is completed first (the target's python, the attach block, py-spy's failure),
+        # then the sinks close: the --stream file's closing record and the OTLP session span see it all
+        result = session.finish(None)
         version_thread.join(timeout=2.0)
-        result["python"] = (version[0] if version and version[0] else "") or version_hint
+        result.main.python = (version[0] if version and version[0] else "") or version_hint
+        status = 0
+        if source.failure and not source.target_exited:
+            if not any(source.failure in e for e in result.errors):
+                result.errors.append(f"py-spy: {source.failure}")
+            status = EXIT_PYSPY_FAILED
+        result.attach = AttachInfo(
+            target_exited=source.target_exited, interrupted=bool(interrupted), samples=source.total_samples,
+            rate_hz=args.rate, wait_rate_hz=args.wait_rate,
+            record_chunks=source.record.chunks if source.record else 0,
+            record_sampling_errors=source.record.sampling_errors if source.record else 0,
+            record_empty_chunks=source.empty_chunks, py_spy=py_spy,
+            speedscope=SpeedscopeInfo(path=speedscope_path, stacks=len(source.stacks or {}),
+                                      samples_merged=source.stacks_merged) if speedscope_path else None)
+        session.close_sinks(result)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         live.clear()
 
-    status = 0
-    if source.failure and not source.target_exited:
+    if status:
         print(f"gyroscope: error: py-spy stopped working: {source.failure} (results so far are kept)",
               file=sys.stderr)
-        if not any(source.failure in e for e in result["errors"]):
-            result["errors"].append(f"py-spy: {source.failure}")
-        status = EXIT_PYSPY_FAILED
-    result["attach"] = {"target_exited": source.target_exited, "interrupted": bool(interrupted),
-                        "samples": source.total_samples, "rate_hz": args.rate,
-                        "wait_rate_hz": args.wait_rate, "record_chunks": source.record.chunks if source.record else 0,
-                        "record_sampling_errors": source.record.sampling_errors if source.record else 0,
-                        "record_empty_chunks": source.empty_chunks, "py_spy": py_spy}
     if speedscope_path:
-        result["attach"]["speedscope"] = {"path": speedscope_path, "stacks": len(source.stacks or {}),
-                                          "samples_merged": source.stacks_merged}
         try:
             _write_speedscope(speedscope_path, source, pid)
         except OSError as e:
@@ -163,8 +160,7 @@ def main(args: argparse.Namespace) -> int:
             status = status or 2
     if json_path:
         try:
-            from gyroscope.agent.result import write_json_atomic
-            write_json_atomic(json_path, result)
+            result.save(json_path)
         except OSError as e:
             print(f"gyroscope: error: cannot write {json_path}: {e.strerror or e}", file=sys.stderr)
             status = status or 2
@@ -203,7 +199,7 @@ def _version_from_proc(pid: int) -> str:
 
 
 def _version(py_spy: str, pid: int, out: list[str]) -> None:
-    from gyroscope.bridges.pyspy import AttachError, python_version
+    from gyroscope.bridges.pyspy import python_version
     try:
         v = python_version(py_spy, pid)
     except AttachError:

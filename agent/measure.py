@@ -29,6 +29,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from gyroscope.agent.model import Measurements as MeasurementsRecord
 from gyroscope.bridges.events import Entity, EventKind, Observation
 
 _COUNTED = (EventKind.LOOP_ITER, EventKind.CALL, EventKind.RESUME)
@@ -129,6 +130,10 @@ class Measurements:
             "waiting_threads": len(st.waiting_threads),
             "run_s_total": st.run_ns / 1e9,
         }
+
+    def record(self, ent: Entity) -> MeasurementsRecord:
+        """as_dict() as the session model's typed record (fields it does not know go to `extra`)."""
+        return MeasurementsRecord.from_json(self.as_dict(ent), "measurements")
 
     def threads_of(self, ent: Entity) -> list[int]:
         return sorted(self.get(ent).threads)

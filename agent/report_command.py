@@ -1,50 +1,68 @@
-"""`gyroscope report SESSION.json [--html OUT.html]`."""
+"""`gyroscope report SESSION.json [-r RENDERER] [-o OUT]`: render a saved session."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.errors import OutputError, UsageError
 
 DESCRIPTION = """\
-Render a session result written by `gyroscope run --json` or `gyroscope attach --json`.
+Render a session result written by `gyroscope run --json` or `gyroscope attach --json`
+(schema gyroscope.session/2; gyroscope.session/1 files are read too).
 
-  gyroscope report session.json                 print the terminal summary
-  gyroscope report session.json --html out.html write one self-contained HTML file (works offline)
+  gyroscope report session.json                   print the terminal summary
+  gyroscope report session.json -o out.html       write one self-contained HTML file (works offline)
+  gyroscope report session.json -r json           print the session as gyroscope.session/2 JSON
+  gyroscope report session.json --html out.html   the same as -o out.html
 
-Exit codes: 0 ok; 2 the session file is missing, unreadable or not a gyroscope session,
-or the HTML file cannot be written.
+The renderer is --renderer NAME, else the extension of -o (.txt summary, .html html,
+.json json), else the summary. Renderers: summary, html, json.
+
+Exit codes: 0 ok; 2 the session file is missing, unreadable, not a gyroscope session or has
+a field of the wrong type, an unknown renderer, or an output that cannot be written.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("session", metavar="SESSION.json", help="a session result (schema gyroscope.session/1)")
-    parser.add_argument("--html", metavar="OUT.html", default=None, help="write an HTML report instead of printing")
+    parser.add_argument("session", metavar="SESSION.json", help="a session result (schema gyroscope.session/2 or /1)")
+    parser.add_argument("-r", "--renderer", metavar="NAME", default=None,
+                        help="summary, html or json (default: from the extension of -o, else summary)")
+    parser.add_argument("-o", "--output", metavar="PATH", default=None,
+                        help="write to PATH instead of printing")
+    parser.add_argument("--html", metavar="OUT.html", default=None, help="write an HTML report to OUT.html")
 
 
 def main(args: argparse.Namespace) -> int:
-    from gyroscope.agent.result import ResultError, load_result
+    from gyroscope.agent.model import SessionResult
+    from gyroscope.agent.render import renderer_for
 
-    try:
-        result = load_result(args.session)
-    except ResultError as e:
-        raise GyroscopeError(str(e)) from None
-    if args.html:
-        from gyroscope.agent.report_html import render_html
-
-        write_text_atomic(args.html, render_html(result))
-        print(f"gyroscope: wrote {args.html}", file=sys.stderr)
+    if args.html and args.output:
+        raise UsageError("give either --html or -o, not both")
+    output = args.html or args.output
+    renderer = renderer_for("html" if args.html else args.renderer, output)
+    session = SessionResult.load(args.session)
+    out = renderer.render(session)
+    if output is None:
+        if isinstance(out, bytes):
+            if sys.stdout.isatty():
+                raise UsageError(f"the {renderer.name} renderer writes binary data: give -o PATH")
+            sys.stdout.buffer.write(out)
+        else:
+            sys.stdout.write(out)
         return 0
-    from gyroscope.agent.summary import print_summary
-
-    print_summary(result, sys.stdout)
+    _write(output, out)
+    print(f"gyroscope: wrote {output}", file=sys.stderr)
     return 0
 
 
-def write_text_atomic(path: str, text: str) -> None:
+def _write(path: str, data: str | bytes) -> None:
     from gyroscope.agent import result
 
     try:
-        result.write_text_atomic(path, text)
+        if isinstance(data, bytes):
+            result.write_bytes_atomic(path, data)
+        else:
+            result.write_text_atomic(path, data)
     except OSError as e:
-        raise GyroscopeError(f"cannot write {path}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write {os.fspath(path)}: {e.strerror or e}") from None

@@ -12,14 +12,14 @@ import traceback
 from types import TracebackType
 from typing import Any
 
-from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.errors import InputError, ProgramNotFound, UsageError
 from gyroscope.agent.options import positive_float
 
 DESCRIPTION = """\
 Run a Python program under the agent, exactly as `python app.py [args]` or
 `python -m package.module [args]` would (same argv, __main__, sys.path[0], stdin/stdout/stderr,
 exit code and tracebacks). When it ends, print a summary to stderr; with --json PATH also
-write the session result (schema gyroscope.session/1).
+write the session result (schema gyroscope.session/2).
 
 Only the program's own code is watched (files under the script's directory, or the current
 directory for -m, outside site-packages and the standard library); --include adds more.
@@ -62,7 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # everything gyroscope needs later is imported now, before sys.path[0] becomes the program's
-    from gyroscope.agent.result import write_json_atomic
     from gyroscope.agent.session import Session
     from gyroscope.agent.sinks.factory import build_sinks
     from gyroscope.agent.summary import print_summary
@@ -72,27 +71,27 @@ def main(args: argparse.Namespace) -> int:
     prog_args = list(args.args or [])
     if args.module is not None:
         if not args.module:
-            raise GyroscopeError("argument -m: expected a module name", 2)
+            raise UsageError("argument -m: expected a module name")
         module, prog_args = args.module[0], list(args.module[1:])
         root = os.getcwd()
         sys.path[0:1] = [root]
         try:
             spec = importlib.util.find_spec(module)
         except (ImportError, ValueError) as e:
-            raise GyroscopeError(f"error while finding module specification for {module!r} ({e})", 1) from None
+            raise ProgramNotFound(f"error while finding module specification for {module!r} ({e})") from None
         if spec is None:
-            raise GyroscopeError(f"No module named {module}", 1)
+            raise ProgramNotFound(f"No module named {module}")
         extra = [spec.origin] if spec.origin else []
         command = ["-m", module, *prog_args]
     else:
         if args.script is None:
-            raise GyroscopeError("nothing to run: give a script (gyroscope run app.py) or -m module", 2)
+            raise UsageError("nothing to run: give a script (gyroscope run app.py) or -m module")
         script = args.script
         if not os.path.exists(script):
-            raise GyroscopeError(f"can't open file {os.path.abspath(script)!r}: no such file", 2)
+            raise InputError(f"can't open file {os.path.abspath(script)!r}: no such file")
         if os.path.isdir(script):   # like python: a directory with a __main__.py
             if not os.path.exists(os.path.join(script, "__main__.py")):
-                raise GyroscopeError(f"can't find '__main__' module in {script!r}", 1)
+                raise ProgramNotFound(f"can't find '__main__' module in {script!r}")
             root = os.path.realpath(script)
             extra = [os.path.join(root, "__main__.py")]
         else:
@@ -122,7 +121,7 @@ def main(args: argparse.Namespace) -> int:
         pass
     elif json_path:
         try:
-            write_json_atomic(json_path, result)
+            result.save(json_path)
         except (OSError, TypeError, ValueError) as e:
             try:
                 print(f"gyroscope: error: cannot write {json_path}: {getattr(e, 'strerror', None) or e}",

@@ -264,9 +264,9 @@ def test_session_survives_broken_sinks_and_full_pool():
     s.start()
     time.sleep(0.1)
     r = s.stop(0)
-    assert r["exit_code"] == 0 and len(r["entities"]) == 6
-    assert any("sink broken.on_window" in e for e in r["errors"])
-    assert any("sink broken.close" in e for e in r["errors"])
-    assert r["counters"]["dropped"] >= 2              # 6 cells wanted, 4 available: counted, not fatal
-    with_slcp = [e for e in r["entities"] if e["slcp"]]
-    assert len(with_slcp) == 4 and all(e["slcp"]["step"] > 0 for e in with_slcp)
+    assert r.exit_code == 0 and len(r.entities) == 6
+    assert any("sink broken.on_window" in e for e in r.errors)
+    assert any("sink broken.close" in e for e in r.errors)
+    assert r.counters.dropped >= 2              # 6 cells wanted, 4 available: counted, not fatal
+    with_slcp = [e for e in r.entities if e.slcp is not None]
+    assert len(with_slcp) == 4 and all(e.slcp.step > 0 for e in with_slcp)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.errors import OutputError, UsageError
 from gyroscope.agent.sinks.base import Sink
 
 SINK_HELP = """\
@@ -39,17 +39,17 @@ def build_sinks(args: argparse.Namespace, source: str) -> list[Sink]:
     except OSError as e:
         for s in sinks:
             try:
-                s.close({})
+                s.close(None)
             except Exception:  # noqa: BLE001
                 pass
-        raise GyroscopeError(f"cannot write {e.filename}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write {e.filename}: {e.strerror or e}") from None
     otlp = getattr(args, "otlp", None)
     if otlp is not None and not otlp.startswith(("http://", "https://")):
-        raise GyroscopeError(f"--otlp needs an http:// or https:// endpoint, got {otlp!r}")
+        raise UsageError(f"--otlp needs an http:// or https:// endpoint, got {otlp!r}")
     from gyroscope.agent.sinks.otel import OtelSink, requested_signals
     if requested_signals(otlp):
         try:
             sinks.append(OtelSink.create(otlp))
         except Exception as e:  # noqa: BLE001 - e.g. a malformed OTEL_* variable
-            raise GyroscopeError(f"cannot set up OpenTelemetry export: {type(e).__name__}: {e}") from None
+            raise UsageError(f"cannot set up OpenTelemetry export: {type(e).__name__}: {e}") from None
     return sinks

@@ -19,10 +19,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from gyroscope.agent.result import write_json_atomic
 from gyroscope.agent.sinks.base import Window
+
+if TYPE_CHECKING:
+    from gyroscope.agent.model import SessionResult
 
 _SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
@@ -62,12 +65,15 @@ class StreamSink:
             self._write({"type": "decision", "window": window.index, **d})
         self._f.flush()
 
-    def close(self, result: dict[str, Any]) -> None:
+    def close(self, result: SessionResult | None) -> None:
+        """The closing record: the finished session without its entities and timeline (counted)."""
         if self._f.closed:
             return
         try:
-            self._write({"type": "session", **{k: v for k, v in result.items() if k not in ("entities", "timeline")},
-                         "entities": len(result.get("entities") or [])})
+            if result is not None:
+                doc = result.to_json()
+                self._write({"type": "session", **{k: v for k, v in doc.items() if k not in ("entities", "timeline")},
+                             "entities": len(result.entities)})
             self._f.flush()
             os.fsync(self._f.fileno())
         finally:
@@ -123,12 +129,14 @@ class TraceSink:
                                 "tid": self.AGENT_TID,
                                 "args": {k: v for k, v in d.items() if k != "evidence"}})
 
-    def close(self, result: dict[str, Any]) -> None:
-        for t in result.get("threads") or []:
-            self.threads.setdefault(int(t.get("id", 0)), str(t.get("name", "")))
+    def close(self, result: SessionResult | None) -> None:
+        if result is None:   # the session never started: leave the file as it was
+            return
+        for t in result.threads:
+            self.threads.setdefault(t.id, t.name)
         meta: list[dict[str, Any]] = [
             {"name": "process_name", "ph": "M", "pid": self._pid, "tid": 0,
-             "args": {"name": f"gyroscope: {' '.join(str(c) for c in result.get('command') or [])}"}},
+             "args": {"name": f"gyroscope: {' '.join(result.command)}"}},
             {"name": "thread_name", "ph": "M", "pid": self._pid, "tid": self.AGENT_TID,
              "args": {"name": "gyroscope agent (windows)"}}]
         for tid, tname in sorted(self.threads.items()):
@@ -136,8 +144,7 @@ class TraceSink:
                 meta.append({"name": "thread_name", "ph": "M", "pid": self._pid, "tid": tid,
                              "args": {"name": f"{tname} ({tid})"}})
         write_json_atomic(self.path, {"traceEvents": meta + self.events, "displayTimeUnit": "ms",
-                                      "otherData": {"schema": result.get("schema", ""),
-                                                    "pid": result.get("pid", 0)}})
+                                      "otherData": {"schema": result.schema, "pid": result.pid}})
 
 
 def write_speedscope(path: str | os.PathLike[str],
