@@ -112,17 +112,17 @@ class TraceSink:
             self.events.append({"name": f"wait entity {w.get('entity_id', 0)}", "cat": "wait", "ph": "X",
                                 "ts": self._us(int(w.get("t_ns", window.t_start_ns))),
                                 "dur": max(0.0, int(w.get("duration_ns", 0)) / 1000.0),
-                                "pid": self._pid, "tid": int(w.get("thread", 0) or 0),
+                                "pid": self._pid, "tid": w["thread"],
                                 "args": {"entity_id": w.get("entity_id", 0)}})
         t_end = self._us(window.t_end_ns)
         for e in window.entities:
-            m = e.get("measurements") or {}
+            m = e.get("measurements", {})
             if e.get("kind") == "loop" or m.get("iterations_per_s"):
                 label = f"{e.get('function', '?')}:{e.get('line', 0)}"
                 self.events.append({"name": f"hot {label}", "cat": "hot_loop", "ph": "C", "ts": t_end,
                                     "pid": self._pid, "tid": self.AGENT_TID,
-                                    "args": {"cpu_share": float(m.get("cpu_share", 0.0) or 0.0),
-                                             "iterations_per_s": float(m.get("iterations_per_s", 0.0) or 0.0)}})
+                                    "args": {"cpu_share": float(m.get("cpu_share", 0.0)),
+                                             "iterations_per_s": float(m.get("iterations_per_s", 0.0))}})
         for d in window.decisions:
             self.events.append({"name": f"{d.get('action', '')} {d.get('function', '')}:{d.get('line', 0)}",
                                 "cat": "decision", "ph": "i", "s": "p", "ts": t_end, "pid": self._pid,

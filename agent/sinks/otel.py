@@ -112,7 +112,7 @@ def _capture_sdk_logs() -> _SdkLogCapture:
 
 def _code_attrs(d: dict[str, Any]) -> dict[str, Any]:
     return {"code.function.name": str(d.get("function", "")), "code.file.path": str(d.get("file", "")),
-            "code.line.number": int(d.get("line", 0) or 0)}
+            "code.line.number": int(d.get("line", 0))}
 
 
 def _scalar_attrs(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
@@ -299,8 +299,8 @@ class OtelSink:
                 self._log_decision(d, end_ns)
 
     def _wait_attrs(self, w: dict[str, Any]) -> dict[str, Any]:
-        tid = int(w.get("thread", 0) or 0)
-        attrs: dict[str, Any] = {"thread.id": tid, "gyroscope.entity_id": int(w.get("entity_id", 0) or 0)}
+        tid = w["thread"]
+        attrs: dict[str, Any] = {"thread.id": tid, "gyroscope.entity_id": w["entity_id"]}
         if tid in self._threads:
             attrs["thread.name"] = self._threads[tid]
         return attrs
@@ -308,19 +308,19 @@ class OtelSink:
     def _update_gauges(self, window: Window) -> None:
         with self._lock:
             for e in window.entities:
-                eid = int(e.get("id", 0) or 0)
+                eid = e["id"]
                 g = self._gauges.setdefault(eid, {})
                 g["attrs"] = {"gyroscope.entity_id": eid, "gyroscope.entity_kind": str(e.get("kind", "")),
                               **_code_attrs(e)}
-                m = e.get("measurements") or {}
+                m = e.get("measurements", {})
                 for k in ("iterations_per_s", "cpu_share"):
                     if k in m:
                         g[k] = float(m[k])
-                for k, v in (e.get("scores") or {}).items():
+                for k, v in (e.get("scores", {})).items():
                     if k in ("hot_loop_score", "contention_score"):
                         g[k] = float(v)
             for d in window.decisions:
-                eid = int(d.get("entity_id", 0) or 0)
+                eid = d["entity_id"]
                 g = self._gauges.setdefault(eid, {"attrs": {"gyroscope.entity_id": eid,
                                                             "gyroscope.entity_kind": str(d.get("entity_kind", "")),
                                                             **_code_attrs(d)}})
@@ -355,24 +355,24 @@ class OtelSink:
     @staticmethod
     def _decision_attrs(d: dict[str, Any]) -> dict[str, Any]:
         attrs = {"gyroscope.action": str(d.get("action", "")),
-                 "gyroscope.entity_id": int(d.get("entity_id", 0) or 0),
+                 "gyroscope.entity_id": d["entity_id"],
                  "gyroscope.entity_kind": str(d.get("entity_kind", "")),
-                 "gyroscope.hot_loop_score": float(d.get("hot_loop_score", 0.0) or 0.0),
-                 "gyroscope.contention_score": float(d.get("contention_score", 0.0) or 0.0),
+                 "gyroscope.hot_loop_score": d["hot_loop_score"],
+                 "gyroscope.contention_score": d["contention_score"],
                  **_code_attrs(d)}
-        ev = d.get("evidence") or {}
+        ev = d["evidence"]
         attrs.update(_scalar_attrs("gyroscope.evidence.", ev))
         return attrs
 
     @staticmethod
     def _entity_attrs(e: dict[str, Any]) -> dict[str, Any]:
-        attrs = {"gyroscope.entity_id": int(e.get("id", 0) or 0), "gyroscope.entity_kind": str(e.get("kind", "")),
-                 **_code_attrs(e), **_scalar_attrs("gyroscope.", e.get("measurements") or {}),
-                 **_scalar_attrs("gyroscope.", e.get("slcp") or {}),
-                 **_scalar_attrs("gyroscope.", {k: v for k, v in (e.get("scores") or {}).items()})}
+        attrs = {"gyroscope.entity_id": e["id"], "gyroscope.entity_kind": str(e.get("kind", "")),
+                 **_code_attrs(e), **_scalar_attrs("gyroscope.", e.get("measurements", {})),
+                 **_scalar_attrs("gyroscope.", e.get("slcp", {})),
+                 **_scalar_attrs("gyroscope.", {k: v for k, v in (e.get("scores", {})).items()})}
         if e.get("detail"):
             attrs["gyroscope.detail"] = str(e["detail"])
-        threads = [int(t) for t in e.get("threads") or []]
+        threads = [int(t) for t in e.get("threads", [])]
         if len(threads) == 1:
             attrs["thread.id"] = threads[0]
         elif threads:
@@ -384,7 +384,7 @@ class OtelSink:
 
         body = (f"{d.get('action', '')} {d.get('entity_kind', '')} {d.get('function', '')} "
                 f"({d.get('file', '')}:{d.get('line', 0)})")
-        self._logged.add((str(d.get("action", "")), int(d.get("entity_id", 0) or 0)))
+        self._logged.add((str(d.get("action", "")), d["entity_id"]))
         self._logger.emit(timestamp=ts_ns, observed_timestamp=time.time_ns(), severity_number=SeverityNumber.INFO,
                           severity_text="INFO", body=body, attributes=self._decision_attrs(d),
                           event_name="gyroscope.decision", context=self._session_ctx)
@@ -488,7 +488,7 @@ def _action_attrs(a: Action) -> dict[str, Any]:
 
 def _entity_event_name(e: dict[str, Any]) -> str:
     """'gyroscope.hot_entity' for code that ran, 'gyroscope.contended_entity' for places threads waited."""
-    m = e.get("measurements") or {}
+    m = e.get("measurements", {})
     kind = e.get("kind")
     if kind in ("lock", "wait") and (m.get("wait_s_total", 0) or m.get("samples_waiting", 0)):
         return "gyroscope.contended_entity"
