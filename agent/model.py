@@ -35,7 +35,6 @@ Rules kept by the model:
 from __future__ import annotations
 
 import json
-import math
 import os
 import types
 import typing
@@ -107,8 +106,6 @@ def _dump(v: Any) -> Any:
         return v.to_json()
     if isinstance(v, list):
         return [_dump(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else v
     return v
 
 
@@ -320,6 +317,7 @@ class EntityRecord(_Record):
     detail    for locks and waits, what was waited in ("lock", "sleep", "socket", ...)
     pid       the process it was seen in
     threads   native ids of the threads seen in it
+    measurements   the direct measurements (see Measurements)
     slcp      its kernel record (None: the entity never got a cell)
     scores    the structural scores (None only in v1 files written before they existed)
     """
@@ -573,6 +571,9 @@ class SessionResult(_Record):
             raise SessionFileError(f"not a gyroscope session of schema {SCHEMA} or {SCHEMA_V1} (found {schema!r})")
         if schema == SCHEMA_V1:
             doc = upgrade_v1(doc)
+        elif not doc.get("processes") and "pid" in doc:
+            # a writer that gave only the top-level copy: the main process is made of it
+            doc = {**doc, "processes": [{k: doc[k] for k in cls._MAIN_KEYS if k in doc}]}
         doc = {k: v for k, v in doc.items() if k not in cls._MAIN_KEYS}
         return super(SessionResult, cls).from_json(doc, where)
 

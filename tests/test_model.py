@@ -254,3 +254,23 @@ def test_legacy_attach_error_builds_the_subclass():
         assert type(e) is not errors.AttachError and isinstance(e, errors.AttachError)
         assert e.exit_code == code and e.message == "msg"
         assert EXIT_CODES[type(e)] == code
+
+
+def test_v2_without_processes_takes_the_top_level_copy():
+    doc = fx.model().to_json()
+    doc.pop("processes")
+    s = SessionResult.from_json(doc)
+    assert (s.pid, s.python, s.exit_code, s.command) == (4242, "3.12.1", 0, doc["command"])
+
+
+def test_every_field_is_documented_in_its_class():
+    import dataclasses
+
+    from gyroscope.agent import model
+    classes = [c for c in vars(model).values()
+               if isinstance(c, type) and issubclass(c, model._Record) and c is not model._Record]
+    assert len(classes) >= 15
+    for cls in classes:
+        doc = cls.__doc__ or ""
+        missing = [f.name for f in dataclasses.fields(cls) if f.name != "extra" and f.name not in doc]
+        assert not missing, f"{cls.__name__}: {missing} not documented"
