@@ -403,7 +403,12 @@ class Action(_Record):
 
 @dataclass(slots=True)
 class WaitInterval(_Record):
-    """One wait of one thread, for the report's timeline: `start_s` since the session began."""
+    """One wait of one thread, for the report's timeline.
+
+    thread, pid   the thread (native id) and its process
+    entity_id     the lock or wait entity it waited on
+    start_s       when it began, seconds since the session began; duration_s how long it lasted
+    """
     thread: int
     entity_id: int
     start_s: float
@@ -414,7 +419,15 @@ class WaitInterval(_Record):
 
 @dataclass(slots=True)
 class OtlpExport(_Record):
-    """What the OTLP exporter did (agent/sinks/otel.py): items exported, failed, dropped."""
+    """What the OTLP exporter did (agent/sinks/otel.py).
+
+    endpoint, signals        where it exported and which signals ("traces", "metrics", "logs")
+    spans, metrics, logs     items the endpoint accepted
+    dropped, failed          items lost in full queues / refused or unanswered
+    flush_timed_out          the flush at exit gave up after its budget
+    emitted                  {"spans": n, "logs": n} handed to the SDK
+    sdk_warnings             warnings the SDK logged (kept off the program's stderr)
+    """
     endpoint: str = ""
     signals: list[str] = field(default_factory=list)
     spans: int = 0
@@ -430,14 +443,15 @@ class OtlpExport(_Record):
 
 @dataclass(slots=True)
 class Export(_Record):
-    """Results of the live exporters (present when one ran)."""
+    """Results of the live exporters (present when one ran): otlp, see OtlpExport."""
     otlp: OtlpExport | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class SpeedscopeInfo(_Record):
-    """attach --speedscope: where, distinct stacks written, samples merged past the stack cap."""
+    """attach --speedscope: `path` of the file, `stacks` distinct stacks written, `samples_merged`
+    samples merged into others past the cap of distinct stacks."""
     path: str = ""
     stacks: int = 0
     samples_merged: int = 0
@@ -476,7 +490,7 @@ class AttachInfo(_Record):
 
 @dataclass(slots=True)
 class AgentInfo(_Record):
-    """gyroscope itself: its CPU time while watching and its version."""
+    """gyroscope itself: `cpu_s` its CPU time while watching, `version` its version."""
     cpu_s: float = 0.0
     version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
