@@ -131,6 +131,11 @@ def _load(tp: Any, v: Any, where: str) -> Any:
         if not isinstance(v, list):
             raise SessionFileError(f"{where} must be a list, not {_jtype(v)}")
         (item,) = typing.get_args(tp)
+        # fast paths for the 64-bin histograms and spectra (the bulk of a session file)
+        if item is int and all(type(x) is int for x in v):
+            return list(v)
+        if item is float and all(type(x) is float for x in v):
+            return list(v)
         return [_load(item, x, f"{where}[{i}]") for i, x in enumerate(v)]
     if origin is dict:
         if not isinstance(v, dict):

@@ -15,6 +15,7 @@ once more at the end. At 5 Hz that pass alone would cost the program about 1% of
 from __future__ import annotations
 
 import os
+import platform
 import threading
 import time
 from typing import Any
@@ -71,7 +72,6 @@ class Session:
         self._cycle_counters = {"events": 0, "raw_events": 0, "samples": 0, "dropped": 0}
         self._cycle_threads: dict[int, str] = {}
         self._cycle_waits: list[dict[str, Any]] = []
-        import platform
         self.source_name = str(getattr(source, "name", "run"))
         # the main process of the session; attach fills in the target's python when py-spy says it
         self.process = ProcessRecord(pid=os.getpid() if pid is None else pid, command=list(command or []),
