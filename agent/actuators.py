@@ -44,7 +44,11 @@ from __future__ import annotations
 import math
 import os
 import sysconfig
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from gyroscope.agent.model import Decision, EntityRecord, Measurements, Scores, Slcp
 
 HOT = "specialize_hot_loop"
 CONTENTION = "mitigate_contention"
@@ -103,7 +107,8 @@ def structural_action(hot: float, contention: float) -> str:
 
 
 def structural_inputs(slcp: dict[str, Any]) -> tuple[float, float, float]:
-    """(support, entropy, peak) of an SLCP record; computed from the raw histograms when the
+    """(support, entropy, peak) of an SLCP record as a dict (a kernel record of cyext, or
+    Slcp.to_json()); computed from the raw histograms when the
     derived fields are absent (chi_hist64, shell_hist7, spectral64, valid_len)."""
     support = slcp.get("chi_support_ratio")
     if support is None and slcp.get("chi_hist64") is not None:
@@ -135,18 +140,28 @@ def profile_entity(slcp: dict[str, Any]) -> dict[str, Any]:
             "chi_support_ratio": s, "shell_entropy": h, "spectral_peak_ratio": p}
 
 
-def _num(m: dict[str, Any], key: str) -> float:
-    try:
-        v = float(m.get(key, 0) or 0)
-    except (TypeError, ValueError):
-        return 0.0
-    return 0.0 if math.isnan(v) else v
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Session-wide facts the rule needs: wall time so far, threads seen, stack samples taken."""
+    duration_s: float = 0.0
+    threads: int = 1
+    samples: int = 0
+    windows: int = 0
+    source: str = "run"
+    window_s: float = 0.0
 
 
-def is_own_code(entity: dict[str, Any]) -> bool:
+def scores_of(slcp: Slcp | None) -> Scores:
+    """The structural scores of an entity's SLCP record (spec 002 §25.1), for EntityRecord.scores."""
+    prof = profile_entity(slcp.to_json() if slcp is not None else {})
+    return Scores(hot_loop_score=prof["hot_loop_score"], contention_score=prof["contention_score"],
+                  action_structural=prof["action"])
+
+
+def is_own_code(entity: EntityRecord) -> bool:
     """Defensive: decisions only target the program's own code (a real file, not the standard
     library, site-packages, a frozen module, or gyroscope itself)."""
-    f = str(entity.get("file") or "")
+    f = entity.file
     if not f or f.startswith(_NOT_OWN_CODE):
         return False
     norm = os.path.abspath(f)
@@ -155,39 +170,42 @@ def is_own_code(entity: dict[str, Any]) -> bool:
     return not any(norm.startswith(root + os.sep) for root in _FOREIGN_ROOTS)
 
 
-def _measure_evidence(m: dict[str, Any], context: dict[str, Any]) -> dict[str, float]:
-    samples = max(_num(context, "samples"), 0.0)
-    duration = max(_num(context, "duration_s"), 0.0)
-    threads = max(_num(context, "threads"), 1.0)
-    running = _num(m, "samples_running")
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+def _measure_evidence(m: Measurements, context: Context) -> dict[str, Any]:
+    samples = max(context.samples, 0)
+    duration = max(_finite(context.duration_s), 0.0)
+    threads = max(context.threads, 1)
     thread_time = duration * threads
     return {
-        "cpu_share": round(_num(m, "cpu_share"), 4),
-        "running_share": round(_running_share(m, running, samples, duration), 4),
-        "samples_running": int(running),
-        "iterations": int(_num(m, "iterations")),
-        "iterations_per_s": round(_num(m, "iterations_per_s"), 1),
-        "calls": int(_num(m, "calls")),
-        "wait_s_total": round(_num(m, "wait_s_total"), 6),
-        "wait_s_mean": round(_num(m, "wait_s_mean"), 6),
-        "waits": int(_num(m, "waits")),
-        "waiting_threads": int(_num(m, "waiting_threads")),
-        "wait_share": round(_num(m, "wait_s_total") / thread_time, 4) if thread_time > 0 else 0.0,
+        "cpu_share": round(_finite(m.cpu_share), 4),
+        "running_share": round(_running_share(m, samples, duration), 4),
+        "samples_running": m.samples_running,
+        "iterations": m.iterations,
+        "iterations_per_s": round(_finite(m.iterations_per_s), 1),
+        "calls": m.calls,
+        "wait_s_total": round(_finite(m.wait_s_total), 6),
+        "wait_s_mean": round(_finite(m.wait_s_mean), 6),
+        "waits": m.waits,
+        "waiting_threads": m.waiting_threads,
+        "wait_share": round(_finite(m.wait_s_total) / thread_time, 4) if thread_time > 0 else 0.0,
         "session_duration_s": round(duration, 3),
-        "session_threads": int(threads),
-        "session_samples": int(samples),
+        "session_threads": threads,
+        "session_samples": samples,
     }
 
 
-def _running_share(m: dict[str, Any], running: float, samples: float, duration: float) -> float:
+def _running_share(m: Measurements, samples: int, duration: float) -> float:
     """Share of the session's wall time the entity ran: sampled running seconds / duration when the
-    session reports them (run_s_total), else running samples / the session's samples."""
-    if "run_s_total" in m and duration > 0:
-        return _num(m, "run_s_total") / duration
-    return running / samples if samples > 0 else 0.0
+    source measures them (run_s_total), else running samples / the session's samples."""
+    if m.run_s_total is not None and duration > 0:
+        return _finite(m.run_s_total) / duration
+    return m.samples_running / samples if samples > 0 else 0.0
 
 
-def measured_action(kind: str, ev: dict[str, float]) -> str:
+def measured_action(kind: str, ev: dict[str, Any]) -> str:
     """The measurement half of the rule (module docstring)."""
     if kind in HOT_KINDS and (ev["cpu_share"] >= HOT_MIN_CPU_SHARE and ev["running_share"] >= HOT_MIN_RUNNING_SHARE
                               and ev["samples_running"] >= HOT_MIN_SAMPLES):
@@ -199,68 +217,61 @@ def measured_action(kind: str, ev: dict[str, float]) -> str:
     return OBSERVE
 
 
-def decide(entities: list[dict[str, Any]], context: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return DECISION dicts (see agent/result.py) for the entities that warrant an action.
+def decide(entities: Sequence[EntityRecord], context: Context) -> list[Decision]:
+    """The decisions the entities warrant (never `observe`), most confident first per action.
 
-    `entities` are ENTITY dicts (measurements + slcp); `context` carries session-wide facts
-    (duration_s, windows, threads, samples). Adds a "scores" dict to each entity.
-    """
-    context = context or {}
-    out: list[dict[str, Any]] = []
+    A pure function of its inputs: the records are read, never written (their `scores` are set
+    when they are built, agent/session.py); `context` carries the session-wide facts."""
+    out: list[Decision] = []
     for ent in entities:
-        prof = profile_entity(ent.get("slcp") or {})
-        ent["scores"] = {"hot_loop_score": prof["hot_loop_score"], "contention_score": prof["contention_score"],
-                         "action_structural": prof["action"]}
-        kind = str(ent.get("kind", ""))
         if not is_own_code(ent):
             continue
-        ev = _measure_evidence(ent.get("measurements") or {}, context)
-        action = measured_action(kind, ev)
+        prof = profile_entity(ent.slcp.to_json() if ent.slcp is not None else {})
+        ev = _measure_evidence(ent.measurements, context)
+        action = measured_action(ent.kind, ev)
         if action == OBSERVE:
             continue
         ev.update({"chi_support_ratio": round(prof["chi_support_ratio"], 4),
                    "shell_entropy": round(prof["shell_entropy"], 4),
                    "spectral_peak_ratio": round(prof["spectral_peak_ratio"], 4),
                    "action_structural": prof["action"],
-                   "kernel_step": int(_num(ent.get("slcp") or {}, "step")),
+                   "kernel_step": ent.slcp.step if ent.slcp is not None else 0,
                    "rule": _RULE_TEXT[action]})
-        out.append({"action": action, "entity_id": int(ent.get("id", 0) or 0), "entity_kind": kind,
-                    "file": str(ent.get("file", "")), "function": str(ent.get("function", "")),
-                    "line": int(ent.get("line", 0) or 0),
-                    "hot_loop_score": prof["hot_loop_score"], "contention_score": prof["contention_score"],
-                    "evidence": ev})
+        out.append(Decision(action=action, entity_id=ent.id, entity_kind=ent.kind, file=ent.file,
+                            function=ent.function, line=ent.line, pid=ent.pid,
+                            hot_loop_score=prof["hot_loop_score"], contention_score=prof["contention_score"],
+                            evidence=ev))
     out = _drop_idle_loops(_drop_lock_churn(_drop_enclosing_functions(out), entities), entities, context)
-    out.sort(key=lambda d: (d["action"], -(d["hot_loop_score"] if d["action"] == HOT else d["contention_score"]),
-                            d["entity_id"]))
+    out.sort(key=lambda d: (d.action, -(d.hot_loop_score if d.action == HOT else d.contention_score), d.entity_id))
     return out
 
 
-def _drop_enclosing_functions(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _drop_enclosing_functions(decisions: list[Decision]) -> list[Decision]:
     """A hot function whose own hot loop already has a decision adds nothing: keep the loop."""
-    hot_loops = {(d["file"], d["function"]) for d in decisions if d["action"] == HOT and d["entity_kind"] == "loop"}
+    hot_loops = {(d.pid, d.file, d.function) for d in decisions if d.action == HOT and d.entity_kind == "loop"}
     return [d for d in decisions
-            if not (d["action"] == HOT and d["entity_kind"] == "function" and (d["file"], d["function"]) in hot_loops)]
+            if not (d.action == HOT and d.entity_kind == "function" and (d.pid, d.file, d.function) in hot_loops)]
 
 
-def _drop_lock_churn(decisions: list[dict[str, Any]], entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _drop_lock_churn(decisions: list[Decision], entities: Sequence[EntityRecord]) -> list[Decision]:
     """A loop that encloses a contended lock (same function, starts on or before the lock's line,
     runs in threads that wait on that lock) spends its running time handing the lock over, not
     computing: the action there is contention, not specialization."""
-    threads = {int(e.get("id", 0) or 0): set(e.get("threads") or ()) for e in entities}
-    locks = [d for d in decisions if d["action"] == CONTENTION]
+    threads = {e.id: set(e.threads) for e in entities}
+    locks = [d for d in decisions if d.action == CONTENTION]
     keep = []
     for d in decisions:
-        churn = d["action"] == HOT and any(
-            k["file"] == d["file"] and k["function"] == d["function"] and d["line"] <= k["line"]
-            and (not threads.get(d["entity_id"]) or threads.get(d["entity_id"], set()) & threads.get(k["entity_id"], set()))
+        mine = threads.get(d.entity_id, set())
+        churn = d.action == HOT and any(
+            k.pid == d.pid and k.file == d.file and k.function == d.function and d.line <= k.line
+            and (not mine or mine & threads.get(k.entity_id, set()))
             for k in locks)
-        if churn:
-            continue
-        keep.append(d)
+        if not churn:
+            keep.append(d)
     return keep
 
 
-def idle_share(decision: dict[str, Any], entities: list[dict[str, Any]], context: dict[str, Any]) -> float:
+def idle_share(decision: Decision, entities: Sequence[EntityRecord], context: Context) -> float:
     """How idle the threads of a hot-loop candidate are, from the entities of its function that share
     a thread with it: the larger of
       - session-relative: the largest wait_s_total / (duration_s x threads) of a wait or lock entity
@@ -269,37 +280,36 @@ def idle_share(decision: dict[str, Any], entities: list[dict[str, Any]], context
         and lock entities and its loops and function entity (a function that holds a lock and then
         sleeps: it is the only code running, so its CPU share is high, yet it is blocked almost
         all the time it is on the stack)."""
-    duration = _num(context, "duration_s")
-    mine = next((set(e.get("threads") or ()) for e in entities if int(e.get("id", 0) or 0) == decision["entity_id"]),
-                set())
+    duration = _finite(context.duration_s)
+    mine = next((set(e.threads) for e in entities if e.id == decision.entity_id), set())
     best = blocked = ran = 0.0
     ran_known = False
     for e in entities:
-        if e.get("file") != decision["file"] or e.get("function") != decision["function"]:
+        if e.pid != decision.pid or e.file != decision.file or e.function != decision.function:
             continue
-        threads = set(e.get("threads") or ())
+        threads = set(e.threads)
         if mine and threads and not (mine & threads):
             continue
-        m = e.get("measurements") or {}
-        if e.get("kind") in ("wait", "lock"):
-            blocked += _num(m, "wait_s_total")
+        m = e.measurements
+        if e.kind in ("wait", "lock"):
+            blocked += _finite(m.wait_s_total)
             if duration > 0:
-                best = max(best, _num(m, "wait_s_total") / (duration * max(len(threads), 1)))
-        elif e.get("kind") in HOT_KINDS and "run_s_total" in m:
-            ran += _num(m, "run_s_total")
+                best = max(best, _finite(m.wait_s_total) / (duration * max(len(threads), 1)))
+        elif e.kind in HOT_KINDS and m.run_s_total is not None:
+            ran += _finite(m.run_s_total)
             ran_known = True
     if ran_known and blocked + ran > 0:
         best = max(best, blocked / (blocked + ran))
     return best
 
 
-def _drop_idle_loops(decisions: list[dict[str, Any]], entities: list[dict[str, Any]],
-                     context: dict[str, Any]) -> list[dict[str, Any]]:
+def _drop_idle_loops(decisions: list[Decision], entities: Sequence[EntityRecord],
+                     context: Context) -> list[Decision]:
     keep = []
     for d in decisions:
-        if d["action"] == HOT:
+        if d.action == HOT:
             idle = idle_share(d, entities, context)
-            d["evidence"]["idle_share"] = round(idle, 4)
+            d.evidence["idle_share"] = round(idle, 4)
             if idle >= HOT_MAX_IDLE_SHARE:
                 continue
         keep.append(d)

@@ -9,14 +9,15 @@ import threading
 import time
 from typing import Any, TextIO
 
-from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.errors import AttachError, GyroscopeError
+from gyroscope.agent.model import AttachInfo
 from gyroscope.agent.options import positive_float
 
 DESCRIPTION = """\
 Attach to a running Python process and watch it with py-spy (no change to the target, no
 restart): which loops are hot, which locks its threads wait on. Runs until --duration ends,
 Ctrl-C, or the target exits; then prints a summary to stderr and, with --json PATH, writes the
-session result (schema gyroscope.session/1, "source": "attach").
+session result (schema gyroscope.session/2, "source": "attach").
 
 Two py-spy streams watch the target: `py-spy record` (non-blocking, --rate, default 100 Hz)
 sees where the thread holding the GIL runs, and `py-spy dump` (--wait-rate, default 10 Hz;
@@ -104,13 +105,12 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         sinks = build_sinks(args, "attach")
+        # python: the target's, filled in below when py-spy says it (before any sink closes)
         session = make_session(Session, source, sinks, window_s=args.window, command=command,
-                               ledger=getattr(args, "ledger", None))
+                               ledger=getattr(args, "ledger", None), pid=pid, python="")
     except BaseException:
         source.stop()   # never leave py-spy attached to the target
         raise
-    session.result["pid"] = pid
-    session.result["python"] = ""   # the target's, filled in below when py-spy says it
 
     stop = threading.Event()
     interrupted = []
@@ -133,30 +133,34 @@ def main(args: argparse.Namespace) -> int:
                 timeout = min(timeout, left)
             stop.wait(timeout)
             live.update(source)
-        result = session.stop(None)
+        # the result is completed first (the target's python, the attach block, py-spy's failure),
+        # then the sinks close: the --stream file's closing record and the OTLP session span see it all
+        result = session.finish(None)
         version_thread.join(timeout=2.0)
-        result["python"] = (version[0] if version and version[0] else "") or version_hint
+        result.main.python = (version[0] if version and version[0] else "") or version_hint
+        status = 0
+        if source.failure and not source.target_exited:
+            if not any(source.failure in e for e in result.errors):
+                result.errors.append(f"py-spy: {source.failure}")
+            status = EXIT_PYSPY_FAILED
+        result.attach = AttachInfo(
+            target_exited=source.target_exited, interrupted=bool(interrupted), samples=source.total_samples,
+            rate_hz=args.rate, wait_rate_hz=args.wait_rate,
+            record_chunks=source.record.chunks if source.record else 0,
+            record_sampling_errors=source.record.sampling_errors if source.record else 0,
+            record_empty_chunks=source.empty_chunks, py_spy=py_spy)
+        session.close_sinks(result)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         live.clear()
 
-    status = 0
-    if source.failure and not source.target_exited:
-        print(f"gyroscope: error: py-spy stopped working: {_scrub_temp(source.failure)} (results so far are kept)",
-              file=sys.stderr)
-        if not any(source.failure in e for e in result["errors"]):
-            result["errors"].append(f"py-spy: {source.failure}")
-        status = EXIT_PYSPY_FAILED
-    result["attach"] = {"target_exited": source.target_exited, "interrupted": bool(interrupted),
-                        "samples": source.total_samples, "rate_hz": args.rate,
-                        "wait_rate_hz": args.wait_rate, "record_chunks": source.record.chunks if source.record else 0,
-                        "record_sampling_errors": source.record.sampling_errors if source.record else 0,
-                        "record_empty_chunks": source.empty_chunks, "py_spy": py_spy}
+    if status:
+        print(f"gyroscope: error: py-spy stopped working: {_scrub_temp(source.failure or '')} "
+              "(results so far are kept)", file=sys.stderr)
     if json_path:
         try:
-            from gyroscope.agent.result import write_json_atomic
-            write_json_atomic(json_path, result)
+            result.save(json_path)
         except OSError as e:
             print(f"gyroscope: error: cannot write {json_path}: {e.strerror or e}", file=sys.stderr)
             status = status or 2
@@ -228,7 +232,7 @@ def _version_from_proc(pid: int) -> str:
 
 
 def _version(py_spy: str, pid: int, out: list[str]) -> None:
-    from gyroscope.bridges.pyspy import AttachError, python_version
+    from gyroscope.bridges.pyspy import python_version
     try:
         v = python_version(py_spy, pid)
     except AttachError:

@@ -6,8 +6,39 @@ import argparse
 import importlib
 import sys
 
-from gyroscope.agent import __version__
+from gyroscope.agent import __version__, errors
 from gyroscope.agent.errors import GyroscopeError
+
+# The one place where an error class becomes an exit code (the numbers each command's --help
+# documents). The most specific class wins; GyroscopeError itself is 2 (bad input).
+EXIT_NO_SUCH_PID = 3
+EXIT_PERMISSION = 4
+EXIT_NOT_PYTHON = 5
+EXIT_NO_PYSPY = 6
+EXIT_UNSUPPORTED_PYTHON = 7
+EXIT_PYSPY_FAILED = 8
+EXIT_CODES: dict[type[GyroscopeError], int] = {
+    errors.UsageError: 2,
+    errors.InputError: 2,
+    errors.OutputError: 2,
+    errors.ProgramNotFound: 1,
+    errors.NoSuchProcess: EXIT_NO_SUCH_PID,
+    errors.PermissionDenied: EXIT_PERMISSION,
+    errors.NotPython: EXIT_NOT_PYTHON,
+    errors.PySpyNotFound: EXIT_NO_PYSPY,
+    errors.UnsupportedPython: EXIT_UNSUPPORTED_PYTHON,
+    errors.PySpyFailed: EXIT_PYSPY_FAILED,
+    errors.AttachError: EXIT_PYSPY_FAILED,
+    GyroscopeError: 2,
+}
+
+
+def exit_code_for(error: GyroscopeError) -> int:
+    """The exit code of an error: the entry of its nearest class in EXIT_CODES."""
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 2
 
 # (name, module, one-line help). A module that is missing is reported cleanly, not with a traceback.
 COMMANDS = [

@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.errors import InputError, OutputError, SessionFileError
+from gyroscope.agent.model import Decision, EntityRecord, SessionResult
 from gyroscope.agent.options import positive_float
-from gyroscope.agent.result import ResultError, load_result, write_json_atomic
+from gyroscope.agent.result import write_json_atomic
 
 DESCRIPTION = __doc__
 ACTIONS = ("specialize_hot_loop", "mitigate_contention")
@@ -47,48 +48,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---- manifest -----------------------------------------------------------------------------
 def load_manifest(path: str) -> list[dict[str, Any]]:
-    """Read and check a manifest; raise GyroscopeError (one line) on any problem."""
+    """Read and check a manifest; raise InputError (one line) on any problem."""
     p = Path(path)
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise GyroscopeError(f"no such manifest: {path}", 2) from None
+        raise InputError(f"no such manifest: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise GyroscopeError(f"cannot read manifest {path}: {e}", 2) from None
+        raise InputError(f"cannot read manifest {path}: {e}") from None
     except json.JSONDecodeError as e:
-        raise GyroscopeError(f"manifest {path} is not valid JSON (line {e.lineno}: {e.msg})", 2) from None
+        raise InputError(f"manifest {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("workloads"), list):
-        raise GyroscopeError(f"manifest {path}: missing key 'workloads' (a list)", 2)
+        raise InputError(f"manifest {path}: missing key 'workloads' (a list)")
     if not doc["workloads"]:
-        raise GyroscopeError(f"manifest {path}: 'workloads' is empty", 2)
+        raise InputError(f"manifest {path}: 'workloads' is empty")
     base = p.resolve().parent
     out = []
     for i, w in enumerate(doc["workloads"]):
         where = f"manifest {path}: workload #{i + 1}"
         if not isinstance(w, dict):
-            raise GyroscopeError(f"{where} is not an object", 2)
+            raise InputError(f"{where} is not an object")
         for key in ("script", "expect", "forbid"):
             if key not in w:
-                raise GyroscopeError(f"{where}: missing key {key!r}", 2)
+                raise InputError(f"{where}: missing key {key!r}")
         if not isinstance(w["script"], str) or not w["script"]:
-            raise GyroscopeError(f"{where}: 'script' must be a non-empty string", 2)
+            raise InputError(f"{where}: 'script' must be a non-empty string")
         script = (base / w["script"]).resolve()
         if not script.is_file():
-            raise GyroscopeError(f"{where}: script not found: {script}", 2)
+            raise InputError(f"{where}: script not found: {script}")
         if not isinstance(w["expect"], list) or not all(
                 isinstance(e, dict) and isinstance(e.get("action"), str) and isinstance(e.get("function"), str)
                 for e in w["expect"]):
-            raise GyroscopeError(f"{where} ({w['script']}): 'expect' must be a list of "
-                                 "{{\"action\": str, \"function\": str}}", 2)
+            raise InputError(f"{where} ({w['script']}): 'expect' must be a list of "
+                                 "{{\"action\": str, \"function\": str}}")
         if not isinstance(w["forbid"], list) or not all(isinstance(a, str) for a in w["forbid"]):
-            raise GyroscopeError(f"{where} ({w['script']}): 'forbid' must be a list of action names", 2)
+            raise InputError(f"{where} ({w['script']}): 'forbid' must be a list of action names")
         for a in [e["action"] for e in w["expect"]] + list(w["forbid"]):
             if a not in ACTIONS:
-                raise GyroscopeError(f"{where} ({w['script']}): unknown action {a!r} "
-                                     f"(expected one of {', '.join(ACTIONS)})", 2)
+                raise InputError(f"{where} ({w['script']}): unknown action {a!r} "
+                                     f"(expected one of {', '.join(ACTIONS)})")
         args = w.get("args", [])
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-            raise GyroscopeError(f"{where} ({w['script']}): 'args' must be a list of strings", 2)
+            raise InputError(f"{where} ({w['script']}): 'args' must be a list of strings")
         out.append({"name": w["script"], "script": str(script), "args": list(args),
                     "expect": list(w["expect"]), "forbid": list(w["forbid"])})
     return out
@@ -105,41 +106,40 @@ def function_matches(expected: str, found: str) -> bool:
     return len(e) <= len(f) and f[-len(e):] == e
 
 
-def score(workload: dict[str, Any], decisions: list[dict[str, Any]]) -> dict[str, Any]:
+def score(workload: dict[str, Any], decisions: list[Decision]) -> dict[str, Any]:
     """Pass/fail of one workload's decisions against its expect and forbid lists."""
     missing = [e for e in workload["expect"]
-               if not any(d.get("action") == e["action"] and function_matches(e["function"], str(d.get("function", "")))
-                          for d in decisions)]
-    forbidden = [d for d in decisions if d.get("action") in workload["forbid"]]
+               if not any(d.action == e["action"] and function_matches(e["function"], d.function) for d in decisions)]
+    forbidden = [d for d in decisions if d.action in workload["forbid"]]
     return {"pass": not missing and not forbidden, "missing": missing,
             "forbidden": [_short(d) for d in forbidden], "found": [_short(d) for d in decisions]}
 
 
-def _short(d: dict[str, Any]) -> dict[str, Any]:
-    return {"action": d.get("action"), "function": d.get("function"), "line": d.get("line"),
-            "entity_kind": d.get("entity_kind")}
+def _short(d: Decision) -> dict[str, Any]:
+    return {"action": d.action, "function": d.function, "line": d.line, "entity_kind": d.entity_kind}
 
 
-def naive_decisions(result: dict[str, Any]) -> list[dict[str, Any]]:
+def naive_decisions(result: SessionResult) -> list[Decision]:
     """The baseline: the own-code loop/function with the most CPU (cpu_share >= 0.1) is a hot loop;
     any lock or wait entity with blocked time is contention."""
     from gyroscope.agent.actuators import is_own_code
 
-    ents = [e for e in result.get("entities", []) if isinstance(e, dict) and is_own_code(e)]
-    out: list[dict[str, Any]] = []
-    code = [e for e in ents if e.get("kind") in ("loop", "function")]
+    ents = [e for e in result.entities if is_own_code(e)]
+    out: list[Decision] = []
+    code = [e for e in ents if e.kind in ("loop", "function")]
     if code:
-        top = max(code, key=lambda e: float((e.get("measurements") or {}).get("cpu_share", 0) or 0))
-        if float((top.get("measurements") or {}).get("cpu_share", 0) or 0) >= BASELINE_MIN_CPU_SHARE:
-            out.append({"action": "specialize_hot_loop", **_where(top)})
+        top = max(code, key=lambda e: e.measurements.cpu_share)
+        if top.measurements.cpu_share >= BASELINE_MIN_CPU_SHARE:
+            out.append(_naive("specialize_hot_loop", top))
     for e in ents:
-        if e.get("kind") in ("lock", "wait") and float((e.get("measurements") or {}).get("wait_s_total", 0) or 0) > 0:
-            out.append({"action": "mitigate_contention", **_where(e)})
+        if e.kind in ("lock", "wait") and e.measurements.wait_s_total > 0:
+            out.append(_naive("mitigate_contention", e))
     return out
 
 
-def _where(e: dict[str, Any]) -> dict[str, Any]:
-    return {"function": e.get("function", ""), "line": e.get("line", 0), "entity_kind": e.get("kind", "")}
+def _naive(action: str, e: EntityRecord) -> Decision:
+    return Decision(action=action, entity_id=e.id, entity_kind=e.kind, file=e.file, function=e.function,
+                    line=e.line, pid=e.pid)
 
 
 # ---- running one workload -----------------------------------------------------------------
@@ -154,7 +154,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_workload(w: dict[str, Any], mode: str, timeout: float, tmpdir: str) -> tuple[dict[str, Any] | None, str]:
+def run_workload(w: dict[str, Any], mode: str, timeout: float, tmpdir: str) -> tuple[SessionResult | None, str]:
     """Watch one workload; return (session result, error text)."""
     out = os.path.join(tmpdir, f"{abs(hash((w['script'], mode, time.monotonic_ns())))}.json")
     cwd = os.path.dirname(w["script"])
@@ -185,8 +185,8 @@ def run_workload(w: dict[str, Any], mode: str, timeout: float, tmpdir: str) -> t
     except OSError as e:
         return None, f"cannot start: {e}"
     try:
-        return load_result(out), ""
-    except ResultError as e:
+        return SessionResult.load(out), ""
+    except SessionFileError as e:
         # never name our temporary session file: say what happened in the workload's terms
         last = [ln.replace(out, "its session file") for ln in (err or "").strip().splitlines() if ln.strip()]
         if last:
@@ -207,14 +207,14 @@ def evaluate(workloads: list[dict[str, Any]], mode: str, timeout: float, progres
         for i, w in enumerate(workloads):
             t0 = time.monotonic()
             result, error = run_workload(w, mode, timeout, tmp)
-            decisions = result.get("decisions", []) if result else []
+            decisions = result.decisions if result else []
             agent = score(w, decisions) if result else {"pass": False, "missing": w["expect"], "forbidden": [],
                                                         "found": []}
             naive = score(w, naive_decisions(result)) if result else dict(agent)
             row = {"workload": w["name"], "pass": agent["pass"], "error": error, "expect": w["expect"],
                    "forbid": w["forbid"], "agent": agent, "naive": naive,
-                   "evidence": [{"action": d.get("action"), "function": d.get("function"), "line": d.get("line"),
-                                 **(d.get("evidence") or {})} for d in decisions],
+                   "evidence": [{"action": d.action, "function": d.function, "line": d.line, **d.evidence}
+                                for d in decisions],
                    "duration_s": round(time.monotonic() - t0, 2)}
             rows.append(row)
             if progress is not None:
@@ -267,5 +267,5 @@ def main(args: argparse.Namespace) -> int:
         try:
             write_json_atomic(args.json, report)
         except OSError as e:
-            raise GyroscopeError(f"cannot write {args.json}: {e.strerror or e}", 2) from None
+            raise OutputError(f"cannot write {args.json}: {e}") from None
     return 0 if report["passed"] == report["workloads"] else 1

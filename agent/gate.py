@@ -66,8 +66,8 @@ def strength(ent: dict[str, Any], emitted: dict[str, Any] | None) -> float:
     """The strongest change of the entity's signals since its last emission, in [0, 1]."""
     if not emitted:
         return 1.0
-    m, pm = ent.get("measurements") or {}, emitted.get("measurements") or {}
-    sc, psc = ent.get("scores") or {}, emitted.get("scores") or {}
+    m, pm = ent.get("measurements", {}), emitted.get("measurements", {})
+    sc, psc = ent.get("scores", {}), emitted.get("scores", {})
     parts = [abs(_f(m, k) - _f(pm, k)) for k in _ABS_FIELDS]
     parts += [abs(_f(sc, k) - _f(psc, k)) for k in ("hot_loop_score", "contention_score")]
     for k in _REL_FIELDS:
@@ -78,7 +78,7 @@ def strength(ent: dict[str, Any], emitted: dict[str, Any] | None) -> float:
 
 
 def r_score(ent: dict[str, Any], emitted: dict[str, Any] | None) -> float:
-    return alignment(ent.get("slcp") or {}, (emitted or {}).get("slcp")) * strength(ent, emitted)
+    return alignment(ent.get("slcp", {}), (emitted or {}).get("slcp")) * strength(ent, emitted)
 
 
 def delta(ent: dict[str, Any], last: dict[str, Any] | None) -> dict[str, Any]:
@@ -128,7 +128,7 @@ class PhaseGate:
     # ---- the gate conditions ----------------------------------------------------------------
     def _observe(self, st: _State, ent: dict[str, Any]) -> None:
         st.keys = (st.keys + [int(_f(ent.get("slcp"), "resonance_key"))])[-NOISE_WINDOW - 1:]
-        st.actions = (st.actions + [str((ent.get("scores") or {}).get("action_structural", ""))])[-NOISE_WINDOW:]
+        st.actions = (st.actions + [str((ent.get("scores", {})).get("action_structural", ""))])[-NOISE_WINDOW:]
 
     @staticmethod
     def coherent(st: _State) -> bool:
@@ -158,7 +158,7 @@ class PhaseGate:
         self.bytes_ungated += _size(entities) + _size(decisions)
         out_e: list[dict[str, Any]] = []
         for ent in entities:
-            eid = int(ent.get("id", 0) or 0)
+            eid = ent["id"]
             st = self._state.setdefault(eid, _State())
             self._observe(st, ent)
             st.latest = json.loads(json.dumps(ent, default=str))
@@ -170,7 +170,7 @@ class PhaseGate:
             else:
                 self.held += 1
         if final:  # flush what was held for entities not observed in this cycle
-            seen = {int(e.get("id", 0) or 0) for e in entities}
+            seen = {e["id"] for e in entities}
             for eid, st in self._state.items():
                 if eid not in seen and st.latest is not None and st.latest is not st.emitted:
                     d = delta(st.latest, st.emitted)
@@ -197,8 +197,8 @@ class PhaseGate:
 
     def _decisions(self, entities: list[dict[str, Any]], decisions: list[dict[str, Any]],
                    final: bool) -> list[dict[str, Any]]:
-        by_id = {int(d.get("entity_id", 0) or 0): d for d in decisions}
-        observed = {int(e.get("id", 0) or 0): e for e in entities}
+        by_id = {d["entity_id"]: d for d in decisions}
+        observed = {e["id"]: e for e in entities}
         for eid in by_id:
             observed.setdefault(eid, {"id": eid})
         out: list[dict[str, Any]] = []
@@ -234,10 +234,10 @@ class PhaseGate:
 
 def _withdrawn(ent: dict[str, Any], st: _State) -> dict[str, Any]:
     prev = st.pending_decision or {}
-    return {"action": "observe", "entity_id": int(ent.get("id", 0) or prev.get("entity_id", 0) or 0),
+    return {"action": "observe", "entity_id": ent["id"],
             "entity_kind": ent.get("kind", prev.get("entity_kind", "")),
             "file": ent.get("file", prev.get("file", "")), "function": ent.get("function", prev.get("function", "")),
             "line": ent.get("line", prev.get("line", 0)),
-            "hot_loop_score": (ent.get("scores") or {}).get("hot_loop_score", 0.0),
-            "contention_score": (ent.get("scores") or {}).get("contention_score", 0.0),
+            "hot_loop_score": (ent.get("scores", {})).get("hot_loop_score", 0.0),
+            "contention_score": (ent.get("scores", {})).get("contention_score", 0.0),
             "evidence": {"previous_action": st.sent_action}}

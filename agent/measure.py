@@ -26,12 +26,14 @@ What the numbers are (and are not):
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from gyroscope.agent.model import Measurements as MeasurementsRecord
 from gyroscope.bridges.events import Entity, EventKind, Observation
 
 _COUNTED = (EventKind.LOOP_ITER, EventKind.CALL, EventKind.RESUME)
+_RECORD_FIELDS = tuple(f.name for f in fields(MeasurementsRecord) if f.name != "extra")
 
 
 @dataclass(slots=True)
@@ -129,6 +131,12 @@ class Measurements:
             "waiting_threads": len(st.waiting_threads),
             "run_s_total": st.run_ns / 1e9,
         }
+
+    def record(self, ent: Entity) -> MeasurementsRecord:
+        """as_dict() as the session model's typed record (fields it does not know go to `extra`)."""
+        d = self.as_dict(ent)
+        known = {k: d.pop(k) for k in _RECORD_FIELDS if k in d}
+        return MeasurementsRecord(**known, extra=d)   # built directly: these values are ours, typed
 
     def threads_of(self, ent: Entity) -> list[int]:
         return sorted(self.get(ent).threads)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.errors import GyroscopeError, InputError
 
 DESCRIPTION = """\
 Replay a kernel ingest ledger (written with `gyroscope run --ledger PATH`) into a fresh cell
@@ -65,15 +65,15 @@ def main(args: argparse.Namespace) -> int:
         if args.verify:
             res = lg.verify(args.ledger, args.verify, base=args.base)
             if not res and res.message.startswith("snapshot cannot be read"):
-                raise GyroscopeError(f"{args.verify}: {res.message}")
+                raise InputError(f"{args.verify}: {res.message}")
             if not res:
                 print(f"gyroscope: verify failed: {res.message}", file=sys.stderr)
                 return 1
             print(f"verified: {res.message}", file=out)
     except FileNotFoundError as e:
-        raise GyroscopeError(f"no such file: {e.filename}") from None
+        raise InputError(f"no such file: {e.filename}") from None
     except (LedgerError, SnapshotError, KernelError) as e:
-        raise GyroscopeError(str(e)) from None
+        raise InputError(str(e)) from None
     except OSError as e:
         raise GyroscopeError(f"{getattr(e, 'filename', '') or args.ledger}: {e.strerror or e}") from None
     return EXIT_TRUNCATED if truncated else 0

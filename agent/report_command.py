@@ -1,80 +1,91 @@
-"""`gyroscope report SESSION.json [--html OUT.html]`."""
+"""`gyroscope report SESSION.json [-r RENDERER] [-o OUT]`: render a saved session."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.errors import InputError, OutputError, UsageError
 
 DESCRIPTION = """\
-Render a session result written by `gyroscope run --json` or `gyroscope attach --json`.
+Render a session result written by `gyroscope run --json` or `gyroscope attach --json`
+(schema gyroscope.session/2; gyroscope.session/1 files are read too).
 
-  gyroscope report session.json                 print the terminal summary
-  gyroscope report session.json --html out.html write one self-contained HTML file (works offline)
-  gyroscope report session.json --pprof p.pb.gz  write the session's sampled stacks (also --speedscope
-                                                 PATH, --collapsed PATH; several at once are fine)
+  gyroscope report session.json                   print the terminal summary
+  gyroscope report session.json -o out.html       write one self-contained HTML file (works offline)
+  gyroscope report session.json -r json           print the session as gyroscope.session/2 JSON
+  gyroscope report session.json --html out.html   the same as -o out.html
+  gyroscope report session.json --pprof p.pb.gz   write the session's sampled stacks (also --speedscope
+                                                  PATH, --collapsed PATH; several at once are fine)
+
+The renderer is --renderer NAME, else the extension of -o (.txt summary, .html html,
+.json json), else the summary. Renderers: summary, html, json.
 
 Exit codes: 0 ok; 2 the session file is missing, unreadable, not a gyroscope session or has
-fields of the wrong type, or an output file cannot be written (or is the session file).
+a field of the wrong type, an unknown renderer, or an output that cannot be written.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("session", metavar="SESSION.json", help="a session result (schema gyroscope.session/1)")
-    parser.add_argument("--html", metavar="OUT.html", default=None, help="write an HTML report instead of printing")
+    parser.add_argument("session", metavar="SESSION.json", help="a session result (schema gyroscope.session/2 or /1)")
+    parser.add_argument("-r", "--renderer", metavar="NAME", default=None,
+                        help="summary, html or json (default: from the extension of -o, else summary)")
+    parser.add_argument("-o", "--output", metavar="PATH", default=None,
+                        help="write to PATH instead of printing")
+    parser.add_argument("--html", metavar="OUT.html", default=None, help="write an HTML report to OUT.html")
     from gyroscope.agent.sinks.factory import add_profile_arguments
     add_profile_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    from gyroscope.agent.outputs import check_outputs
-    from gyroscope.agent.result import ResultError, load_result
-
-    if args.html:
-        check_outputs({"--html": args.html}, [args.session], ["the session file"])
-    try:
-        result = load_result(args.session)
-    except ResultError as e:
-        raise GyroscopeError(str(e)) from None
+    from gyroscope.agent.model import SessionResult
+    from gyroscope.agent.outputs import check_outputs, resolve_outputs
+    from gyroscope.agent.render import renderer_for
     from gyroscope.agent.sinks.factory import profile_paths
 
+    if args.html and args.output:
+        raise UsageError("give either --html or -o, not both")
+    outputs = resolve_outputs(args)
+    if args.output:
+        outputs["-o"] = args.output = os.path.abspath(args.output)
+    check_outputs(outputs, [args.session], ["the session file"])
+    output = args.html or args.output
     paths = profile_paths(args)
+    renderer = renderer_for("html" if args.html else args.renderer, output)
+    session = SessionResult.load(args.session)
     if paths:
-        check_outputs({f"--{k}": v for k, v in paths.items()}, [args.session],
-                      ["the session file"])
         from gyroscope.agent.profiles.sink import write_profile_files
-
         try:
-            written = write_profile_files(result, paths)
+            written = write_profile_files(session.to_json(), paths)
         except OSError as e:
-            raise GyroscopeError(f"cannot write {e.filename}: {e.strerror or e}") from None
+            raise OutputError(f"cannot write {e.filename}: {e.strerror or e}") from None
         except ValueError as e:   # a profile of another format
-            raise GyroscopeError(f"{args.session}: {e}") from None
+            raise InputError(f"{args.session}: {e}") from None
         for w in written:
             print(f"gyroscope: wrote {w}", file=sys.stderr)
-    try:
-        if args.html:
-            from gyroscope.agent.report_html import render_html
-
-            write_text_atomic(args.html, render_html(result))
-            print(f"gyroscope: wrote {args.html}", file=sys.stderr)
+        if output is None and args.renderer is None:
             return 0
-        if paths:
-            return 0
-        from gyroscope.agent.summary import print_summary
-
-        print_summary(result, sys.stdout)
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
-        # session_check catches the wrong types it knows of; anything it misses is still one line
-        raise GyroscopeError(f"{args.session} cannot be rendered: a session field has an unexpected value "
-                             f"({type(e).__name__}: {e})") from None
+    out = renderer.render(session)
+    if output is None:
+        if isinstance(out, bytes):
+            if sys.stdout.isatty():
+                raise UsageError(f"the {renderer.name} renderer writes binary data: give -o PATH")
+            sys.stdout.buffer.write(out)
+        else:
+            sys.stdout.write(out)
+        return 0
+    _write(output, out)
+    print(f"gyroscope: wrote {output}", file=sys.stderr)
     return 0
 
 
-def write_text_atomic(path: str, text: str) -> None:
+def _write(path: str, data: str | bytes) -> None:
     from gyroscope.agent import result
 
     try:
-        result.write_text_atomic(path, text)
+        if isinstance(data, bytes):
+            result.write_bytes_atomic(path, data)
+        else:
+            result.write_text_atomic(path, data)
     except OSError as e:
-        raise GyroscopeError(f"cannot write {path}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write {os.fspath(path)}: {e.strerror or e}") from None

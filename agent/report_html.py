@@ -17,6 +17,10 @@ agent/profiles/flame.py), and rendered in the browser by the inline script below
   - a per-thread timeline of waits (SVG, id "timeline") from result["timeline"]
     ([{"thread", "entity_id", "start_s", "duration_s"}]) when present; each wait's hover title (and a
     click, into #timeline-detail) says what was waited on: the entity's kind, function and place.
+    ([{"thread", "entity_id", "start_s", "duration_s"}]) when present, thread names from
+    result["processes"][i]["threads"].
+Input: the JSON of a SessionResult (agent/model.py, schema gyroscope.session/2); agent/render.py's
+HtmlRenderer is how the rest of gyroscope calls it.
 """
 from __future__ import annotations
 
@@ -185,7 +189,7 @@ if(!ents.length)plots.appendChild(el("div",{"class":"note"},"no entities"));
 // per-thread timeline of waits
 var tl=R.timeline||[], tdiv=document.getElementById("timeline-box");
 if(tl.length){
-  var names={};(R.threads||[]).forEach(function(t){names[t.id]=t.name;});
+  var names={};(R.processes||[]).forEach(function(p){(p.threads||[]).forEach(function(t){names[t.id]=t.name;});});
   var tids=[];tl.forEach(function(w){if(tids.indexOf(w.thread)<0)tids.push(w.thread);});
   var end=Math.max(Number(R.duration_s||0),Math.max.apply(null,tl.map(function(w){return Number(w.start_s)+Number(w.duration_s);})));
   var LW=150,W=900,RH=18,H=tids.length*RH+24;

@@ -1,59 +1,8 @@
-"""The session result: one JSON document per session, the same for `run` and `attach`.
+"""Session files: the atomic writer every output goes through, and compatibility names.
 
-Schema "gyroscope.session/1" (documented in the README, section "Session result"):
-
-    {
-      "schema": "gyroscope.session/1",
-      "source": "run" | "attach",
-      "command": [str, ...],            # what ran (run) or the target's cmdline (attach)
-      "pid": int, "python": "3.12.1",
-      "started_unix_s": float, "duration_s": float,
-      "exit_code": int | null,          # the program's exit code when known
-      "window_s": float, "windows": int,
-      "counters": {"raw_events": int, "events": int, "samples": int, "dropped": int,
-                   "words": int, "gate_sent": int, "gate_held": int},
-      "errors": [str, ...],
-      "threads": [{"id": int, "name": str, "cpu_s": float}],
-      "entities": [ENTITY, ...],        # sorted: most CPU first, then most wait
-      "decisions": [DECISION, ...],     # filled by the actuators (agent/actuators.py)
-      "actions": [ACTION, ...],         # changes made to the program (opt-in actuators)
-      "agent": {"cpu_s": float, "version": str},
-      "profile": PROFILE                # sampled call stacks (agent/profiles/store.py); absent in old files
-    }
-
-    PROFILE = {"format": "gyroscope.profile/1",
-               "sample_types": [["samples", "count"], ["wall", "nanoseconds"], ["cpu", "nanoseconds"],
-                                ["lock_wait", "nanoseconds"], ["lock_hold", "nanoseconds"]],
-               "frames": [[file, function, line, first_line], ...],
-               "stacks": [[frame index, ...] innermost first, ...],   # stack 0 is "(other stacks)"
-               "threads": [[pid, thread, name], ...],
-               "rows": [[pid, thread, stack index, state, samples, wall_ns, cpu_ns, lock_wait_ns,
-                         lock_hold_ns], ...],                          # state: "run" | "gil" | "wait"
-               "totals": {sample type: int}, "bounds": {...}, "distinct": {...},
-               "dropped": {"samples_merged", "stacks", "truncated_stacks", "threads", "rows"},
-               "files": ["pprof PATH", ...]}                            # profile files written, if any
-
-    ENTITY = {
-      "id": int, "kind": "loop"|"function"|"lock"|"wait"|"gc"|"thread",
-      "file": str, "function": str, "line": int, "detail": str,
-      "threads": [int, ...],            # native ids of threads seen in it
-      "measurements": {
-        "iterations": int, "iterations_per_s": float,   # loops
-        "calls": int,
-        "cpu_share": float,             # share of the process's sampled running time (0..1)
-        "samples_running": int, "samples_waiting": int,
-        "wait_s_total": float, "wait_s_mean": float, "waits": int,
-        "waiting_threads": int
-      },
-      "slcp": {"cell_id": int, "step": int, "omega12": int, "chi6": int, "shell": int,
-               "resonance_key": int, "current_resonance": int, "omega_sig": int,
-               "effective_support": float, "spectral_damping": float,
-               "chi_support_ratio": float, "shell_entropy": float, "spectral_peak_ratio": float}
-    }
-
-    DECISION = {"action": "specialize_hot_loop"|"mitigate_contention"|"observe",
-                "entity_id": int, "entity_kind": str, "file": str, "function": str, "line": int,
-                "hot_loop_score": float, "contention_score": float, "evidence": {...}}
+The session itself is the typed model of agent/model.py (schema "gyroscope.session/2", every
+field documented there); `SessionResult.save(path)` writes it with `write_json_atomic` below
+and `SessionResult.load(path)` reads it (and converts "gyroscope.session/1" files).
 """
 from __future__ import annotations
 
@@ -61,40 +10,10 @@ import json
 import os
 from typing import Any
 
-SCHEMA = "gyroscope.session/1"
+from gyroscope.agent.errors import ResultError, SessionFileError
+from gyroscope.agent.model import SCHEMA
 
-
-class ResultError(Exception):
-    """A session file that cannot be read: one clear line for the user."""
-
-
-def empty_result(source: str, command: list[str], pid: int) -> dict[str, Any]:
-    """A result with every top-level key present, ready to be filled."""
-    import platform
-    import time
-
-    from gyroscope.agent import __version__
-
-    return {
-        "schema": SCHEMA,
-        "source": source,
-        "command": list(command),
-        "pid": pid,
-        "python": platform.python_version(),
-        "started_unix_s": time.time(),
-        "duration_s": 0.0,
-        "exit_code": None,
-        "window_s": 0.0,
-        "windows": 0,
-        "counters": {"raw_events": 0, "events": 0, "samples": 0, "dropped": 0, "words": 0,
-                     "gate_sent": 0, "gate_held": 0},
-        "errors": [],
-        "threads": [],
-        "entities": [],
-        "decisions": [],
-        "actions": [],
-        "agent": {"cpu_s": 0.0, "version": __version__},
-    }
+__all__ = ["SCHEMA", "ResultError", "SessionFileError", "load_result", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 def write_json_atomic(path: str | os.PathLike[str], doc: Any) -> None:
@@ -123,25 +42,15 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """write_text_atomic for binary outputs (the renderers that return bytes, e.g. pprof): the one
+    output writer of agent/outputs.py."""
+    from gyroscope.agent.outputs import write_bytes
+    write_bytes(path, data)
+
+
 def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a session result; raise ResultError with one clear line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise ResultError(f"no such session file: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ResultError(f"cannot read session file {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise ResultError(f"{path} is not a gyroscope session (invalid JSON at line {e.lineno})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise ResultError(f"{path} is not a gyroscope session of schema {SCHEMA} (found {found!r})")
-    for key in ("entities", "decisions", "threads"):
-        if not isinstance(doc.get(key), list):
-            raise ResultError(f"{path}: session field {key!r} is missing or not a list")
-    from gyroscope.agent.session_check import session_problem
-    problem = session_problem(doc)
-    if problem:
-        raise ResultError(f"{path}: {problem}")
-    return doc
+    """A session file as its gyroscope.session/2 JSON (v1 converted); SessionFileError with one line.
+    Prefer `SessionResult.load(path)`, which gives the typed model."""
+    from gyroscope.agent.model import SessionResult
+    return SessionResult.load(path).to_json()

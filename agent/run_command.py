@@ -25,8 +25,9 @@ import signal
 import socket
 import sys
 import threading
+from typing import Any
 
-from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.errors import GyroscopeError, UsageError
 from gyroscope.agent.options import positive_float
 
 DESCRIPTION = """\
@@ -95,7 +96,7 @@ def program_of(args: argparse.Namespace) -> Program:
     prog_args = list(args.args or [])
     if args.module is not None:
         if not args.module:
-            raise GyroscopeError("argument -m: expected a module name", 2)
+            raise UsageError("argument -m: expected a module name")
         module, prog_args = args.module[0], list(args.module[1:])
         origin = _module_origin(module)
         extra = [origin] if origin else []
@@ -273,8 +274,8 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, 
         except GyroscopeError as e:
             print(f"gyroscope: error: {e.message}; exporting nothing over OTLP", file=err)
         session = make_session(Session, source, sinks, window_s=args.window, command=prog.command,
-                               ledger=getattr(args, "ledger", None), act_priorities="priorities" in args.act)
-        session.result["pid"] = child.pid
+                               ledger=getattr(args, "ledger", None), act_priorities="priorities" in args.act,
+                               pid=child.pid, python=sys.version.split()[0])
         session.start()
     except GyroscopeError as e:
         print(f"gyroscope: error: {e.message}", file=err)
@@ -286,9 +287,7 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, 
     status = exit_code
     if session is not None:
         try:
-            result = session.stop(exit_code)
-            if sig:
-                result["signal"] = signal.Signals(sig).name
+            result = session.stop(exit_code, sig or None)
         except Exception as e:
             print(f"gyroscope: error: the agent failed while stopping: {type(e).__name__}: {e}", file=err)
             result = None
@@ -312,18 +311,17 @@ def _die_of(sig: int) -> None:
         pass
 
 
-def _write_outputs(args: argparse.Namespace, result: dict, status: int) -> int:
-    from gyroscope.agent.result import write_json_atomic
+def _write_outputs(args: argparse.Namespace, result: Any, status: int) -> int:
     from gyroscope.agent.sinks.factory import print_sink_failures
     from gyroscope.agent.summary import print_summary
     err = sys.stderr
     if args.json:
         try:
-            write_json_atomic(os.path.abspath(args.json), result)
+            result.save(args.json)
         except (OSError, TypeError, ValueError) as e:
             print(f"gyroscope: error: cannot write {args.json}: {getattr(e, 'strerror', None) or e}", file=err)
             status = status or 2
-    if status != 0 and not result.get("errors") and all(e.get("kind") == "gc" for e in result.get("entities", [])):
+    if status != 0 and not result.errors and all(e.kind == "gc" for e in result.entities):
         return status   # the program failed before doing anything (python said why): nothing to add
     try:
         print_summary(result, err, quiet=bool(getattr(args, "quiet", False)))

@@ -1,6 +1,7 @@
 """The session: one agent thread that, every window ("phase clock"), polls the source, updates
 the measurements, feeds the kernel in one batch, asks the actuators and the Phase OS gate,
-and feeds the sinks; at the end it builds the session result (agent/result.py).
+and feeds the sinks; at the end it builds the typed session result (agent/model.py), and only
+then closes the sinks (exporters first, so that their results are in what the others see).
 
 The agent thread is a daemon and the source never observes it. A failing sink never breaks
 the agent: every sink call is wrapped and failures go to the result's `errors`.
@@ -14,17 +15,29 @@ once more at the end. At 5 Hz that pass alone would cost the program about 1% of
 from __future__ import annotations
 
 import os
+import platform
 import threading
 import time
 from typing import Any
 
 import numpy as np
-from gyroscope.agent import actuators
+from gyroscope.agent import __version__, actuators
 from gyroscope.agent.gate import PhaseGate
 from gyroscope.agent.measure import Measurements
+from gyroscope.agent.model import (
+    Action,
+    AgentInfo,
+    Counters,
+    Decision,
+    EntityRecord,
+    ProcessRecord,
+    SessionResult,
+    Slcp,
+    ThreadRecord,
+    WaitInterval,
+)
 from gyroscope.agent.profiles.store import StackStore
-from gyroscope.agent.result import empty_result
-from gyroscope.agent.sinks.base import Sink, Window
+from gyroscope.agent.sinks.base import Sink, SinkReport, Window
 from gyroscope.bridges.events import Entity, EntityKind, Observation, Source
 from gyroscope.bridges.serializer import Serializer
 
@@ -51,7 +64,8 @@ def _make_pool(capacity: int, ledger: str | None = None):
 class Session:
     def __init__(self, source: Source, sinks: list[Sink] | None = None, window_s: float = 0.2,
                  command: list[str] | None = None, pool_capacity: int = POOL_CAPACITY, report_every: int = 5,
-                 ledger: str | None = None, act_priorities: bool = False) -> None:
+                 ledger: str | None = None, act_priorities: bool = False, pid: int | None = None,
+                 python: str | None = None) -> None:
         self.source = source
         self.sinks = list(sinks or [])
         self.window_s = window_s
@@ -61,10 +75,13 @@ class Session:
         self._cycle_counters = {"events": 0, "raw_events": 0, "samples": 0, "dropped": 0}
         self._cycle_threads: dict[int, str] = {}
         self._cycle_waits: list[dict[str, Any]] = []
-        self.result = empty_result(getattr(source, "name", "run"), command or [], os.getpid())
-        self.result["window_s"] = window_s
+        self.source_name = str(getattr(source, "name", "run"))
+        # the main process of the session; attach fills in the target's python when py-spy says it
+        self.process = ProcessRecord(pid=os.getpid() if pid is None else pid, command=list(command or []),
+                                     python=platform.python_version() if python is None else python)
+        self.actions: list[Action] = []
         self.pool = _make_pool(pool_capacity, ledger)
-        self.timeline: list[dict[str, Any]] = []
+        self.timeline: list[WaitInterval] = []
         # opt-in actuator: lower the priority of threads the decisions mark; restored at stop()
         self.priorities = None
         self._lowered: set[int] = set()
@@ -79,9 +96,9 @@ class Session:
         self.cells: dict[tuple[Entity, str], int] = {}
         self.entity_ids: dict[Entity, int] = {}
         self.roles: dict[Entity, set[str]] = {}
-        self.threads: dict[int, dict[str, Any]] = {}
+        self.threads: dict[int, ThreadRecord] = {}
         self.errors: list[str] = []
-        self.counters = self.result["counters"]
+        self.counters = Counters()
         self.windows = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,8 +130,15 @@ class Session:
                 self._error(f"agent: {type(e).__name__}: {e}")
             self._agent_cpu_ns = time.thread_time_ns() - cpu0
 
-    def stop(self, exit_code: int | None = None) -> dict[str, Any]:
-        """Stop watching, process what is left, close the sinks; return the session result."""
+    def stop(self, exit_code: int | None = None, signal: int | None = None) -> SessionResult:
+        """Stop watching, build the result, close the sinks; return the session result."""
+        result = self.finish(exit_code, signal)
+        self.close_sinks(result)
+        return result
+
+    def finish(self, exit_code: int | None = None, signal: int | None = None) -> SessionResult:
+        """Stop watching and build the session result; the sinks stay open, so that a caller can
+        complete the result (attach: the target's python, the attach block) before they close."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
@@ -126,20 +150,31 @@ class Session:
             self._error(f"agent: {type(e).__name__}: {e}")
         if self.priorities is not None:
             try:
-                self.result["actions"].extend(self.priorities.restore_all()["actions"])
+                self.actions.extend(self._action(a) for a in self.priorities.restore_all()["actions"])
             except Exception as e:
                 self._error(f"priorities: {type(e).__name__}: {e}")
-        result = self._build_result(exit_code)
-        result["agent"]["cpu_s"] += (time.thread_time_ns() - cpu0) / 1e9
-        for sink in self.sinks:
-            self._call_sink(sink, "close", result)
-        # sinks may add their own errors (e.g. OTLP export failures) to the result: keep both
-        result["errors"] = list(self.errors) + [e for e in result.get("errors", []) if e not in self.errors]
+        result = self._build_result(exit_code, signal)
+        result.agent.cpu_s += (time.thread_time_ns() - cpu0) / 1e9
         try:
             self.pool.close()
         except Exception:
             pass
         return result
+
+    def close_sinks(self, result: SessionResult) -> None:
+        """Close every sink with the finished result. Sinks that report something back (the OTLP
+        exporter's counts and failures: `reports = True`) close first and their reports go into
+        the result, so the sinks closed after them (the --stream file's closing record) see it
+        complete. A failing sink is an error line in the result, never an exception."""
+        ordered = sorted(self.sinks, key=lambda s: not getattr(s, "reports", False))
+        for sink in ordered:
+            try:
+                report = sink.close(result)
+            except Exception as e:
+                report = SinkReport(errors=[f"sink {getattr(sink, 'name', type(sink).__name__)}.close: "
+                                            f"{type(e).__name__}: {e}"])
+            if isinstance(report, SinkReport):
+                report.apply(result)
 
     # ---- one window -----------------------------------------------------------------------
     def _window(self, obs: Observation, final: bool = False) -> None:
@@ -150,12 +185,12 @@ class Session:
         for e in obs.errors:
             self._error(e)
         c = self.counters
-        c["raw_events"] += obs.raw_events
-        c["events"] += len(obs.events)
-        c["samples"] += obs.samples
-        c["dropped"] += obs.dropped
+        c.raw_events += obs.raw_events
+        c.events += len(obs.events)
+        c.samples += obs.samples
+        c.dropped += obs.dropped
         for tid, info in obs.threads.items():
-            self.threads[tid] = {"id": tid, "name": info.name, "cpu_s": info.cpu_ns / 1e9}
+            self.threads[tid] = ThreadRecord(id=tid, name=info.name, cpu_s=info.cpu_ns / 1e9)
         touched = self.measure.update(obs)
         self.stacks.add_many(obs.stacks)
         cells = []
@@ -167,7 +202,7 @@ class Session:
         ids, words = self.serializer.encode(cells, obs.events)
         if len(ids):
             self.pool.ingest(ids, words)
-            c["words"] += len(ids)
+            c.words += len(ids)
         self.windows += 1
         if not self._cycle_start_ns:
             self._cycle_start_ns = obs.t_start_ns
@@ -188,22 +223,25 @@ class Session:
     def _keep_timeline(self, waits: list[dict[str, Any]]) -> None:
         room = MAX_TIMELINE - len(self.timeline)
         for w in waits[:max(room, 0)]:
-            self.timeline.append({"thread": w["thread"], "entity_id": w["entity_id"],
-                                  "start_s": (w["t_ns"] - self._t0) / 1e9, "duration_s": w["duration_ns"] / 1e9})
+            self.timeline.append(WaitInterval(thread=w["thread"], entity_id=w["entity_id"],
+                                              start_s=(w["t_ns"] - self._t0) / 1e9,
+                                              duration_s=w["duration_ns"] / 1e9, pid=w.get("pid", 0)))
         self.timeline_dropped += max(len(waits) - max(room, 0), 0)
 
     def _report(self, t_end_ns: int, final: bool = False) -> None:
         """One report cycle: SLCP of the entities touched since the last one -> actuators -> gate -> sinks."""
         touched, self._touched = self._touched, set()
         slcp = self._slcp_many(touched)
-        changed = [self._entity_dict(e, slcp.get(e)) for e in touched]
+        changed = [self._entity_record(e, slcp.get(e)) for e in touched]
         try:
             decisions = actuators.decide(changed, self._context())
         except Exception as e:
             self._error(f"actuators: {type(e).__name__}: {e}")
             decisions = []
         try:
-            ents, decs = self.gate.filter(self.windows, changed, decisions, final=final)
+            # the gate sends deltas of the JSON records: what the live sinks see
+            ents, decs = self.gate.filter(self.windows, [e.to_json() for e in changed],
+                                          [d.to_json() for d in decisions], final=final)
         except Exception as e:
             self._error(f"gate: {type(e).__name__}: {e}")
             ents, decs = [], []
@@ -221,23 +259,25 @@ class Session:
             for sink in self.sinks:
                 self._call_sink(sink, "on_window", window)
 
-    def _act_on_priorities(self, decisions: list[dict[str, Any]]) -> None:
+    def _act_on_priorities(self, decisions: list[Decision]) -> None:
         from gyroscope.schedulers.priorities import plan_priorities
         by_id = {i: e for e, i in self.entity_ids.items()}
         threads_by_entity = {i: self.measure.threads_of(e) for i, e in by_id.items()}
-        program = [t for t in self.threads if self.threads[t].get("alive", True)] or None
+        program = list(self.threads) or None
         try:
-            plan = [(t, why) for t, why in plan_priorities(decisions, threads_by_entity, all_threads=program)
+            plan = [(t, why) for t, why in plan_priorities([d.to_json() for d in decisions], threads_by_entity,
+                                                            all_threads=program)
                     if t not in self._lowered]
             self._lowered.update(t for t, _ in plan)
-            self.result["actions"].extend(self.priorities.lower_many(plan))
+            self.actions.extend(self._action(a) for a in self.priorities.lower_many(plan))
         except Exception as e:
             self._error(f"priorities: {type(e).__name__}: {e}")
 
     def _waits(self, obs: Observation) -> list[dict[str, Any]]:
         from gyroscope.bridges.events import EventKind
         return [{"thread": ev.thread, "entity_id": self.entity_ids.get(ev.entity, 0), "t_ns": ev.t_ns,
-                 "duration_ns": ev.duration_ns} for ev in obs.events if ev.kind == EventKind.LOCK_WAIT]
+                 "duration_ns": ev.duration_ns, "pid": ev.entity.pid or self.process.pid}
+                for ev in obs.events if ev.kind == EventKind.LOCK_WAIT]
 
     def _cell(self, ent: Entity, role: str) -> int:
         key = (ent, role)
@@ -249,19 +289,8 @@ class Session:
                 cid = -1
             self.cells[key] = cid
         if cid < 0:
-            self.counters["dropped"] += 1
+            self.counters.dropped += 1
         return cid
-
-    def _slcp(self, ent: Entity) -> dict[str, Any]:
-        roles = self.roles.get(ent, set())
-        for role in PRIMARY_ROLE.get(ent.kind, ()) + tuple(sorted(roles)):
-            cid = self.cells.get((ent, role), -1)
-            if cid >= 0:
-                rec = self.pool.record(cid)
-                out = {k: rec[k] for k in SLCP_FIELDS if k in rec}
-                out["role"] = role
-                return out
-        return {}
 
     def _primary_cell(self, ent: Entity) -> tuple[int, str]:
         roles = self.roles.get(ent, set())
@@ -271,7 +300,7 @@ class Session:
                 return cid, role
         return -1, ""
 
-    def _slcp_many(self, entities: Any, arrays: bool = False) -> dict[Entity, dict[str, Any]]:
+    def _slcp_many(self, entities: Any, arrays: bool = False) -> dict[Entity, Slcp]:
         """SLCP records of the entities' primary cells, read from the kernel in one batch.
         With `arrays`, also the chirality histogram and spectrum (for the final result's plots)."""
         cells = [(e, *self._primary_cell(e)) for e in entities]
@@ -279,33 +308,39 @@ class Session:
         if not cells:
             return {}
         recs = self.pool.records(np.asarray([c[1] for c in cells], dtype=np.int64))
-        out: dict[Entity, dict[str, Any]] = {}
+        out: dict[Entity, Slcp] = {}
         for i, (ent, _cid, role) in enumerate(cells):
-            d = {k: recs[k][i].item() for k in SLCP_FIELDS if k in recs}
-            d["role"] = role
+            d: dict[str, Any] = {k: recs[k][i].item() for k in SLCP_FIELDS if k in recs}
             if arrays:
-                for k in ("chi_hist64", "spectral64"):
-                    if k in recs:
-                        d[k] = [float(x) if k == "spectral64" else int(x) for x in recs[k][i]]
-            out[ent] = d
+                if "chi_hist64" in recs:
+                    d["chi_hist64"] = [int(x) for x in recs["chi_hist64"][i]]
+                if "spectral64" in recs:
+                    d["spectral64"] = [float(x) for x in recs["spectral64"][i]]
+            out[ent] = Slcp(**d, role=role)
         return out
 
-    def _entity_dict(self, ent: Entity, slcp: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"id": self.entity_ids.get(ent, 0), "kind": ent.kind, "file": ent.file, "function": ent.function,
-                "line": ent.line, "detail": ent.detail, "threads": self.measure.threads_of(ent),
-                "measurements": self.measure.as_dict(ent),
-                "slcp": slcp if slcp is not None else self._slcp(ent)}
+    def _entity_record(self, ent: Entity, slcp: Slcp | None) -> EntityRecord:
+        """The entity's record as of now; its scores are computed here, once, from its SLCP record."""
+        return EntityRecord(id=self.entity_ids.get(ent, 0), kind=ent.kind, file=ent.file, function=ent.function,
+                            line=ent.line, detail=ent.detail, pid=ent.pid or self.process.pid,
+                            threads=self.measure.threads_of(ent), measurements=self.measure.record(ent),
+                            slcp=slcp, scores=actuators.scores_of(slcp))
 
-    def _context(self) -> dict[str, Any]:
-        return {"duration_s": (time.monotonic_ns() - self._t0) / 1e9, "windows": self.windows,
-                "threads": len(self.threads), "samples": self.counters["samples"],
-                "source": self.result["source"], "window_s": self.window_s}
+    def _context(self) -> actuators.Context:
+        return actuators.Context(duration_s=(time.monotonic_ns() - self._t0) / 1e9, windows=self.windows,
+                                 threads=len(self.threads), samples=self.counters.samples,
+                                 source=self.source_name, window_s=self.window_s)
 
-    def _call_sink(self, sink: Sink, method: str, arg: Any) -> None:
+    @staticmethod
+    def _action(rec: dict[str, Any]) -> Action:
+        return Action.from_json(rec, "action")
+
+    def _call_sink(self, sink: Sink, method: str, arg: Any) -> Any:
         try:
-            getattr(sink, method)(arg)
+            return getattr(sink, method)(arg)
         except Exception as e:
             self._error(f"sink {getattr(sink, 'name', type(sink).__name__)}.{method}: {type(e).__name__}: {e}")
+            return None
 
     def _error(self, msg: str) -> None:
         if len(self.errors) < MAX_ERRORS:
@@ -314,25 +349,32 @@ class Session:
             self.errors.append("... more errors not shown")
 
     # ---- the result -----------------------------------------------------------------------
-    def _build_result(self, exit_code: int | None) -> dict[str, Any]:
-        r = self.result
-        r["duration_s"] = (time.monotonic_ns() - self._t0) / 1e9
-        r["exit_code"] = exit_code
-        r["windows"] = self.windows
+    def _build_result(self, exit_code: int | None, signal: int | None = None) -> SessionResult:
         slcp = self._slcp_many(self.entity_ids, arrays=True)
-        entities = [self._entity_dict(e, slcp.get(e, {})) for e in self.entity_ids]
-        entities.sort(key=lambda d: (-d["measurements"]["cpu_share"], -d["measurements"]["wait_s_total"], d["id"]))
-        r["entities"] = entities
+        entities = [self._entity_record(e, slcp.get(e)) for e in self.entity_ids]
+        entities.sort(key=lambda r: (-r.measurements.cpu_share, -r.measurements.wait_s_total, r.id))
+        decisions: list[Decision] = []
         try:
-            r["decisions"] = actuators.decide(entities, self._context())
+            decisions = actuators.decide(entities, self._context())
         except Exception as e:
             self._error(f"actuators: {type(e).__name__}: {e}")
-        r["threads"] = sorted(self.threads.values(), key=lambda t: t["id"])
-        r["counters"].update(self.gate.counters())
-        r["timeline"] = self.timeline
-        r["profile"] = self.stacks.to_json()
-        r["counters"]["timeline_dropped"] = self.timeline_dropped
+        proc = self.process
+        proc.exit_code, proc.signal = exit_code, signal
+        proc.threads = sorted(self.threads.values(), key=lambda t: t.id)
+        counters = self.counters
+        for k, v in self.gate.counters().items():
+            setattr(counters, k, v)
+        counters.timeline_dropped = self.timeline_dropped
         src_cpu = getattr(self.source, "agent_cpu_ns", lambda: 0)()
-        r["agent"]["cpu_s"] = (self._agent_cpu_ns + src_cpu) / 1e9
-        r["errors"] = list(self.errors)
-        return r
+        return SessionResult(
+            source=self.source_name, processes=[proc], started_unix_s=self._unix0,
+            duration_s=(time.monotonic_ns() - self._t0) / 1e9, window_s=self.window_s, windows=self.windows,
+            counters=counters, errors=list(self.errors), entities=entities, decisions=decisions,
+            actions=list(self.actions), timeline=list(self.timeline),
+            agent=AgentInfo(cpu_s=(self._agent_cpu_ns + src_cpu) / 1e9, version=__version__),
+            extra={"profile": self.stacks.to_json()})
+
+
+def _py(v: Any) -> Any:
+    """A kernel value as a plain Python number (numpy scalars have .item())."""
+    return v.item() if hasattr(v, "item") else v

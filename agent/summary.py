@@ -6,12 +6,15 @@ that leads to it (from the session's sampled stacks, agent/profiles/paths.py) an
 evidence (scores, measurements); then the top loops
 (cpu share, iterations/s), the top waits (total / mean wait, waiting threads), then the counters
 (samples, events, dropped, errors). Rendered with rich; plain text (no ANSI codes) when the
-stream is not a terminal. `LiveStatus` is the one-line live status used while attached.
+stream is not a terminal. The renderer of agent/render.py ("summary") wraps print_summary.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from gyroscope.agent.model import EntityRecord, SessionResult
 
 TOP_N = 8
 _KEY_EVIDENCE = ("iterations_per_s", "cpu_share", "wait_s_total", "wait_s_mean", "waiting_threads", "samples_running")
@@ -65,8 +68,8 @@ def fmt_num(v: Any) -> str:
     return f"{x:.3g}"
 
 
-def fmt_s(v: Any) -> str:
-    x = float(v or 0.0)
+def fmt_s(v: float) -> str:
+    x = float(v)
     if x == 0:
         return "0"
     if x < 1e-3:
@@ -90,20 +93,19 @@ def evidence_text(ev: dict[str, Any], limit: int = 4) -> str:
     return ", ".join(parts[:limit])
 
 
-def top_loops(result: dict[str, Any], n: int = TOP_N) -> list[dict[str, Any]]:
-    ents = [e for e in result.get("entities") or [] if e.get("kind") in ("loop", "function")]
-    ents = [e for e in ents if (e.get("measurements") or {}).get("cpu_share", 0)
-            or (e.get("measurements") or {}).get("iterations", 0)]
-    ents.sort(key=lambda e: (-(e.get("measurements") or {}).get("cpu_share", 0.0),
-                             -(e.get("measurements") or {}).get("iterations_per_s", 0.0)))
+def top_loops(result: SessionResult, n: int = TOP_N) -> list[EntityRecord]:
+    """Loops and functions that used CPU or iterated, most CPU first."""
+    ents = [e for e in result.entities if e.kind in ("loop", "function")
+            and (e.measurements.cpu_share or e.measurements.iterations)]
+    ents.sort(key=lambda e: (-e.measurements.cpu_share, -e.measurements.iterations_per_s))
     return ents[:n]
 
 
-def top_waits(result: dict[str, Any], n: int = TOP_N) -> list[dict[str, Any]]:
-    ents = [e for e in result.get("entities") or [] if e.get("kind") in ("lock", "wait")
-            and ((e.get("measurements") or {}).get("wait_s_total", 0) or (e.get("measurements") or {}).get("samples_waiting", 0))]
-    ents.sort(key=lambda e: (-(e.get("measurements") or {}).get("wait_s_total", 0.0),
-                             -(e.get("measurements") or {}).get("samples_waiting", 0)))
+def top_waits(result: SessionResult, n: int = TOP_N) -> list[EntityRecord]:
+    """Locks and waits where threads were blocked, most blocked time first."""
+    ents = [e for e in result.entities if e.kind in ("lock", "wait")
+            and (e.measurements.wait_s_total or e.measurements.samples_waiting)]
+    ents.sort(key=lambda e: (-e.measurements.wait_s_total, -e.measurements.samples_waiting))
     return ents[:n]
 
 
@@ -138,7 +140,7 @@ def _print_decision(con: Any, i: int, d: dict[str, Any], path: Any, tty: bool) -
                    style="dim" if tty else ""), soft_wrap=True)
 
 
-def print_summary(result: dict[str, Any], stream: TextIO, quiet: bool = False) -> None:
+def print_summary(result: SessionResult, stream: TextIO, quiet: bool = False) -> None:
     """Print decisions first, then top loops and top waits, with their evidence."""
     if quiet:
         return
@@ -146,13 +148,14 @@ def print_summary(result: dict[str, Any], stream: TextIO, quiet: bool = False) -
 
     con = _console(stream)
     tty = _isatty(stream)
-    cmd = " ".join(str(c) for c in result.get("command") or [])
-    con.print(Text(f"gyroscope {result.get('source', '')}: {cmd}  ({float(result.get('duration_s', 0) or 0):.2f}s, "
-                   f"{result.get('windows', 0)} windows, pid {result.get('pid', '?')})", style="bold"))
-    decisions = [d for d in result.get("decisions") or [] if d.get("action") != "observe"]
+    cmd = " ".join(result.command)
+    con.print(Text(f"gyroscope {result.source}: {cmd}  ({result.duration_s:.2f}s, "
+                   f"{result.windows} windows, pid {result.pid})", style="bold"))
+    decisions = [d for d in result.decisions if d.action != "observe"]
     if decisions:
         con.print(Text("Decisions", style="bold" if tty else ""))
-        for i, (d, path) in enumerate(decision_paths(result, decisions), 1):
+        profile = {"profile": result.extra.get("profile")}
+        for i, (d, path) in enumerate(decision_paths(profile, [d.to_json() for d in decisions]), 1):
             _print_decision(con, i, d, path, tty)
     else:
         con.print("Decisions: none (nothing crossed the hot-loop or contention thresholds)")
@@ -163,11 +166,9 @@ def print_summary(result: dict[str, Any], stream: TextIO, quiet: bool = False) -
             t.add_column(col, justify="right" if col in ("cpu share", "iterations/s", "threads") else "left",
                          overflow="fold")
         for e in loops:
-            m = e.get("measurements") or {}
-            t.add_row(str(e.get("kind", "")), str(e.get("function", "")),
-                      f"{short_path(str(e.get('file', '')))}:{e.get('line', 0)}",
-                      f"{float(m.get('cpu_share', 0) or 0):.1%}", fmt_num(m.get("iterations_per_s", 0)),
-                      str(len(e.get("threads") or [])))
+            m = e.measurements
+            t.add_row(e.kind, e.function, f"{short_path(e.file)}:{e.line}", f"{m.cpu_share:.1%}",
+                      fmt_num(m.iterations_per_s), str(len(e.threads)))
         con.print(t)
     waits = top_waits(result)
     if waits:
@@ -175,71 +176,31 @@ def print_summary(result: dict[str, Any], stream: TextIO, quiet: bool = False) -
         for col in ("kind", "function", "where", "wait total", "wait mean", "waits", "waiting threads"):
             t.add_column(col, justify="left" if col in ("kind", "function", "where") else "right", overflow="fold")
         for e in waits:
-            m = e.get("measurements") or {}
-            kind = str(e.get("kind", "")) + (f" [{e['detail']}]" if e.get("detail") else "")
-            t.add_row(kind, str(e.get("function", "")), f"{short_path(str(e.get('file', '')))}:{e.get('line', 0)}",
-                      fmt_s(m.get("wait_s_total", 0)), fmt_s(m.get("wait_s_mean", 0)), fmt_num(m.get("waits", 0)),
-                      str(m.get("waiting_threads", 0)))
+            m = e.measurements
+            kind = e.kind + (f" [{e.detail}]" if e.detail else "")
+            t.add_row(kind, e.function, f"{short_path(e.file)}:{e.line}", fmt_s(m.wait_s_total),
+                      fmt_s(m.wait_s_mean), fmt_num(m.waits), str(m.waiting_threads))
         con.print(t)
-    actions = result.get("actions") or []
-    if actions:
+    if result.actions:
         t = _table("Actions (changes made to the program)", tty)
         for col in ("action", "thread", "mechanism", "change", "result", "reason"):
             t.add_column(col, overflow="fold")
-        for a in actions:
-            t.add_row(str(a.get("action", "")), str(a.get("thread", "")), str(a.get("mechanism", "")),
-                      f"{a.get('from')} -> {a.get('to')}", "ok" if a.get("ok") else f"not done: {a.get('error')}",
-                      str(a.get("reason", "")))
+        for a in result.actions:
+            t.add_row(a.action, str(a.thread), a.mechanism, f"{a.from_} -> {a.to}",
+                      "ok" if a.ok else f"not done: {a.error}", a.reason)
         con.print(t)
-    c = result.get("counters") or {}
-    errors = result.get("errors") or []
-    line = (f"samples {fmt_num(c.get('samples', 0))} | events {fmt_num(c.get('events', 0))} "
-            f"(raw {fmt_num(c.get('raw_events', 0))}) | dropped {fmt_num(c.get('dropped', 0))} | "
-            f"errors {len(errors)} | agent cpu {float((result.get('agent') or {}).get('cpu_s', 0) or 0):.2f}s")
-    otlp = (result.get("export") or {}).get("otlp")
-    if otlp:
-        prof = otlp.get("profiles") if isinstance(otlp.get("profiles"), dict) else None
-        line += (f" | otlp {otlp.get('spans', 0)} spans, {otlp.get('logs', 0)} logs, "
+    c = result.counters
+    errors = result.errors
+    line = (f"samples {fmt_num(c.samples)} | events {fmt_num(c.events)} (raw {fmt_num(c.raw_events)}) | "
+            f"dropped {fmt_num(c.dropped)} | errors {len(errors)} | agent cpu {result.agent.cpu_s:.2f}s")
+    otlp = result.export.otlp if result.export is not None else None
+    if otlp is not None:
+        prof = otlp.extra.get("profiles") if isinstance(otlp.extra.get("profiles"), dict) else None
+        line += (f" | otlp {otlp.spans} spans, {otlp.logs} logs, "
                  + (f"{prof.get('profiles', 0)} profiles, " if prof else "")
-                 + f"{otlp.get('dropped', 0)} dropped, {otlp.get('failed', 0)} failed")
+                 + f"{otlp.dropped} dropped, {otlp.failed} failed")
     con.print(Text(line))
     for e in errors[:5]:
         con.print(Text(f"  error: {e}"))
     if len(errors) > 5:
         con.print(Text(f"  ... {len(errors) - 5} more errors in the session file"))
-
-
-class LiveStatus:
-    """One status line rewritten in place (attach). Silent when the stream is not a terminal or quiet."""
-
-    def __init__(self, stream: TextIO, quiet: bool = False) -> None:
-        self.stream = stream
-        self.enabled = not quiet and _isatty(stream)
-        self._width = 0
-
-    def update(self, window_summary: dict[str, Any]) -> None:
-        """window_summary: {"elapsed_s", "windows", "samples", "dropped", "top": str, "decisions": int} (any subset)."""
-        if not self.enabled:
-            return
-        w = window_summary
-        parts = [f"{float(w.get('elapsed_s', 0) or 0):6.1f}s"]
-        for k in ("windows", "samples", "dropped", "decisions"):
-            if k in w:
-                parts.append(f"{k} {fmt_num(w[k])}")
-        if w.get("top"):
-            parts.append(f"top: {w['top']}")
-        text = "gyroscope " + " | ".join(parts)
-        try:
-            cols = os.get_terminal_size(self.stream.fileno()).columns
-        except (OSError, ValueError, AttributeError):
-            cols = 100
-        text = text[: max(10, cols - 1)]
-        self.stream.write("\r" + text + " " * max(0, self._width - len(text)))
-        self.stream.flush()
-        self._width = len(text)
-
-    def close(self) -> None:
-        if self.enabled and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
-            self._width = 0

@@ -49,6 +49,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The exit codes live in the CLI (agent/cli.py EXIT_CODES); these names stay until this module's
+# raises use the error classes of agent/errors.py directly.
+from gyroscope.agent.cli import (
+    EXIT_NO_PYSPY,
+    EXIT_NO_SUCH_PID,
+    EXIT_NOT_PYTHON,
+    EXIT_PERMISSION,
+    EXIT_PYSPY_FAILED,
+    EXIT_UNSUPPORTED_PYTHON,
+)
 from gyroscope.bridges.events import (
     Entity,
     EntityKind,
@@ -60,14 +70,6 @@ from gyroscope.bridges.events import (
 )
 from gyroscope.bridges.stacks import Frame, classify
 
-# Exit codes of `gyroscope attach` (documented in its --help).
-EXIT_NO_SUCH_PID = 3
-EXIT_PERMISSION = 4
-EXIT_NOT_PYTHON = 5
-EXIT_NO_PYSPY = 6
-EXIT_UNSUPPORTED_PYTHON = 7
-EXIT_PYSPY_FAILED = 8
-
 SUPPORTED_PYTHONS = "CPython 2.3-2.7 and 3.3-3.14"   # what py-spy 0.4.x can read
 DUMP_TIMEOUT_S = 10.0
 MAX_CONSECUTIVE_FAILURES = 5
@@ -78,13 +80,8 @@ MAX_STACKS = 100_000   # distinct (thread, stack) pairs kept for --speedscope; t
 _STDLIB = re.compile(r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]")
 
 
-class AttachError(Exception):
-    """A failure the user can act on, with the exit code `gyroscope attach` ends with."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
+# One error tree (agent/errors.py): AttachError(message, code) builds the matching subclass.
+from gyroscope.agent.errors import AttachError  # noqa: E402
 
 
 def find_py_spy(explicit: str | None = None) -> str:

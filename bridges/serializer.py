@@ -4,7 +4,7 @@ Every aggregated Event becomes a few copies of one 4-byte word, fed to the kerne
 (entity, role) (spec 002 §25.1). Similar events map to the same word; what differs in the
 word is what differs in the behaviour:
 
-    byte0  event kind          TABLE below (one row per EventKind; KIND_CODE is its first column)
+    byte0  event kind          TABLE below (one row per EventKind; KIND_CODE is its byte0 column)
     byte1  detail              loops/calls: 0x80 saturated (hit K in the window) or 0x81 not;
                                waits: WAIT_CODE of the WaitKind; samples running: 0x90, GIL: 0x91;
                                gc: 0xA0 + generation; threads: 0xB0
@@ -21,21 +21,13 @@ broad shells. Measured on ../shared/workloads (chi_support_ratio of the entity's
 hot loops 0.12-0.25, contended locks / conditions 0.39-0.63, single-thread sleeps 0.09-0.25.
 shell_entropy separates them much less (0.75-0.90 for all).
 
-    kind           byte0  byte1                          byte3
-    LOOP_ITER      0x11   0x80 saturated / 0x81 exact    log2(count)
-    CALL           0x22   0x80 / 0x81                    log2(count)
-    RESUME         0x23   0x80 / 0x81                    log2(count)
-    YIELD          0x24   0x80 / 0x81                    log2(count)
-    SAMPLE_RUN     0x35   0x90                           log2(samples)
-    SAMPLE_WAIT    0x46   WAIT_CODE[detail]              log2(samples)
-    SAMPLE_GIL     0x47   0x91                           log2(samples)
-    LOCK_WAIT      0x58   WAIT_CODE[detail]              log2(episode duration us)
-    LOCK_ACQUIRE   0x59   WAIT_CODE[detail]              log2(count)
-    GC             0x6A   0xA0 + generation              log2(mean pause us)
-    THREAD_START   0x7B   0xB0                           0
-    THREAD_END     0x7C   0xB0                           0
+The vocabulary is written once, in TABLE below (kind -> byte0, the rule for byte1, the rule
+for byte3), and `Serializer.word()` reads it; `describe()` prints it as a table.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from gyroscope.bridges.events import Event, EventKind, WaitKind
@@ -54,28 +46,82 @@ DETAIL_THREAD = 0xB0
 THREAD_SLOT_BASE = 0x40
 THREAD_SLOTS = 8
 
-# The whole vocabulary in one table: EventKind -> (byte0, how byte1 is chosen, what byte3 measures).
-TABLE: dict[EventKind, tuple[int, str, str]] = {
-    EventKind.LOOP_ITER: (0x11, "saturated 0x80 / exact 0x81", "log2(count)"),
-    EventKind.CALL: (0x22, "saturated 0x80 / exact 0x81", "log2(count)"),
-    EventKind.RESUME: (0x23, "saturated 0x80 / exact 0x81", "log2(count)"),
-    EventKind.YIELD: (0x24, "saturated 0x80 / exact 0x81", "log2(count)"),
-    EventKind.SAMPLE_RUN: (0x35, "0x90", "log2(samples)"),
-    EventKind.SAMPLE_WAIT: (0x46, "WAIT_CODE[detail]", "log2(samples)"),
-    EventKind.SAMPLE_GIL: (0x47, "0x91", "log2(samples)"),
-    EventKind.LOCK_WAIT: (0x58, "WAIT_CODE[detail]", "log2(duration us)"),
-    EventKind.LOCK_ACQUIRE: (0x59, "WAIT_CODE[detail]", "log2(count)"),
-    EventKind.GC: (0x6A, "0xA0 + generation", "log2(mean pause us)"),
-    EventKind.THREAD_START: (0x7B, "0xB0", "0"),
-    EventKind.THREAD_END: (0x7C, "0xB0", "0"),
-    EventKind.LOOP_BLOCK: (0x8D, "0xC0", "log2(blocked us)"),
-}
-KIND_CODE: dict[EventKind, int] = {kind: row[0] for kind, row in TABLE.items()}
-
-
 def log2_bucket(x: int) -> int:
     """0 for x <= 0, else 1 + floor(log2(x)), capped at 31."""
     return min(int(x).bit_length(), 31) if x > 0 else 0
+
+
+def _saturation(ev: Event) -> int:
+    return DETAIL_SATURATED if ev.duration_ns else DETAIL_EXACT
+
+
+def _wait_code(ev: Event) -> int:
+    return WAIT_CODE.get(ev.entity.detail, WAIT_CODE[WaitKind.OTHER])
+
+
+def _gc_generation(ev: Event) -> int:
+    return DETAIL_GC + (ev.entity.line & 0x0F)
+
+
+def _count(ev: Event) -> int:
+    return log2_bucket(ev.count)
+
+
+def _duration_us(ev: Event) -> int:
+    return log2_bucket(ev.duration_ns // 1000)
+
+
+def _mean_pause_us(ev: Event) -> int:
+    return log2_bucket(ev.duration_ns // max(ev.count, 1) // 1000)
+
+
+def _const(value: int, label: str) -> Callable[[Event], int]:
+    def rule(ev: Event) -> int:
+        return value
+    rule.__doc__ = label
+    return rule
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One word rule: byte0 is the kind's code; byte1 and byte3 are computed from the event."""
+    byte0: int
+    detail: Callable[[Event], int]       # byte1
+    magnitude: Callable[[Event], int]    # byte3
+    detail_text: str
+    magnitude_text: str
+
+
+def _row(byte0: int, detail: Callable[[Event], int], detail_text: str,
+         magnitude: Callable[[Event], int], magnitude_text: str) -> Row:
+    return Row(byte0, detail, magnitude, detail_text, magnitude_text)
+
+
+# The whole vocabulary: EventKind -> the rule of its word. byte2 is always the thread slot.
+TABLE: dict[EventKind, Row] = {
+    EventKind.LOOP_ITER: _row(0x11, _saturation, "0x80 saturated / 0x81 exact", _count, "log2(count)"),
+    EventKind.CALL: _row(0x22, _saturation, "0x80 saturated / 0x81 exact", _count, "log2(count)"),
+    EventKind.RESUME: _row(0x23, _saturation, "0x80 saturated / 0x81 exact", _count, "log2(count)"),
+    EventKind.YIELD: _row(0x24, _saturation, "0x80 saturated / 0x81 exact", _count, "log2(count)"),
+    EventKind.SAMPLE_RUN: _row(0x35, _const(DETAIL_RUN, "0x90"), "0x90", _count, "log2(samples)"),
+    EventKind.SAMPLE_WAIT: _row(0x46, _wait_code, "WAIT_CODE[detail]", _count, "log2(samples)"),
+    EventKind.SAMPLE_GIL: _row(0x47, _const(DETAIL_GIL, "0x91"), "0x91", _count, "log2(samples)"),
+    EventKind.LOCK_WAIT: _row(0x58, _wait_code, "WAIT_CODE[detail]", _duration_us, "log2(episode duration us)"),
+    EventKind.LOCK_ACQUIRE: _row(0x59, _wait_code, "WAIT_CODE[detail]", _count, "log2(count)"),
+    EventKind.GC: _row(0x6A, _gc_generation, "0xA0 + generation", _mean_pause_us, "log2(mean pause us)"),
+    EventKind.THREAD_START: _row(0x7B, _const(DETAIL_THREAD, "0xB0"), "0xB0", _const(0, "0"), "0"),
+    EventKind.THREAD_END: _row(0x7C, _const(DETAIL_THREAD, "0xB0"), "0xB0", _const(0, "0"), "0"),
+    EventKind.LOOP_BLOCK: _row(0x8D, _const(0xC0, "0xC0"), "0xC0", _duration_us, "log2(blocked us)"),
+}
+KIND_CODE: dict[EventKind, int] = {kind: row.byte0 for kind, row in TABLE.items()}
+
+
+def describe() -> str:
+    """TABLE as text: kind, byte0, byte1 rule, byte3 rule."""
+    lines = [f"{'kind':<14} byte0  {'byte1':<30} byte3"]
+    for kind, row in TABLE.items():
+        lines.append(f"{kind.name:<14} 0x{row.byte0:02X}   {row.detail_text:<30} {row.magnitude_text}")
+    return "\n".join(lines)
 
 
 class Serializer:
@@ -91,26 +137,9 @@ class Serializer:
         return s
 
     def word(self, ev: Event) -> tuple[int, int, int, int]:
-        kind = ev.kind
-        b0 = KIND_CODE[kind]
-        if kind in (EventKind.LOOP_ITER, EventKind.CALL, EventKind.RESUME, EventKind.YIELD):
-            b1 = DETAIL_SATURATED if ev.duration_ns else DETAIL_EXACT
-            b3 = log2_bucket(ev.count)
-        elif kind == EventKind.SAMPLE_RUN:
-            b1, b3 = DETAIL_RUN, log2_bucket(ev.count)
-        elif kind == EventKind.SAMPLE_GIL:
-            b1, b3 = DETAIL_GIL, log2_bucket(ev.count)
-        elif kind in (EventKind.SAMPLE_WAIT, EventKind.LOCK_ACQUIRE):
-            b1, b3 = WAIT_CODE.get(ev.entity.detail, WAIT_CODE[WaitKind.OTHER]), log2_bucket(ev.count)
-        elif kind == EventKind.LOCK_WAIT:
-            b1 = WAIT_CODE.get(ev.entity.detail, WAIT_CODE[WaitKind.OTHER])
-            b3 = log2_bucket(ev.duration_ns // 1000)
-        elif kind == EventKind.GC:
-            b1, b3 = DETAIL_GC + (ev.entity.line & 0x0F), log2_bucket(ev.duration_ns // max(ev.count, 1) // 1000)
-        else:
-            b1, b3 = DETAIL_THREAD, 0
-        b2 = THREAD_SLOT_BASE + self.thread_slot(ev.thread)
-        return b0, b1, b2, b3
+        """The event's 4-byte word, by its kind's row of TABLE."""
+        row = TABLE[ev.kind]
+        return row.byte0, row.detail(ev), THREAD_SLOT_BASE + self.thread_slot(ev.thread), row.magnitude(ev)
 
     @staticmethod
     def copies(ev: Event) -> int:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from types import FrameType
 
 from gyroscope.bridges import codemap
 from gyroscope.bridges.events import Entity, EntityKind, EventKind, Frame, WaitKind
@@ -174,14 +173,3 @@ def classify(frames: list[Frame], idle: bool, gil: bool | None,
     else:
         ent = Entity(EntityKind.FUNCTION, own.file, name, first)
     return ent, (EventKind.SAMPLE_GIL if gil is False else EventKind.SAMPLE_RUN)
-
-
-def frames_of(frame: FrameType | None, limit: int = 256) -> list[Frame]:
-    """A live frame chain (e.g. from sys._current_frames()) as Frames, innermost-first."""
-    out: list[Frame] = []
-    while frame is not None and len(out) < limit:
-        code = frame.f_code
-        out.append(Frame(code.co_filename, code.co_qualname, frame.f_lineno or code.co_firstlineno,
-                         code.co_firstlineno))
-        frame = frame.f_back
-    return out

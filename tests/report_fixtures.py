@@ -1,11 +1,15 @@
-"""Realistic session results (schema gyroscope.session/1, agent/result.py) and sink Windows for tests."""
+"""Realistic session results and sink Windows for tests.
+
+`session()` is a session file as gyroscope 0.1 wrote it (schema gyroscope.session/1, a dict),
+`model()` the same session read through the model (agent/model.py, converted to /2)."""
 from __future__ import annotations
 
 import copy
 import time
 from typing import Any
 
-from gyroscope.agent.result import SCHEMA
+from gyroscope.agent.model import SCHEMA_V1 as SCHEMA
+from gyroscope.agent.model import SessionResult
 from gyroscope.agent.sinks.base import Window
 
 MAIN, WORKER1, WORKER2 = 1001, 1002, 1003
@@ -99,6 +103,11 @@ def session(with_hist: bool = True, with_timeline: bool = True, with_profile: bo
         r["timeline"] = [{"thread": tid, "entity_id": 2, "start_s": 0.1 * i + (0.05 if tid == WORKER2 else 0),
                           "duration_s": 0.03} for i in range(20) for tid in (WORKER1, WORKER2)]
     return copy.deepcopy(r)
+
+
+def model(**kw: Any) -> SessionResult:
+    """session(**kw) as the typed model (schema gyroscope.session/2)."""
+    return SessionResult.from_json(session(**kw))
 
 
 def windows(n: int = 3) -> list[Window]:

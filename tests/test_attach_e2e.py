@@ -44,17 +44,21 @@ def attach_to(script: Path, out: Path, *extra: str) -> tuple[subprocess.Complete
 @pytest.mark.parametrize("entry", MANIFEST, ids=[w["script"] for w in MANIFEST])
 def test_attach_workload(tmp_path, entry):
     script = WORKLOADS / entry["script"]
-    out = tmp_path / "attach.json"
-    gyro, target = attach_to(script, out)
+    out, stream = tmp_path / "attach.json", tmp_path / "attach.jsonl"
+    gyro, target = attach_to(script, out, "--stream", str(stream))
     assert gyro.returncode == 0, gyro.stderr
     assert target.returncode == 0
     assert "Traceback" not in gyro.stderr
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "gyroscope.session/1" and doc["source"] == "attach"
+    assert doc["schema"] == "gyroscope.session/2" and doc["source"] == "attach"
     assert doc["pid"] == target.pid and doc["attach"]["target_exited"] is True
     assert doc["errors"] == []
     assert doc["counters"]["samples"] >= 5 and doc["windows"] >= 1
     assert doc["python"].startswith("3.")
+    # the stream's closing record is the complete result: the target's python and the attach block
+    last = json.loads(stream.read_text().splitlines()[-1])
+    assert last["type"] == "session" and last["python"] == doc["python"]
+    assert last["processes"][0]["python"] == doc["python"] and last["attach"] == doc["attach"]
     own = [e for e in doc["entities"] if Path(e["file"]).name == entry["script"]]
     assert own, "no entity of the program's own code"
     assert all(Path(e["file"]).name == entry["script"] for e in doc["entities"]

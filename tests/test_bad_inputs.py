@@ -148,7 +148,7 @@ def test_attach_messages_name_no_temporary_file():
     ("counters", {"samples": "many"}, "counters.samples"),
     ("entities", [1], "entities[0] must be an object"),
     ("entities", [{"id": 1, "kind": "loop", "measurements": {"cpu_share": "0.5"}}], "measurements.cpu_share"),
-    ("decisions", [{"action": "specialize_hot_loop", "line": "12"}], "decisions[0].line"),
+    ("decisions", [{"action": "specialize_hot_loop", "entity_id": 1, "line": "12"}], "decisions[0].line"),
     ("threads", [{"id": 1, "name": 5}], "threads[0].name"),
     ("errors", [{"not": "a string"}], "errors[0]"),
 ])

@@ -1,10 +1,13 @@
 """Actuators: the spec 002 §25.1 formulas against hand-computed values, and the decision rule."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 from gyroscope.agent import actuators as A
+from gyroscope.agent.errors import SessionFileError
+from gyroscope.agent.model import EntityRecord
 
 WORKLOAD = "/tmp/some_program/app.py"
 
@@ -61,17 +64,22 @@ def ent(eid, kind, function, line, threads=(1,), file=WORKLOAD, **m):
     meas = {"iterations": 0, "iterations_per_s": 0.0, "calls": 0, "cpu_share": 0.0, "samples_running": 0,
             "samples_waiting": 0, "wait_s_total": 0.0, "wait_s_mean": 0.0, "waits": 0, "waiting_threads": 0}
     meas.update(m)
-    return {"id": eid, "kind": kind, "file": file, "function": function, "line": line, "detail": "",
-            "threads": list(threads), "measurements": meas,
-            "slcp": {"step": 100, "chi6": 3, "shell": 2, "resonance_key": 3, "chi_support_ratio": 0.2,
-                     "shell_entropy": 0.6, "spectral_peak_ratio": 0.4}}
+    return EntityRecord.from_json(
+        {"id": eid, "kind": kind, "file": file, "function": function, "line": line, "detail": "",
+         "threads": list(threads), "measurements": meas,
+         "slcp": {"step": 100, "chi6": 3, "shell": 2, "resonance_key": 3, "chi_support_ratio": 0.2,
+                  "shell_entropy": 0.6, "spectral_peak_ratio": 0.4}})
 
 
-CTX = {"duration_s": 2.0, "threads": 4, "samples": 200, "windows": 10}
+CTX = A.Context(duration_s=2.0, threads=4, samples=200, windows=10)
+
+
+def ctx(duration_s, threads, samples):
+    return A.Context(duration_s=duration_s, threads=threads, samples=samples)
 
 
 def actions(decisions):
-    return sorted((d["action"], d["function"], d["line"]) for d in decisions)
+    return sorted((d.action, d.function, d.line) for d in decisions)
 
 
 def test_hot_loop_needs_cpu_share_and_running_time():
@@ -85,14 +93,24 @@ def test_hot_loop_needs_cpu_share_and_running_time():
 def test_decision_carries_evidence_and_scores():
     e = ent(1, "loop", "Grid.relax", 16, cpu_share=0.9, samples_running=90, iterations_per_s=1e7, iterations=10**7)
     (d,) = A.decide([e], CTX)
-    assert set(d) == {"action", "entity_id", "entity_kind", "file", "function", "line", "hot_loop_score",
-                      "contention_score", "evidence"}
-    assert d["entity_id"] == 1 and d["entity_kind"] == "loop" and d["function"] == "Grid.relax"
-    assert d["hot_loop_score"] == pytest.approx(0.5 * 0.8 + 0.3 * 0.4 + 0.2 * 0.4, abs=1e-6)
-    ev = d["evidence"]
+    assert set(d.to_json()) == {"action", "entity_id", "entity_kind", "file", "function", "line", "pid",
+                                "hot_loop_score", "contention_score", "evidence"}
+    assert d.entity_id == 1 and d.entity_kind == "loop" and d.function == "Grid.relax"
+    assert d.hot_loop_score == pytest.approx(0.5 * 0.8 + 0.3 * 0.4 + 0.2 * 0.4, abs=1e-6)
+    ev = d.evidence
     assert ev["cpu_share"] == 0.9 and ev["running_share"] == pytest.approx(0.45)
     assert ev["iterations_per_s"] == 1e7 and "rule" in ev and ev["action_structural"] == "specialize_hot_loop"
-    assert e["scores"]["action_structural"] == "specialize_hot_loop"
+    assert A.scores_of(e.slcp).action_structural == "specialize_hot_loop"
+
+
+def test_decide_does_not_write_into_its_input():
+    ents = [ent(1, "loop", "mandel", 12, cpu_share=0.97, samples_running=150, iterations_per_s=8e6),
+            ent(2, "function", "mandel", 4, cpu_share=0.4, samples_running=80),
+            ent(5, "lock", "worker", 21, threads=(1, 2, 3, 4), wait_s_total=3.6, waits=350, waiting_threads=4)]
+    before = copy.deepcopy(ents)
+    decisions = A.decide(ents, CTX)
+    assert len(decisions) == 2
+    assert ents == before and all(e.scores is None for e in ents)
 
 
 def test_contended_lock_vs_rarely_contended_lock_vs_sleep():
@@ -102,13 +120,13 @@ def test_contended_lock_vs_rarely_contended_lock_vs_sleep():
     sleeping = ent(8, "wait", "ticker", 29, threads=(1, 2, 3), wait_s_total=5.0, waits=100, waiting_threads=3)
     d = A.decide([contended, rare, one_waiter, sleeping], CTX)
     assert actions(d) == [("mitigate_contention", "worker", 21)]
-    assert d[0]["evidence"]["wait_share"] == pytest.approx(3.6 / (2.0 * 4))
+    assert d[0].evidence["wait_share"] == pytest.approx(3.6 / (2.0 * 4))
 
 
 def test_wait_share_scales_with_threads_and_duration():
     lock = ent(5, "lock", "worker", 21, wait_s_total=0.3, waits=30, waiting_threads=2)
-    assert A.decide([lock], {"duration_s": 1.0, "threads": 2, "samples": 100})          # 15% of thread time
-    assert not A.decide([dict(lock)], {"duration_s": 10.0, "threads": 8, "samples": 1000})  # 0.4%
+    assert A.decide([lock], ctx(1.0, 2, 100))          # 15% of thread time
+    assert not A.decide([lock], ctx(10.0, 8, 1000))    # 0.4%
 
 
 def test_only_own_code():
@@ -120,7 +138,6 @@ def test_only_own_code():
                 samples_running=100),
             ent(4, "loop", "g", 1, file="", cpu_share=0.9, samples_running=100)]
     assert A.decide(ents, CTX) == []
-    assert all("scores" in e for e in ents)
 
 
 def test_loop_enclosing_a_contended_lock_is_not_hot():
@@ -139,11 +156,16 @@ def test_hot_function_with_its_own_hot_loop_gives_one_decision():
     assert actions(A.decide([fn], CTX)) == [("specialize_hot_loop", "mandel", 4)]
 
 
-def test_robust_to_missing_or_bad_fields():
-    e = {"id": 1, "kind": "loop", "file": WORKLOAD, "function": "f", "line": 3,
-         "measurements": {"cpu_share": None, "samples_running": "x"}, "slcp": None}
-    assert A.decide([e], {}) == []
-    assert A.decide([], {}) == []
+def test_bad_fields_are_refused_when_read_and_missing_ones_decide_nothing():
+    bad = {"id": 1, "kind": "loop", "file": WORKLOAD, "function": "f", "line": 3,
+           "measurements": {"cpu_share": None, "samples_running": "x"}, "slcp": None}
+    with pytest.raises(SessionFileError, match="cpu_share must be a number"):
+        EntityRecord.from_json(bad)
+    bare = EntityRecord.from_json({"id": 1, "kind": "loop", "file": WORKLOAD, "function": "f", "line": 3})
+    assert bare.slcp is None and A.decide([bare], A.Context()) == []
+    assert A.decide([], A.Context()) == []
+    nan = ent(1, "loop", "f", 3, cpu_share=float("nan"), samples_running=100)
+    assert A.decide([nan], CTX) == []
 
 
 def test_polling_loop_whose_thread_sleeps_is_not_hot():
@@ -151,15 +173,15 @@ def test_polling_loop_whose_thread_sleeps_is_not_hot():
     # sleeps in the same function for nearly all of the session
     loop = ent(1, "loop", "wait_for_done", 15, threads=(7,), cpu_share=1.0, samples_running=11)
     sleep = ent(2, "wait", "wait_for_done", 16, threads=(7,), wait_s_total=1.8, waits=1, waiting_threads=1)
-    ctx = {"duration_s": 1.9, "threads": 2, "samples": 21}
-    assert A.decide([loop, sleep], ctx) == []
+    c = ctx(1.9, 2, 21)
+    assert A.decide([loop, sleep], c) == []
     # the same loop computing, with a short sleep in its function, stays hot
     short = ent(2, "wait", "wait_for_done", 16, threads=(7,), wait_s_total=0.2, waits=1, waiting_threads=1)
-    (d,) = A.decide([loop, short], ctx)
-    assert d["evidence"]["idle_share"] == pytest.approx(0.2 / 1.9, abs=1e-3)
+    (d,) = A.decide([loop, short], c)
+    assert d.evidence["idle_share"] == pytest.approx(0.2 / 1.9, abs=1e-3)
     # a wait in another thread does not count
     other = ent(2, "wait", "wait_for_done", 16, threads=(8,), wait_s_total=1.8, waits=1, waiting_threads=1)
-    assert len(A.decide([loop, other], ctx)) == 1
+    assert len(A.decide([loop, other], c)) == 1
 
 
 def test_function_that_sleeps_under_a_lock_is_not_hot():
@@ -168,19 +190,19 @@ def test_function_that_sleeps_under_a_lock_is_not_hot():
     fn = ent(1, "function", "slow_update", 9, threads=(2, 3), cpu_share=1.0, samples_running=3,
              run_s_total=0.03)
     sleep = ent(2, "wait", "slow_update", 13, threads=(2, 3), wait_s_total=0.09, waits=3, waiting_threads=2)
-    ctx = {"duration_s": 0.4, "threads": 9, "samples": 8}
-    assert A.idle_share(A.decide([fn], ctx)[0], [fn, sleep], ctx) == pytest.approx(0.09 / 0.12)
-    assert A.decide([fn, sleep], ctx) == []
+    c = ctx(0.4, 9, 8)
+    assert A.idle_share(A.decide([fn], c)[0], [fn, sleep], c) == pytest.approx(0.09 / 0.12)
+    assert A.decide([fn, sleep], c) == []
     # the same function with most of its time computing stays hot
     busy = ent(1, "function", "slow_update", 9, threads=(2, 3), cpu_share=1.0, samples_running=30,
                run_s_total=0.3)
-    (d,) = A.decide([busy, sleep], ctx)
-    assert d["evidence"]["idle_share"] == pytest.approx(0.09 / 0.39, abs=1e-3)
+    (d,) = A.decide([busy, sleep], c)
+    assert d.evidence["idle_share"] == pytest.approx(0.09 / 0.39, abs=1e-3)
 
 
 def test_running_share_prefers_sampled_running_seconds():
     e = ent(1, "loop", "f", 3, cpu_share=1.0, samples_running=20, run_s_total=0.05)
-    (d,) = A.decide([e], {"duration_s": 0.5, "threads": 1, "samples": 20})   # 10% of wall time
-    assert d["evidence"]["running_share"] == pytest.approx(0.1)
+    (d,) = A.decide([e], ctx(0.5, 1, 20))   # 10% of wall time
+    assert d.evidence["running_share"] == pytest.approx(0.1)
     e = ent(1, "loop", "f", 3, cpu_share=1.0, samples_running=20, run_s_total=0.05)
-    assert A.decide([e], {"duration_s": 5.0, "threads": 1, "samples": 20}) == []   # 1%: not hot
+    assert A.decide([e], ctx(5.0, 1, 20)) == []   # 1%: not hot

@@ -1,6 +1,7 @@
 """`gyroscope eval`: manifest validation, scoring, the naive baseline, and end to end runs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from gyroscope.agent import eval_command as E
 from gyroscope.agent.errors import GyroscopeError
+from gyroscope.agent.model import Decision, EntityRecord, SessionResult
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ROOT / "tests" / "fixtures" / "decisions_variants"
@@ -66,21 +68,24 @@ def test_function_matches(expected, found, ok):
 
 def test_score_expect_and_forbid():
     w = {"expect": [{"action": "specialize_hot_loop", "function": "crunch"}], "forbid": ["mitigate_contention"]}
-    hot = {"action": "specialize_hot_loop", "function": "crunch", "line": 3}
-    lock = {"action": "mitigate_contention", "function": "log", "line": 9}
+    hot = Decision(action="specialize_hot_loop", entity_id=1, function="crunch", line=3)
+    lock = Decision(action="mitigate_contention", entity_id=2, function="log", line=9)
     assert E.score(w, [hot])["pass"]
     assert not E.score(w, [])["pass"]
     assert not E.score(w, [hot, lock])["pass"]
-    assert not E.score(w, [dict(hot, function="other")])["pass"]
+    assert not E.score(w, [dataclasses.replace(hot, function="other")])["pass"]
     assert E.score({"expect": [], "forbid": ["specialize_hot_loop"]}, [])["pass"]
 
 
 def test_naive_baseline_flags_any_wait():
-    result = {"entities": [
-        {"kind": "loop", "file": "/p/app.py", "function": "poll", "line": 4, "measurements": {"cpu_share": 1.0}},
-        {"kind": "wait", "file": "/p/app.py", "function": "poll", "line": 5, "measurements": {"wait_s_total": 2.0}},
-        {"kind": "lock", "file": "/p/app.py", "function": "w", "line": 9, "measurements": {"wait_s_total": 0.0}}]}
-    got = [(d["action"], d["function"]) for d in E.naive_decisions(result)]
+    result = SessionResult(source="run", entities=[EntityRecord.from_json(e) for e in [
+        {"id": 1, "kind": "loop", "file": "/p/app.py", "function": "poll", "line": 4,
+         "measurements": {"cpu_share": 1.0}},
+        {"id": 2, "kind": "wait", "file": "/p/app.py", "function": "poll", "line": 5,
+         "measurements": {"wait_s_total": 2.0}},
+        {"id": 3, "kind": "lock", "file": "/p/app.py", "function": "w", "line": 9,
+         "measurements": {"wait_s_total": 0.0}}]])
+    got = [(d.action, d.function) for d in E.naive_decisions(result)]
     assert got == [("specialize_hot_loop", "poll"), ("mitigate_contention", "poll")]
 
 

@@ -30,9 +30,9 @@ def test_stream_is_flushed_per_window(tmp_path):
     assert lines[1]["function"] == "crunch" and lines[1]["window"] == 5
     for w in ws[1:]:
         sink.on_window(w)
-    sink.close(fx.session())
+    sink.close(fx.model())
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert lines[-1]["type"] == "session" and lines[-1]["schema"] == "gyroscope.session/1"
+    assert lines[-1]["type"] == "session" and lines[-1]["schema"] == "gyroscope.session/2"
     assert lines[-1]["entities"] == 3 and len(lines[-1]["decisions"]) == 2
     assert sum(x["type"] == "window" for x in lines) == 3
 
@@ -42,7 +42,7 @@ def test_chrome_trace_is_valid_trace_event_format(tmp_path):
     sink = TraceSink(path)
     for w in fx.windows(3):
         sink.on_window(w)
-    sink.close(fx.session())
+    sink.close(fx.model())
     doc = json.loads(path.read_text())
     assert doc["displayTimeUnit"] == "ms"
     evs = doc["traceEvents"]
@@ -86,7 +86,7 @@ def test_factory_builds_requested_sinks(tmp_path, monkeypatch):
     assert [s.name for s in sinks] == ["stream", "trace"]
     assert args.ledger == str(tmp_path / "l.ledger") and args.otlp is None and not args.quiet
     for s in sinks:
-        s.close(fx.session())
+        s.close(fx.model())
     assert build_sinks(_parse([]), "run") == []
 
 

@@ -207,7 +207,7 @@ def test_run_outputs_through_symlinks(tmp_path, app):
     assert p.returncode == 0, p.stderr
     for name in ("s.json", "t.json", "x.jsonl"):
         assert (tmp_path / name).is_symlink()
-    assert json.loads((tmp_path / "real" / "s.json").read_text())["schema"] == "gyroscope.session/1"
+    assert json.loads((tmp_path / "real" / "s.json").read_text())["schema"] == "gyroscope.session/2"
     assert "traceEvents" in json.loads((tmp_path / "real" / "t.json").read_text())
     assert json.loads((tmp_path / "real" / "x.jsonl").read_text().splitlines()[-1])["type"] == "session"
 
@@ -220,7 +220,7 @@ def test_run_json_into_a_fifo(tmp_path, app):
     p = gyro("run", "-q", "--json", str(fifo), str(app), cwd=tmp_path)
     t.join(10)
     assert p.returncode == 0, p.stderr
-    assert json.loads(got[0])["schema"] == "gyroscope.session/1" and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert json.loads(got[0])["schema"] == "gyroscope.session/2" and stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
 @pytest.mark.parametrize("name", ["/dev/stdout", "/dev/fd/1"])
@@ -233,7 +233,7 @@ def test_run_json_to_dev_stdout_appends_after_the_programs_output(tmp_path, app,
         p = gyro("run", "-q", "--json", name, str(app), cwd=tmp_path, stdout=f)
     assert p.returncode == 0, p.stderr
     text = out.read_text()
-    assert text.startswith("hi\n") and json.loads(text[3:])["schema"] == "gyroscope.session/1"
+    assert text.startswith("hi\n") and json.loads(text[3:])["schema"] == "gyroscope.session/2"
     p = gyro("run", "-q", "--json", name, str(app), cwd=tmp_path)   # a pipe
     assert p.stdout.startswith("hi\n") and json.loads(p.stdout[3:])["exit_code"] == 0
     assert os.path.islink("/dev/stdout")

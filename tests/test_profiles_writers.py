@@ -137,9 +137,12 @@ def _export(endpoint: str, **kw) -> dict:
     assert sink is not None
     for w in fx.windows(2):
         sink.on_window(w)
-    result = fx.session()
-    sink.close(result)
-    return result
+    from gyroscope.agent.model import SessionResult
+    result = SessionResult.from_json(fx.session())
+    report = sink.close(result)
+    if report is not None:
+        report.apply(result)
+    return result.to_json()
 
 
 @pytest.mark.timeout(60)
@@ -188,9 +191,10 @@ def test_otlp_receiver_without_profiles_costs_one_line(status, monkeypatch, caps
     assert exp["failed"] == 0 and exp["spans"] > 0                            # the other signals are unaffected
     import io
 
+    from gyroscope.agent.model import SessionResult
     from gyroscope.agent.summary import print_summary
     buf = io.StringIO()
-    print_summary(result, buf)
+    print_summary(SessionResult.from_json(result), buf)
     lines = buf.getvalue().splitlines()
     assert sum("profiles" in line and line.lstrip().startswith("error:") for line in lines) == 1
     assert any("otlp" in line and "0 profiles" in line for line in lines)

@@ -193,7 +193,7 @@ def test_end_to_end_run_then_report(tmp_path):
                           timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(sj.read_text())
-    assert result["schema"] == "gyroscope.session/1" and result["entities"]
+    assert result["schema"] == "gyroscope.session/2" and result["entities"]
     lines = [json.loads(x) for x in st.read_text().splitlines()]
     assert lines[0]["type"] == "window" and lines[-1]["type"] == "session"
     assert json.loads(tr.read_text())["displayTimeUnit"] == "ms"

@@ -50,7 +50,7 @@ def test_workload(tmp_path, entry):
         assert gyro.stdout.strip().isdigit() and bare.stdout.strip().isdigit()
     else:
         assert gyro.stdout == bare.stdout
-    assert doc is not None and doc["schema"] == "gyroscope.session/1"
+    assert doc is not None and doc["schema"] == "gyroscope.session/2"
     assert doc["exit_code"] == 0 and doc["source"] == "run" and doc["windows"] >= 1
     assert doc["counters"]["samples"] > 0 and doc["agent"]["cpu_s"] > 0
     own = [e for e in doc["entities"] if Path(e["file"]).name == entry["script"]]
@@ -77,7 +77,7 @@ def test_workload(tmp_path, entry):
                    key=lambda e: e["measurements"]["cpu_share"])
         lock = max(own, key=lambda e: e["measurements"]["wait_s_total"])
         assert loop["slcp"]["chi_support_ratio"] < lock["slcp"]["chi_support_ratio"]
-    thread_names = {t["name"] for t in doc["threads"]}
+    thread_names = {t["name"] for t in doc["processes"][0]["threads"]}
     assert not any(n.startswith("gyroscope") for n in thread_names)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from gyroscope.bridges.events import EntityKind, EventKind, WaitKind
-from gyroscope.bridges.stacks import Frame, classify, frames_of, wait_kind_from_text
+from gyroscope.bridges.stacks import Frame, classify, wait_kind_from_text
 
 FIXTURE = textwrap.dedent('''\
     import queue
@@ -112,6 +112,17 @@ def start(target, *args) -> threading.Thread:
     t = threading.Thread(target=target, args=args, daemon=True)
     t.start()
     return t
+
+
+def frames_of(frame, limit: int = 256) -> list[Frame]:
+    """A live frame chain (from sys._current_frames()) as Frames, innermost-first."""
+    out: list[Frame] = []
+    while frame is not None and len(out) < limit:
+        code = frame.f_code
+        out.append(Frame(code.co_filename, code.co_qualname, frame.f_lineno or code.co_firstlineno,
+                         code.co_firstlineno))
+        frame = frame.f_back
+    return out
 
 
 def stack_when(t: threading.Thread, ready, timeout: float = 10.0) -> list[Frame]:

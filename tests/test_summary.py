@@ -1,10 +1,10 @@
-"""The terminal summary and the live status line."""
+"""The terminal summary."""
 from __future__ import annotations
 
 import io
 import re
 
-from gyroscope.agent.summary import LiveStatus, print_summary
+from gyroscope.agent.summary import print_summary
 
 from tests import report_fixtures as fx
 
@@ -13,7 +13,7 @@ ANSI = re.compile(r"\x1b\[")
 
 def test_order_and_content_without_tty():
     out = io.StringIO()
-    print_summary(fx.session(), out)
+    print_summary(fx.model(), out)
     text = out.getvalue()
     assert not ANSI.search(text)
     i_dec, i_loops, i_waits = text.index("Decisions"), text.index("Top loops"), text.index("Top waits")
@@ -32,34 +32,13 @@ def test_order_and_content_without_tty():
 
 def test_quiet_prints_nothing():
     out = io.StringIO()
-    print_summary(fx.session(), out, quiet=True)
+    print_summary(fx.model(), out, quiet=True)
     assert out.getvalue() == ""
 
 
 def test_empty_session_and_no_decisions():
-    r = fx.session()
-    r["decisions"], r["entities"] = [], []
+    r = fx.model()
+    r.decisions, r.entities = [], []
     out = io.StringIO()
     print_summary(r, out)
     assert "Decisions: none" in out.getvalue() and "Top loops" not in out.getvalue()
-
-
-class _Tty(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_live_status():
-    s = _Tty()
-    live = LiveStatus(s)
-    live.update({"elapsed_s": 1.5, "windows": 7, "samples": 120, "dropped": 0, "top": "crunch:12"})
-    live.update({"elapsed_s": 2.0, "windows": 9})
-    live.close()
-    text = s.getvalue()
-    assert text.count("\r") >= 3 and "windows 7" in text and "top: crunch:12" in text
-    assert "\n" not in text
-    plain = io.StringIO()
-    quiet = LiveStatus(plain)
-    quiet.update({"elapsed_s": 1.0})
-    quiet.close()
-    assert plain.getvalue() == ""

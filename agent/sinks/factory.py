@@ -130,13 +130,14 @@ def _abort_all(sinks: list[Sink]) -> None:
             pass
 
 
-def sink_failures(result: dict[str, Any]) -> list[str]:
+def sink_failures(result: Any) -> list[str]:
     """One line per failing sink or exporter, from the session's errors: "sink stream.on_window:
     OSError: ... (12 times)", "otlp export to ...: 3 items failed". What `-q` still prints: quiet
     hides the summary, never a lost export."""
     first: dict[str, str] = {}
     count: dict[str, int] = {}
-    for e in result.get("errors") or []:
+    errors = result.get("errors") if isinstance(result, dict) else result.errors
+    for e in errors or []:
         if not isinstance(e, str) or not e.startswith(("sink ", "otlp ")):
             continue
         key = e.split(":", 1)[0]
@@ -145,7 +146,7 @@ def sink_failures(result: dict[str, Any]) -> list[str]:
     return [first[k] + (f" ({count[k]} times)" if count[k] > 1 else "") for k in first]
 
 
-def print_sink_failures(result: dict[str, Any], stream: TextIO) -> None:
+def print_sink_failures(result: Any, stream: TextIO) -> None:
     """Print sink_failures(result) as `gyroscope: error: ...` lines (used under -q)."""
     for line in sink_failures(result):
         try:

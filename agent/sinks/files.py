@@ -19,11 +19,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from gyroscope.agent.outputs import check_writable, fsync_if_possible, open_stream
 from gyroscope.agent.result import write_json_atomic
 from gyroscope.agent.sinks.base import Window
+
+if TYPE_CHECKING:
+    from gyroscope.agent.model import SessionResult
 
 _SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
@@ -67,12 +70,16 @@ class StreamSink:
         """The session never started: close the file without a session record."""
         self._f.close()
 
-    def close(self, result: dict[str, Any]) -> None:
+    def close(self, result: SessionResult | None) -> None:
+        """The closing record: the finished session without its entities, timeline and stacks."""
         if self._f.closed:
             return
         try:
-            self._write({"type": "session", **{k: v for k, v in result.items() if k not in ("entities", "timeline", "profile")},
-                         "entities": len(result.get("entities") or [])})
+            if result is not None:
+                doc = result.to_json()
+                self._write({"type": "session", **{k: v for k, v in doc.items()
+                                                   if k not in ("entities", "timeline", "profile")},
+                             "entities": len(result.entities)})
             self._f.flush()
             fsync_if_possible(self._f.fileno())
         finally:
@@ -115,29 +122,31 @@ class TraceSink:
             self.events.append({"name": f"wait entity {w.get('entity_id', 0)}", "cat": "wait", "ph": "X",
                                 "ts": self._us(int(w.get("t_ns", window.t_start_ns))),
                                 "dur": max(0.0, int(w.get("duration_ns", 0)) / 1000.0),
-                                "pid": self._pid, "tid": int(w.get("thread", 0) or 0),
+                                "pid": self._pid, "tid": w["thread"],
                                 "args": {"entity_id": w.get("entity_id", 0)}})
         t_end = self._us(window.t_end_ns)
         for e in window.entities:
-            m = e.get("measurements") or {}
+            m = e.get("measurements", {})
             if e.get("kind") == "loop" or m.get("iterations_per_s"):
                 label = f"{e.get('function', '?')}:{e.get('line', 0)}"
                 self.events.append({"name": f"hot {label}", "cat": "hot_loop", "ph": "C", "ts": t_end,
                                     "pid": self._pid, "tid": self.AGENT_TID,
-                                    "args": {"cpu_share": float(m.get("cpu_share", 0.0) or 0.0),
-                                             "iterations_per_s": float(m.get("iterations_per_s", 0.0) or 0.0)}})
+                                    "args": {"cpu_share": float(m.get("cpu_share", 0.0)),
+                                             "iterations_per_s": float(m.get("iterations_per_s", 0.0))}})
         for d in window.decisions:
             self.events.append({"name": f"{d.get('action', '')} {d.get('function', '')}:{d.get('line', 0)}",
                                 "cat": "decision", "ph": "i", "s": "p", "ts": t_end, "pid": self._pid,
                                 "tid": self.AGENT_TID,
                                 "args": {k: v for k, v in d.items() if k != "evidence"}})
 
-    def close(self, result: dict[str, Any]) -> None:
-        for t in result.get("threads") or []:
-            self.threads.setdefault(int(t.get("id", 0)), str(t.get("name", "")))
+    def close(self, result: SessionResult | None) -> None:
+        if result is None:   # the session never started: leave the file as it was
+            return
+        for t in result.threads:
+            self.threads.setdefault(t.id, t.name)
         meta: list[dict[str, Any]] = [
             {"name": "process_name", "ph": "M", "pid": self._pid, "tid": 0,
-             "args": {"name": f"gyroscope: {' '.join(str(c) for c in result.get('command') or [])}"}},
+             "args": {"name": f"gyroscope: {' '.join(result.command)}"}},
             {"name": "thread_name", "ph": "M", "pid": self._pid, "tid": self.AGENT_TID,
              "args": {"name": "gyroscope agent (windows)"}}]
         for tid, tname in sorted(self.threads.items()):
@@ -145,8 +154,7 @@ class TraceSink:
                 meta.append({"name": "thread_name", "ph": "M", "pid": self._pid, "tid": tid,
                              "args": {"name": f"{tname} ({tid})"}})
         write_json_atomic(self.path, {"traceEvents": meta + self.events, "displayTimeUnit": "ms",
-                                      "otherData": {"schema": result.get("schema", ""),
-                                                    "pid": result.get("pid", 0)}})
+                                      "otherData": {"schema": result.schema, "pid": result.pid}})
 
 
 def write_speedscope(path: str | os.PathLike[str],

@@ -24,13 +24,12 @@ code.line.number, thread.id, thread.name, process.pid); our own live under `gyro
 
 Never holding the program up: the providers are private (the global OTel providers, which the
 watched program may use, are not touched), queues are bounded, exports time out quickly and
-the flush at exit runs in a helper thread that is waited for at most FLUSH_BUDGET_S. The result
-gets result["export"]["otlp"] = {"endpoint", "spans", "metrics", "logs", "dropped", "failed"}.
+the flush at exit runs in a helper thread that is waited for at most FLUSH_BUDGET_S. `close`
+returns a SinkReport whose `otlp` (agent/model.py OtlpExport: endpoint, spans, metrics, logs,
+dropped, failed) the session puts into the result's `export` before the other sinks close.
 
-The SDK's worker threads are named "OtelBatchSpanRecordProcessor",
-"OtelBatchLogRecordProcessor" and "OtelPeriodicExportingMetricReader" (plus our
-"gyroscope-otel-flush"); their `threading` idents are in SDK_THREAD_IDENTS and native ids in
-SDK_THREAD_NATIVE_IDS so that sources can leave them out of what they report.
+Counting: each SDK exporter is wrapped in one `CountingExporter` that counts the items of every
+export call as exported or failed, and passes everything else through to the SDK's exporter.
 """
 from __future__ import annotations
 
@@ -39,11 +38,8 @@ import threading
 import time
 from typing import Any
 
-from gyroscope.agent.sinks.base import Window
-
-SDK_THREAD_NAME_PREFIXES = ("OtelBatch", "OtelPeriodicExportingMetricReader", "gyroscope-otel")
-SDK_THREAD_IDENTS: set[int] = set()
-SDK_THREAD_NATIVE_IDS: set[int] = set()
+from gyroscope.agent.model import Action, OtlpExport, SessionResult
+from gyroscope.agent.sinks.base import SinkReport, Window
 
 EXPORT_TIMEOUT_S = 0.5          # one export request (the exporter retries within this deadline)
 FLUSH_BUDGET_S = 0.8            # the flush at exit waits at most this (a dead endpoint costs ~1 s in all)
@@ -139,17 +135,9 @@ def _capture_sdk_logs() -> _SdkLogCapture:
     return _LOG_CAPTURE
 
 
-def _register_sdk_threads() -> None:
-    for t in threading.enumerate():
-        if t.name.startswith(SDK_THREAD_NAME_PREFIXES) and t.ident is not None:
-            SDK_THREAD_IDENTS.add(t.ident)
-            if t.native_id is not None:
-                SDK_THREAD_NATIVE_IDS.add(t.native_id)
-
-
 def _code_attrs(d: dict[str, Any]) -> dict[str, Any]:
     return {"code.function.name": str(d.get("function", "")), "code.file.path": str(d.get("file", "")),
-            "code.line.number": int(d.get("line", 0) or 0)}
+            "code.line.number": int(d.get("line", 0))}
 
 
 def _scalar_attrs(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +159,26 @@ class _Counts:
             (self.ok if success else self.failed)[signal] += n
 
 
+class CountingExporter:
+    """One wrapper around any SDK exporter (spans, metrics, logs): every export call's items are
+    counted as exported or failed under `signal`; every other attribute (shutdown, force_flush,
+    the metric reader's preferred temporality and aggregation) is the wrapped exporter's."""
+
+    def __init__(self, inner: Any, signal: str, counts: _Counts, size: Any = len) -> None:
+        self._inner = inner
+        self._signal = signal
+        self._counts = counts
+        self._size = size
+
+    def export(self, batch: Any, *args: Any, **kw: Any) -> Any:
+        r = self._inner.export(batch, *args, **kw)
+        self._counts.add(self._signal, self._size(batch), getattr(r, "name", "") == "SUCCESS")
+        return r
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def _metric_points(data: Any) -> int:
     n = 0
     for rm in getattr(data, "resource_metrics", ()):
@@ -183,6 +191,7 @@ def _metric_points(data: Any) -> int:
 class OtelSink:
     """Sink (agent.sinks.base) exporting through the OTel SDK. Build with `OtelSink.create(...)`."""
     name = "otlp"
+    reports = True   # closed before the other sinks: its SinkReport goes into the result
 
     def __init__(self, signals: dict[str, str | None], resource_attrs: dict[str, Any] | None = None,
                  export_timeout_s: float = EXPORT_TIMEOUT_S, flush_budget_s: float = FLUSH_BUDGET_S,
@@ -220,7 +229,6 @@ class OtelSink:
             self._setup_metrics(signals["metrics"], timeout, counts, metric_interval_ms)
         if "logs" in signals:
             self._setup_logs(signals["logs"], timeout, counts)
-        _register_sdk_threads()
 
     @classmethod
     def create(cls, otlp: str | None, profiles: bool = True, **kw: Any) -> OtelSink | None:
@@ -238,17 +246,11 @@ class OtelSink:
         from opentelemetry.sdk.trace import SpanLimits, TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        class _Exporter(OTLPSpanExporter):
-            def export(self, spans):  # type: ignore[override]
-                r = super().export(spans)
-                counts.add("traces", len(spans), r.name == "SUCCESS")
-                return r
-
         tp = TracerProvider(resource=self.resource, shutdown_on_exit=False, span_limits=SpanLimits(max_events=MAX_EVENTS_PER_SPAN + 8))
-        tp.add_span_processor(BatchSpanProcessor(_Exporter(endpoint=endpoint, timeout=timeout),
-                                                 max_queue_size=MAX_QUEUE, schedule_delay_millis=1000,
-                                                 max_export_batch_size=256,
-                                                 export_timeout_millis=int(timeout * 1000)))
+        tp.add_span_processor(BatchSpanProcessor(
+            CountingExporter(OTLPSpanExporter(endpoint=endpoint, timeout=timeout), "traces", counts),
+            max_queue_size=MAX_QUEUE, schedule_delay_millis=1000, max_export_batch_size=256,
+            export_timeout_millis=int(timeout * 1000)))
         self._tracer_provider = tp
         self._tracer = tp.get_tracer("gyroscope")
 
@@ -258,13 +260,9 @@ class OtelSink:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-        class _Exporter(OTLPMetricExporter):
-            def export(self, metrics_data, timeout_millis: float = 10_000, **kw):  # type: ignore[override]
-                r = super().export(metrics_data, timeout_millis=timeout_millis, **kw)
-                counts.add("metrics", _metric_points(metrics_data), r.name == "SUCCESS")
-                return r
-
-        reader = PeriodicExportingMetricReader(_Exporter(endpoint=endpoint, timeout=timeout),
+        exporter = CountingExporter(OTLPMetricExporter(endpoint=endpoint, timeout=timeout), "metrics", counts,
+                                    size=_metric_points)
+        reader = PeriodicExportingMetricReader(exporter,  # type: ignore[arg-type]
                                                export_interval_millis=interval_ms,
                                                export_timeout_millis=int(timeout * 1000))
         mp = MeterProvider(resource=self.resource, metric_readers=[reader], shutdown_on_exit=False)
@@ -296,17 +294,11 @@ class OtelSink:
         from opentelemetry.sdk._logs import LoggerProvider
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
-        class _Exporter(OTLPLogExporter):
-            def export(self, batch):  # type: ignore[override]
-                r = super().export(batch)
-                counts.add("logs", len(batch), r.name == "SUCCESS")
-                return r
-
         lp = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
-        lp.add_log_record_processor(BatchLogRecordProcessor(_Exporter(endpoint=endpoint, timeout=timeout),
-                                                            max_queue_size=MAX_QUEUE, schedule_delay_millis=1000,
-                                                            max_export_batch_size=256,
-                                                            export_timeout_millis=int(timeout * 1000)))
+        lp.add_log_record_processor(BatchLogRecordProcessor(
+            CountingExporter(OTLPLogExporter(endpoint=endpoint, timeout=timeout), "logs", counts),
+            max_queue_size=MAX_QUEUE, schedule_delay_millis=1000, max_export_batch_size=256,
+            export_timeout_millis=int(timeout * 1000)))
         self._logger_provider = lp
         self._logger = lp.get_logger("gyroscope")
 
@@ -339,8 +331,8 @@ class OtelSink:
                 self._log_decision(d, end_ns)
 
     def _wait_attrs(self, w: dict[str, Any]) -> dict[str, Any]:
-        tid = int(w.get("thread", 0) or 0)
-        attrs: dict[str, Any] = {"thread.id": tid, "gyroscope.entity_id": int(w.get("entity_id", 0) or 0)}
+        tid = w["thread"]
+        attrs: dict[str, Any] = {"thread.id": tid, "gyroscope.entity_id": w["entity_id"]}
         if tid in self._threads:
             attrs["thread.name"] = self._threads[tid]
         return attrs
@@ -348,19 +340,19 @@ class OtelSink:
     def _update_gauges(self, window: Window) -> None:
         with self._lock:
             for e in window.entities:
-                eid = int(e.get("id", 0) or 0)
+                eid = e["id"]
                 g = self._gauges.setdefault(eid, {})
                 g["attrs"] = {"gyroscope.entity_id": eid, "gyroscope.entity_kind": str(e.get("kind", "")),
                               **_code_attrs(e)}
-                m = e.get("measurements") or {}
+                m = e.get("measurements", {})
                 for k in ("iterations_per_s", "cpu_share"):
                     if k in m:
                         g[k] = float(m[k])
-                for k, v in (e.get("scores") or {}).items():
+                for k, v in (e.get("scores", {})).items():
                     if k in ("hot_loop_score", "contention_score"):
                         g[k] = float(v)
             for d in window.decisions:
-                eid = int(d.get("entity_id", 0) or 0)
+                eid = d["entity_id"]
                 g = self._gauges.setdefault(eid, {"attrs": {"gyroscope.entity_id": eid,
                                                             "gyroscope.entity_kind": str(d.get("entity_kind", "")),
                                                             **_code_attrs(d)}})
@@ -395,24 +387,24 @@ class OtelSink:
     @staticmethod
     def _decision_attrs(d: dict[str, Any]) -> dict[str, Any]:
         attrs = {"gyroscope.action": str(d.get("action", "")),
-                 "gyroscope.entity_id": int(d.get("entity_id", 0) or 0),
+                 "gyroscope.entity_id": d["entity_id"],
                  "gyroscope.entity_kind": str(d.get("entity_kind", "")),
-                 "gyroscope.hot_loop_score": float(d.get("hot_loop_score", 0.0) or 0.0),
-                 "gyroscope.contention_score": float(d.get("contention_score", 0.0) or 0.0),
+                 "gyroscope.hot_loop_score": d["hot_loop_score"],
+                 "gyroscope.contention_score": d["contention_score"],
                  **_code_attrs(d)}
-        ev = d.get("evidence") or {}
+        ev = d["evidence"]
         attrs.update(_scalar_attrs("gyroscope.evidence.", ev))
         return attrs
 
     @staticmethod
     def _entity_attrs(e: dict[str, Any]) -> dict[str, Any]:
-        attrs = {"gyroscope.entity_id": int(e.get("id", 0) or 0), "gyroscope.entity_kind": str(e.get("kind", "")),
-                 **_code_attrs(e), **_scalar_attrs("gyroscope.", e.get("measurements") or {}),
-                 **_scalar_attrs("gyroscope.", e.get("slcp") or {}),
-                 **_scalar_attrs("gyroscope.", {k: v for k, v in (e.get("scores") or {}).items()})}
+        attrs = {"gyroscope.entity_id": e["id"], "gyroscope.entity_kind": str(e.get("kind", "")),
+                 **_code_attrs(e), **_scalar_attrs("gyroscope.", e.get("measurements", {})),
+                 **_scalar_attrs("gyroscope.", e.get("slcp", {})),
+                 **_scalar_attrs("gyroscope.", {k: v for k, v in (e.get("scores", {})).items()})}
         if e.get("detail"):
             attrs["gyroscope.detail"] = str(e["detail"])
-        threads = [int(t) for t in e.get("threads") or []]
+        threads = [int(t) for t in e.get("threads", [])]
         if len(threads) == 1:
             attrs["thread.id"] = threads[0]
         elif threads:
@@ -424,54 +416,59 @@ class OtelSink:
 
         body = (f"{d.get('action', '')} {d.get('entity_kind', '')} {d.get('function', '')} "
                 f"({d.get('file', '')}:{d.get('line', 0)})")
-        self._logged.add((str(d.get("action", "")), int(d.get("entity_id", 0) or 0)))
+        self._logged.add((str(d.get("action", "")), d["entity_id"]))
         self._logger.emit(timestamp=ts_ns, observed_timestamp=time.time_ns(), severity_number=SeverityNumber.INFO,
                           severity_text="INFO", body=body, attributes=self._decision_attrs(d),
                           event_name="gyroscope.decision", context=self._session_ctx)
         self.emitted["logs"] += 1
 
-    def close(self, result: dict[str, Any]) -> None:
-        """End the session span, flush everything within FLUSH_BUDGET_S, record what was sent."""
+    def close(self, result: SessionResult | None) -> SinkReport | None:
+        """End the session span, flush everything within FLUSH_BUDGET_S; report what was sent."""
         end_ns = time.time_ns()
+        if result is None:   # the session never started
+            self._shutdown_all()
+            return None
+        decisions = [d.to_json() for d in result.decisions]
         if self._tracer is not None:
-            start = int(result.get("started_unix_s", 0) * 1e9) or end_ns
+            start = int(result.started_unix_s * 1e9) or end_ns
             self._ensure_session(start)
             span = self._session_span
-            span.set_attribute("process.pid", int(result.get("pid", os.getpid()) or 0))
-            span.set_attribute("gyroscope.source", str(result.get("source", "")))
-            span.set_attribute("gyroscope.windows", int(result.get("windows", 0) or 0))
-            span.set_attribute("gyroscope.decisions", len(result.get("decisions") or []))
-            span.set_attribute("process.command_args", [str(c) for c in result.get("command") or []])
-            for k, v in (result.get("counters") or {}).items():
+            span.set_attribute("process.pid", result.pid)
+            span.set_attribute("gyroscope.source", result.source)
+            span.set_attribute("gyroscope.windows", result.windows)
+            span.set_attribute("gyroscope.decisions", len(result.decisions))
+            span.set_attribute("process.command_args", list(result.command))
+            for k, v in result.counters.items():
                 span.set_attribute(f"gyroscope.counters.{k}", int(v))
-            for d in (result.get("decisions") or [])[:MAX_EVENTS_PER_SPAN]:
+            for d in decisions[:MAX_EVENTS_PER_SPAN]:
                 span.add_event("gyroscope.decision", attributes=self._decision_attrs(d), timestamp=end_ns)
-            for a in (result.get("actions") or [])[:MAX_EVENTS_PER_SPAN]:
+            for a in result.actions[:MAX_EVENTS_PER_SPAN]:
                 span.add_event("gyroscope.action", attributes=_action_attrs(a), timestamp=end_ns)
-            if result.get("duration_s"):
-                end_ns = max(end_ns, start + int(float(result["duration_s"]) * 1e9))
+            if result.duration_s:
+                end_ns = max(end_ns, start + int(result.duration_s * 1e9))
             span.end(end_time=end_ns)
-        profiles_thread = self._start_profiles_export(result)
+        profiles_thread = self._start_profiles_export(
+            {"profile": result.extra.get("profile"), "started_unix_s": result.started_unix_s,
+             "duration_s": result.duration_s})
         if self._logger is not None:
             # the session's final decisions that the gate never let through a window
-            for d in result.get("decisions") or []:
-                if (str(d.get("action", "")), int(d.get("entity_id", 0) or 0)) not in self._logged:
+            for d in decisions:
+                if (d["action"], d["entity_id"]) not in self._logged:
                     self._log_decision(d, end_ns)
             # every change made to the program (opt-in actuators), one record each
             from opentelemetry._logs import SeverityNumber
-            for a in result.get("actions") or []:
+            for a in result.actions:
                 self._logger.emit(timestamp=end_ns, observed_timestamp=time.time_ns(),
-                                  severity_number=SeverityNumber.INFO if a.get("ok") else SeverityNumber.WARN,
-                                  severity_text="INFO" if a.get("ok") else "WARN",
-                                  body=f"{a.get('action', '')} thread {a.get('thread', 0)} ({a.get('mechanism', '')})",
+                                  severity_number=SeverityNumber.INFO if a.ok else SeverityNumber.WARN,
+                                  severity_text="INFO" if a.ok else "WARN",
+                                  body=f"{a.action} thread {a.thread} ({a.mechanism})",
                                   attributes=_action_attrs(a), event_name="gyroscope.action",
                                   context=self._session_ctx)
                 self.emitted["logs"] += 1
         if self._meter_provider is not None:
             # final values for every entity of the session, so the last collection is complete
             self._update_gauges(Window(index=-1, t_start_ns=0, t_end_ns=0, unix_start_s=0.0,
-                                       entities=list(result.get("entities") or []),
-                                       decisions=list(result.get("decisions") or [])))
+                                       entities=[e.to_json() for e in result.entities], decisions=decisions))
         t_flush = time.monotonic()
         timed_out = not self._shutdown_all()
         profiles_info = self._finish_profiles_export(profiles_thread, t_flush)
@@ -479,23 +476,21 @@ class OtelSink:
             ok, failed = dict(self.counts.ok), dict(self.counts.failed)
         spans_dropped = max(0, self.emitted["traces"] - ok["traces"] - failed["traces"])
         logs_dropped = max(0, self.emitted["logs"] - ok["logs"] - failed["logs"])
-        info = {"endpoint": self.endpoint, "signals": sorted(self.signals),
-                "spans": ok["traces"], "metrics": ok["metrics"], "logs": ok["logs"],
-                "dropped": spans_dropped + logs_dropped,
-                "failed": failed["traces"] + failed["metrics"] + failed["logs"],
-                "flush_timed_out": timed_out, "emitted": {"spans": self.emitted["traces"],
-                                                          "logs": self.emitted["logs"]},
-                "sdk_warnings": self._logs_capture.count - self._logs_seen}
+        info = OtlpExport(endpoint=self.endpoint, signals=sorted(self.signals), spans=ok["traces"],
+                          metrics=ok["metrics"], logs=ok["logs"], dropped=spans_dropped + logs_dropped,
+                          failed=failed["traces"] + failed["metrics"] + failed["logs"], flush_timed_out=timed_out,
+                          emitted={"spans": self.emitted["traces"], "logs": self.emitted["logs"]},
+                          sdk_warnings=self._logs_capture.count - self._logs_seen)
+        errors = list(self.errors)
         if profiles_info is not None:
-            info["profiles"] = profiles_info
-        result.setdefault("export", {})["otlp"] = info
-        if profiles_info is not None and profiles_info.get("error"):
-            result.setdefault("errors", []).append(f"otlp profiles to {self.profiles_url}: {profiles_info['error']}")
-        errors = result.setdefault("errors", [])
-        if info["failed"] or info["dropped"] or timed_out:
-            errors.append(f"otlp export to {self.endpoint}: {info['failed']} items failed, {info['dropped']} dropped"
+            info.extra["profiles"] = profiles_info
+            if profiles_info.get("error"):
+                errors.append(f"otlp profiles to {self.profiles_url}: {profiles_info['error']}")
+        if info.failed or info.dropped or timed_out:
+            errors.append(f"otlp export to {self.endpoint}: {info.failed} items failed, {info.dropped} dropped"
                           + (f", flush gave up after {self.flush_budget_s:g}s" if timed_out else "")
                           + (f" ({self._logs_capture.messages[-1]})" if self._logs_capture.messages else ""))
+        return SinkReport(otlp=info, errors=errors)
 
     def _start_profiles_export(self, result: dict[str, Any]) -> tuple[threading.Thread, dict[str, Any]] | None:
         """Send the session's profiles from a helper thread, alongside the flush of the other signals."""
@@ -523,8 +518,6 @@ class OtelSink:
 
         t = threading.Thread(target=run, name="gyroscope-otel-profiles", daemon=True)
         t.start()
-        if t.native_id is not None:
-            SDK_THREAD_NATIVE_IDS.add(t.native_id)
         return t, out
 
     def _finish_profiles_export(self, started: tuple[threading.Thread, dict[str, Any]] | None,
@@ -553,30 +546,26 @@ class OtelSink:
 
         t = threading.Thread(target=run, name="gyroscope-otel-flush", daemon=True)
         t.start()
-        if t.native_id is not None:
-            SDK_THREAD_NATIVE_IDS.add(t.native_id)
-        if t.ident is not None:
-            SDK_THREAD_IDENTS.add(t.ident)
         t.join(self.flush_budget_s)
         return not t.is_alive()
 
 
-def _action_attrs(a: dict[str, Any]) -> dict[str, Any]:
-    """An ACTION dict (schedulers/priorities.py) as attributes: thread.id plus gyroscope.action.*."""
-    attrs: dict[str, Any] = {"thread.id": int(a.get("thread", 0) or 0)}
-    for k in ("action", "mechanism", "reason", "error"):
-        if a.get(k) is not None:
-            attrs[f"gyroscope.action.{k}"] = str(a[k])
-    for k in ("from", "to"):
-        if isinstance(a.get(k), (int, float)):
-            attrs[f"gyroscope.action.{k}"] = a[k]
-    attrs["gyroscope.action.ok"] = bool(a.get("ok"))
+def _action_attrs(a: Action) -> dict[str, Any]:
+    """An Action (agent/model.py) as attributes: thread.id plus gyroscope.action.*."""
+    attrs: dict[str, Any] = {"thread.id": a.thread, "gyroscope.action.action": a.action,
+                             "gyroscope.action.mechanism": a.mechanism, "gyroscope.action.reason": a.reason,
+                             "gyroscope.action.ok": a.ok}
+    if a.error is not None:
+        attrs["gyroscope.action.error"] = a.error
+    for k, v in (("from", a.from_), ("to", a.to)):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            attrs[f"gyroscope.action.{k}"] = v
     return attrs
 
 
 def _entity_event_name(e: dict[str, Any]) -> str:
     """'gyroscope.hot_entity' for code that ran, 'gyroscope.contended_entity' for places threads waited."""
-    m = e.get("measurements") or {}
+    m = e.get("measurements", {})
     kind = e.get("kind")
     if kind in ("lock", "wait") and (m.get("wait_s_total", 0) or m.get("samples_waiting", 0)):
         return "gyroscope.contended_entity"
