@@ -27,6 +27,7 @@ import atexit
 import heapq
 import itertools
 import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor, Future
@@ -34,12 +35,16 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from gyroscope.schedulers import live
 from gyroscope.schedulers.coherence import coherence_score
+from gyroscope.schedulers.matching import Classifier, Rule, rules_from, unwrap
 
 DEFAULT_COHERENCE = 0.5
 DEFER_BELOW = 0.3
 AGING_STEP = 0.01
 BASE_SPREAD = 2.0
+LANE_BONUS = 100   # hundredths: a lane head ranks 1.0 above its base
+_T0 = time.monotonic()
 
 
 @dataclass(slots=True)
@@ -99,18 +104,40 @@ class PolicyQueue:
     def __len__(self) -> int:
         return self._n
 
-    def push(self, task: Task) -> None:
-        task.seq = next(self._seq)
-        task.submitted_at = self.dispatched
-        task.deferred = task.coherence < self.defer_below
-        self.deferred_total += task.deferred
-        entry = (-(self.base(task) - self._step * task.submitted_at), -task.urgency, task.seq, task)
+    def entry_for(self, task: Task, *, bonus: int = 0, keep_age: bool = False) -> tuple:
+        """Stamp a task (sequence, submission time, deferral) and return its heap entry.
+
+        `bonus` (hundredths) is added to its base (lane heads, see CoherenceExecutor);
+        keep_age keeps the stamps of a task that is only being moved between queues."""
+        if not keep_age:
+            task.seq = next(self._seq)
+            task.submitted_at = self.dispatched
+            task.deferred = task.coherence < self.defer_below
+            self.deferred_total += task.deferred
+        base = self.base(task) + Fraction(bonus, 100)
+        return (-(base - self._step * task.submitted_at), -task.urgency, task.seq, task)
+
+    def push(self, task: Task, *, keep_age: bool = False) -> None:
+        entry = self.entry_for(task, keep_age=keep_age)
         heapq.heappush(self._heap, entry)
         if task.key is not None:
             heapq.heappush(self._by_key.setdefault(task.key, []), entry)
         if task.chi6 is not None:
             heapq.heappush(self._by_chi.setdefault(int(task.chi6) & 0x3F, []), entry)
         self._n += 1
+
+    def peek(self) -> tuple | None:
+        """The heap entry of the task pop_batch would start with (None if nothing is pending)."""
+        return self._top(self._heap)
+
+    def extract(self, pred: Callable[[Task], bool]) -> list[Task]:
+        """Remove and return the pending tasks for which pred(task) is true (O(n), rare)."""
+        keep, out = [], []
+        for t in self.drain():
+            (out if pred(t) else keep).append(t)
+        for t in sorted(keep, key=lambda t: t.seq):
+            self.push(t, keep_age=True)
+        return out
 
     def base(self, task: Task) -> Fraction:
         return Fraction(round(task.coherence * 100) - (100 if task.deferred else 0), 100)
@@ -181,22 +208,52 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 
+@dataclass(slots=True)
+class Lane:
+    """Tasks that wait on one decided lock: at most `limit` of them run at once."""
+    key: tuple[str, str, int]
+    limit: int
+    action: dict[str, Any]
+    heap: list = field(default_factory=list)
+    running: int = 0
+
+
 class CoherenceExecutor(Executor):
-    """concurrent.futures.Executor with ThreadPoolExecutor semantics and the coherence policy.
+    """concurrent.futures.Executor with ThreadPoolExecutor semantics, the coherence policy and
+    gyroscope's live decisions (schedulers/live.py).
 
     submit(fn, *args, **kwargs) passes every keyword to fn (default hints). Scheduling hints go
     through submit_with(fn, *args, coherence=, data=, urgency=, key=, chi6=, **kwargs) or
     submit_task(Task(...)), so they never clash with fn's own keywords.
+
+    Live decisions (read at every submit and dispatch through live.version(), an int compare when
+    nothing changed; schedulers/matching.py says which decisions concern a task):
+      mitigate_contention on a lock: the task goes to that lock's lane; at most lane_limit
+        (default 1) tasks of a lane run at once, so workers stop queueing on the lock while the
+        other workers run the rest. A lane's head ranks LANE_BONUS above its base (the lock is
+        the serial part of the workload: keep it busy), and only while the lane has room.
+      specialize_hot_loop: the task's coherence becomes 1.0 (coherence-first, runs before the
+        others) unless the caller gave a hint.
+    Tasks already pending when a new set of decisions arrives are re-routed, keeping their age.
+    A lane stays once created (a decision that disappears between report cycles does not undo
+    it). Each lane created appends an Action to `actions` (see _new_lane); its "tasks" and
+    "routed" grow as tasks are routed.
+    Nothing is dropped; the starvation bound of the module docstring holds with the spread of
+    bases S = 2 + LANE_BONUS (a lane task also waits for its lane's room, which its own lane's
+    earlier tasks free up in FIFO-by-rank order).
     """
 
     def __init__(self, max_workers: int | None = None, *, thread_name_prefix: str = "CoherenceExecutor",
                  defer_below: float = DEFER_BELOW, aging_step: float = AGING_STEP, max_batch_size: int = 8,
-                 default_coherence: float = DEFAULT_COHERENCE) -> None:
+                 default_coherence: float = DEFAULT_COHERENCE, lane_limit: int = 1,
+                 use_live_decisions: bool = True) -> None:
         if max_workers is None:
             import os
             max_workers = min(32, (os.cpu_count() or 1) + 4)
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        if lane_limit < 1:
+            raise ValueError("lane_limit must be >= 1")
         self._max_workers = max_workers
         self._prefix = thread_name_prefix
         self._default = default_coherence
@@ -207,6 +264,15 @@ class CoherenceExecutor(Executor):
         self._shutdown = False
         self.batches_run = 0
         self.tasks_batched = 0
+        self.lane_limit = lane_limit
+        self._use_live = use_live_decisions
+        self._lanes: dict[tuple[str, str, int], Lane] = {}
+        self._version = -1
+        self._classifier = Classifier([])
+        self._hinted: set[int] = set()   # seq of tasks whose coherence the caller chose
+        self.actions: list[dict[str, Any]] = []
+        self.routed = 0
+        self.hot_tasks = 0
         _live.add(self)
 
     @property
@@ -214,10 +280,14 @@ class CoherenceExecutor(Executor):
         with self._cond:
             return {"dispatched": self._queue.dispatched, "deferred": self._queue.deferred_total,
                     "batches": self.batches_run, "tasks_in_multi_batches": self.tasks_batched,
-                    "pending": len(self._queue)}
+                    "pending": self._pending_locked(), "lanes": len(self._lanes), "routed": self.routed,
+                    "hot_tasks": self.hot_tasks}
+
+    def _pending_locked(self) -> int:
+        return len(self._queue) + sum(len(lane.heap) for lane in self._lanes.values())
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        return self.submit_task(Task(fn, args, kwargs, coherence=self._default))
+        return self._submit(Task(fn, args, kwargs, coherence=self._default), hinted=False)
 
     def submit_with(self, fn: Callable[..., Any], /, *args: Any, coherence: float | None = None,
                     data: Any = None, urgency: int = 0, key: Hashable | None = None,
@@ -226,16 +296,20 @@ class CoherenceExecutor(Executor):
         if coherence is None and data is not None:
             coherence = coherence_score(data)
         c = self._default if coherence is None else float(coherence)
-        return self.submit_task(Task(fn, args, kwargs, coherence=min(1.0, max(0.0, c)), urgency=int(urgency),
-                                     key=key, chi6=chi6))
+        return self._submit(Task(fn, args, kwargs, coherence=min(1.0, max(0.0, c)), urgency=int(urgency),
+                                 key=key, chi6=chi6), hinted=coherence is not None)
 
     def submit_task(self, task: Task) -> Future:
+        return self._submit(task, hinted=True)
+
+    def _submit(self, task: Task, hinted: bool) -> Future:
         with self._cond:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _exiting:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            self._queue.push(task)
+            self._refresh_locked()
+            self._place_locked(task, hinted, new=True)
             if self._idle == 0 and len(self._threads) < self._max_workers:
                 t = threading.Thread(target=self._worker, name=f"{self._prefix}_{len(self._threads)}", daemon=True)
                 self._threads.append(t)
@@ -244,22 +318,101 @@ class CoherenceExecutor(Executor):
                 self._cond.notify()
         return task.future
 
+    # ---- live decisions -------------------------------------------------------------------
+    def _refresh_locked(self) -> None:
+        """Pick up a new set of live decisions; re-route the pending tasks it concerns."""
+        if not self._use_live:
+            return
+        v = live.version()
+        if v == self._version:
+            return
+        self._version = v
+        self._classifier = Classifier(rules_from(live.decisions()))
+        if not self._classifier.rules or not len(self._queue):
+            return
+        hinted = self._hinted
+        moved = self._queue.extract(lambda t: any(self._classifier.classify(t.fn)))
+        for t in moved:
+            self._place_locked(t, t.seq in hinted, new=False)
+
+    def _place_locked(self, task: Task, hinted: bool, new: bool) -> None:
+        lock, hot = self._classifier.classify(task.fn) if self._classifier.rules else (None, None)
+        if hot is not None and not hinted:
+            task.coherence = 1.0
+            self.hot_tasks += new
+            if not new:   # its base changes: re-stamp its deferral, keep its age
+                task.deferred = False
+        if lock is None:
+            self._queue.push(task, keep_age=not new)
+            if hinted and new:
+                self._hinted.add(task.seq)
+            return
+        lane = self._lanes.get(lock.key) or self._new_lane(lock)
+        entry = self._queue.entry_for(task, bonus=LANE_BONUS, keep_age=not new)
+        heapq.heappush(lane.heap, entry)
+        if hinted and new:
+            self._hinted.add(task.seq)
+        self.routed += 1
+        lane.action["routed"] += 1
+        name = _task_name(task.fn)
+        if name not in lane.action["tasks"] and len(lane.action["tasks"]) < 32:
+            lane.action["tasks"].append(name)
+
+    def _new_lane(self, rule: Rule) -> Lane:
+        """Create the lane of a decided lock and record its Action:
+        {"action": "executor_lane", "lock": {file, function, line, detail}, "limit", "workers",
+         "tasks": [qualified names routed, first 32], "routed": n, "decision_version", "t_s"}."""
+        action = {"action": "executor_lane", "lock": {"file": rule.file, "function": rule.function,
+                                                       "line": rule.key[2], "detail": rule.detail},
+                  "limit": self.lane_limit, "workers": self._max_workers, "tasks": [], "routed": 0,
+                  "decision_version": self._version, "t_s": round(time.monotonic() - _T0, 6)}
+        lane = self._lanes[rule.key] = Lane(rule.key, self.lane_limit, action)
+        self.actions.append(action)
+        return lane
+
+    # ---- workers --------------------------------------------------------------------------
+    def _pick_locked(self) -> tuple[Lane | None, list[Task]] | None:
+        best, best_lane = self._queue.peek(), None
+        for lane in self._lanes.values():
+            if lane.heap and lane.running < lane.limit and (best is None or lane.heap[0] < best):
+                best, best_lane = lane.heap[0], lane
+        if best is None:
+            return None
+        if best_lane is None:
+            return None, self._queue.pop_batch()
+        heapq.heappop(best_lane.heap)
+        best_lane.running += 1
+        self._queue.dispatched += 1
+        return best_lane, [best[3]]
+
     def _worker(self) -> None:
         while True:
             with self._cond:
-                while not len(self._queue) and not self._shutdown:
+                while True:
+                    self._refresh_locked()
+                    pick = self._pick_locked()
+                    if pick is not None:
+                        break
+                    if self._shutdown and not self._pending_locked():
+                        return
                     self._idle += 1
                     self._cond.wait()
                     self._idle -= 1
-                batch = self._queue.pop_batch()
-                if not batch:  # shut down and nothing left
-                    return
+                lane, batch = pick
                 self.batches_run += 1
                 if len(batch) > 1:
                     self.tasks_batched += len(batch)
             for task in batch:
+                self._hinted.discard(task.seq)
                 task.run()
-            del batch, task
+            if lane is not None:
+                with self._cond:
+                    lane.running -= 1
+                    if lane.heap:
+                        self._cond.notify()
+                    elif self._shutdown:
+                        self._cond.notify_all()
+            del batch, task, lane, pick
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._cond:
@@ -267,9 +420,21 @@ class CoherenceExecutor(Executor):
             if cancel_futures:
                 for t in self._queue.drain():
                     t.future.cancel()
+                for lane in self._lanes.values():
+                    for e in lane.heap:
+                        e[3].future.cancel()
+                    lane.heap.clear()
+                self._hinted.clear()
             self._cond.notify_all()
             threads = list(self._threads)
         if wait:
             for t in threads:
                 if t is not threading.current_thread():
                     t.join()
+
+
+def _task_name(fn: Any) -> str:
+    code = unwrap(fn)[0]
+    if code is not None:
+        return f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})"
+    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
