@@ -258,7 +258,7 @@ class CoherenceExecutor(Executor):
         self._prefix = thread_name_prefix
         self._default = default_coherence
         self._queue = PolicyQueue(defer_below=defer_below, aging_step=aging_step, max_batch_size=max_batch_size)
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._shutdown = False
@@ -309,13 +309,13 @@ class CoherenceExecutor(Executor):
             if _exiting:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             self._refresh_locked()
-            self._place_locked(task, hinted, new=True)
+            lane = self._place_locked(task, hinted, new=True)
             if self._idle == 0 and len(self._threads) < self._max_workers:
                 t = threading.Thread(target=self._worker, name=f"{self._prefix}_{len(self._threads)}", daemon=True)
                 self._threads.append(t)
                 t.start()
-            else:
-                self._cond.notify()
+            elif self._idle and (lane is None or lane.running < lane.limit):
+                self._cond.notify()   # a task of a full lane wakes nobody: the lane's next free slot takes it
         return task.future
 
     # ---- live decisions -------------------------------------------------------------------
@@ -335,7 +335,8 @@ class CoherenceExecutor(Executor):
         for t in moved:
             self._place_locked(t, t.seq in hinted, new=False)
 
-    def _place_locked(self, task: Task, hinted: bool, new: bool) -> None:
+    def _place_locked(self, task: Task, hinted: bool, new: bool) -> Lane | None:
+        """Queue a task where the live decisions say; return its lane (None: the main queue)."""
         lock, hot = self._classifier.classify(task.fn) if self._classifier.rules else (None, None)
         if hot is not None and not hinted:
             task.coherence = 1.0
@@ -346,7 +347,7 @@ class CoherenceExecutor(Executor):
             self._queue.push(task, keep_age=not new)
             if hinted and new:
                 self._hinted.add(task.seq)
-            return
+            return None
         lane = self._lanes.get(lock.key) or self._new_lane(lock)
         entry = self._queue.entry_for(task, bonus=LANE_BONUS, keep_age=not new)
         heapq.heappush(lane.heap, entry)
@@ -357,6 +358,7 @@ class CoherenceExecutor(Executor):
         name = _task_name(task.fn)
         if name not in lane.action["tasks"] and len(lane.action["tasks"]) < 32:
             lane.action["tasks"].append(name)
+        return lane
 
     def _new_lane(self, rule: Rule) -> Lane:
         """Create the lane of a decided lock and record its Action:
@@ -386,33 +388,38 @@ class CoherenceExecutor(Executor):
         return best_lane, [best[3]]
 
     def _worker(self) -> None:
+        """Finish-and-pick in one critical section: a worker that frees a lane slot takes the
+        lane's next task itself (its head ranks first), so no other worker is woken for it; an
+        idle worker is woken only when something it could run is left behind. (Waking one per
+        lane completion cost ~25% more context switches than ThreadPoolExecutor.)"""
+        lane: Lane | None = None
         while True:
             with self._cond:
+                freed, lane = lane, None
+                if freed is not None:
+                    freed.running -= 1
                 while True:
                     self._refresh_locked()
                     pick = self._pick_locked()
                     if pick is not None:
                         break
                     if self._shutdown and not self._pending_locked():
+                        self._cond.notify_all()
                         return
                     self._idle += 1
                     self._cond.wait()
                     self._idle -= 1
                 lane, batch = pick
+                if (freed is not None and freed is not lane and freed.heap and freed.running < freed.limit
+                        and self._idle):
+                    self._cond.notify()
                 self.batches_run += 1
                 if len(batch) > 1:
                     self.tasks_batched += len(batch)
             for task in batch:
                 self._hinted.discard(task.seq)
                 task.run()
-            if lane is not None:
-                with self._cond:
-                    lane.running -= 1
-                    if lane.heap:
-                        self._cond.notify()
-                    elif self._shutdown:
-                        self._cond.notify_all()
-            del batch, task, lane, pick
+            del batch, task, pick
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._cond:
