@@ -355,7 +355,7 @@ class CoherenceExecutor(Executor):
             self._hinted.add(task.seq)
         self.routed += 1
         lane.action["routed"] += 1
-        name = _task_name(task.fn)
+        name = task_name(task.fn)
         if name not in lane.action["tasks"] and len(lane.action["tasks"]) < 32:
             lane.action["tasks"].append(name)
         return lane
@@ -440,7 +440,8 @@ class CoherenceExecutor(Executor):
                     t.join()
 
 
-def _task_name(fn: Any) -> str:
+def task_name(fn: Any) -> str:
+    """"qualname (file:first line)" of a callable, for Actions."""
     code = unwrap(fn)[0]
     if code is not None:
         return f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})"
