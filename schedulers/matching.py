@@ -26,7 +26,7 @@ from typing import Any
 HOT = "specialize_hot_loop"
 CONTENTION = "mitigate_contention"
 LOCK_KINDS = frozenset({"lock"})
-MAX_DEPTH = 2
+MAX_DEPTH = 3
 MAX_CODES = 64
 
 _real: dict[str, str] = {}
