@@ -11,7 +11,7 @@ median of R:
   contention: half the tasks write a shared dict under one lock (held ~1.2 ms: ~0.2 ms of pure
     Python, then a 1 ms write modelled as a sleep), half sleep 2 ms (I/O) then compute ~0.45 ms.
     Measured by the program: lock wait (perf_counter around
-    acquire(), summed over tasks), context switches (getrusage RUSAGE_SELF, voluntary +
+    acquire(), summed over tasks), mean lock hold (acquire -> release), context switches (getrusage RUSAGE_SELF, voluntary +
     involuntary, delta over the workload), wall time.
   nocontention: the same tasks without the lock (the writes go to per-task dicts) and no
     decisions: the cost of the executor itself.
@@ -220,12 +220,14 @@ class LockWait:
 
     def __init__(self) -> None:
         self.total = 0.0
+        self.hold = 0.0
         self.n = 0
         self.mu = threading.Lock()
 
-    def add(self, dt: float) -> None:
+    def add(self, dt: float, hold: float) -> None:
         with self.mu:
             self.total += dt
+            self.hold += hold
             self.n += 1
 
 
@@ -236,7 +238,7 @@ def write_shared(i: int) -> int:
     """The lock task: read-modify-write of the shared dict under LOCK."""
     t = time.perf_counter()
     LOCK.acquire()
-    WAITS.add(time.perf_counter() - t)
+    t1 = time.perf_counter()
     try:
         acc = 0
         for k in range(HOLD_ITERS):
@@ -244,7 +246,9 @@ def write_shared(i: int) -> int:
         SHARED[i % 64] = SHARED.get(i % 64, 0) + acc
         time.sleep(WRITE_S)
     finally:
+        t2 = time.perf_counter()
         LOCK.release()
+    WAITS.add(t1 - t, t2 - t1)
     return acc
 
 
@@ -277,7 +281,7 @@ def run_pool(pool: str, workload: str, tasks: int, workers: int) -> dict:
     writer = write_shared if workload == "contention" else write_private
     fns = [writer if i % 2 == 0 else fetch_then_compute for i in range(tasks)]
     ex = ThreadPoolExecutor(workers) if pool == "thread" else CoherenceExecutor(workers)
-    WAITS.total, WAITS.n = 0.0, 0
+    WAITS.total, WAITS.hold, WAITS.n = 0.0, 0.0, 0
     c0 = _rusage_ctx()
     t0 = time.perf_counter()
     futs = [ex.submit(fn, i) for i, fn in enumerate(fns)]
@@ -287,7 +291,8 @@ def run_pool(pool: str, workload: str, tasks: int, workers: int) -> dict:
     ex.shutdown(wait=True)
     for f in futs:
         f.result()
-    out = {"wall_s": wall, "lock_wait_s": WAITS.total, "lock_waits": WAITS.n, "ctx_switches": c1 - c0}
+    out = {"wall_s": wall, "lock_wait_s": WAITS.total, "lock_waits": WAITS.n, "ctx_switches": c1 - c0,
+           "lock_hold_ms_mean": 1e3 * WAITS.hold / WAITS.n if WAITS.n else 0.0}
     if pool != "thread":
         out["stats"] = ex.stats
         out["actions"] = ex.actions
@@ -372,7 +377,7 @@ def bench_feedback(args: argparse.Namespace) -> dict:
                 for pool in runs:
                     runs[pool].append(_child(workload, pool, args, dpath if workload == "contention" else None,
                                              tmp, under))
-            metrics = ("wall_s", "lock_wait_s", "ctx_switches")
+            metrics = ("wall_s", "lock_wait_s", "ctx_switches", "lock_hold_ms_mean")
             med = {p: {m: statistics.median(r[m] for r in v) for m in metrics} for p, v in runs.items()}
             ratio = {m: (med["coherence"][m] / med["thread"][m] if med["thread"][m] else None) for m in metrics}
             out[workload] = {"median": med, "ratio_coherence_over_thread": ratio, "runs": runs}
@@ -385,11 +390,11 @@ def bench_feedback(args: argparse.Namespace) -> dict:
           f"{args.workers} workers, median of {args.reps}, each run a child under "
           f"{'gyroscope run' if under else 'python'}; decisions {sorted(src)} from a learning run: "
           + "; ".join(f"{d['action']} {d['function']}:{d['line']}" for d in info["decisions"]))
-    print(f"{'workload':<14}{'metric':<14}{'ThreadPool':>12}{'Coherence':>12}{'ratio':>8}")
+    print(f"{'workload':<14}{'metric':<18}{'ThreadPool':>12}{'Coherence':>12}{'ratio':>8}")
     for w in ("contention", "nocontention"):
-        for m in ("wall_s", "lock_wait_s", "ctx_switches"):
+        for m in ("wall_s", "lock_wait_s", "ctx_switches", "lock_hold_ms_mean"):
             r = out[w]["ratio_coherence_over_thread"][m]
-            print(f"{w:<14}{m:<14}{out[w]['median']['thread'][m]:>12.4f}{out[w]['median']['coherence'][m]:>12.4f}"
+            print(f"{w:<14}{m:<18}{out[w]['median']['thread'][m]:>12.4f}{out[w]['median']['coherence'][m]:>12.4f}"
                   f"{(f'{r:.3f}' if r is not None else '-'):>8}")
     for g, ok in out["goals"].items():
         print(f"  goal {g}: {'met' if ok else 'NOT met'}")
