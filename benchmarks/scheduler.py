@@ -361,6 +361,23 @@ def learn_decisions(args: argparse.Namespace, tmp: str, tries: int = 3) -> tuple
     return decs, info
 
 
+def _identity(i: int) -> int:
+    return i
+
+
+def executor_overhead(n: int = 20000, reps: int = 5, workers: int = 4) -> dict:
+    """Per-task cost of each executor on trivial tasks (in this process, no decisions), median of reps."""
+    res: dict[str, list[float]] = {"thread": [], "coherence": []}
+    for _ in range(reps):
+        for kind in res:
+            ex = ThreadPoolExecutor(workers) if kind == "thread" else CoherenceExecutor(workers)
+            t = time.perf_counter()
+            wait([ex.submit(_identity, i) for i in range(n)])
+            res[kind].append(time.perf_counter() - t)
+            ex.shutdown()
+    return {f"{k}_us_per_task": 1e6 * statistics.median(v) / n for k, v in res.items()}
+
+
 def bench_feedback(args: argparse.Namespace) -> dict:
     import tempfile
     under = not args.no_gyroscope
@@ -398,6 +415,9 @@ def bench_feedback(args: argparse.Namespace) -> dict:
                   f"{(f'{r:.3f}' if r is not None else '-'):>8}")
     for g, ok in out["goals"].items():
         print(f"  goal {g}: {'met' if ok else 'NOT met'}")
+    out["overhead"] = executor_overhead(workers=args.workers)
+    print("executor cost per trivial task (20,000 tasks, no decisions, median of 5): ThreadPool "
+          f"{out['overhead']['thread_us_per_task']:.1f} us, Coherence {out['overhead']['coherence_us_per_task']:.1f} us")
     return out
 
 
