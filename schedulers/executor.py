@@ -330,17 +330,31 @@ class CoherenceExecutor(Executor):
         if v == self._version:
             return
         self._version = v
-        self._classifier = Classifier(rules_from(live.decisions()))
+        try:
+            self._classifier = Classifier(rules_from(live.decisions()))
+        except Exception:  # noqa: BLE001 - malformed decisions: schedule as a plain pool
+            self._classifier = Classifier([])
         if not self._classifier.rules or not len(self._queue):
             return
         hinted = self._hinted
-        moved = self._queue.extract(lambda t: any(self._classifier.classify(t.fn)))
+        moved = self._queue.extract(self._concerned)
         for t in moved:
             self._place_locked(t, t.seq in hinted, new=False)
 
+    def _concerned(self, task: Task) -> bool:
+        try:
+            return any(self._classifier.classify(task.fn))
+        except Exception:  # noqa: BLE001
+            return False
+
     def _place_locked(self, task: Task, hinted: bool, new: bool) -> Lane | None:
         """Queue a task where the live decisions say; return its lane (None: the main queue)."""
-        lock, hot = self._classifier.classify(task.fn) if self._classifier.rules else (None, None)
+        lock = hot = None
+        if self._classifier.rules:
+            try:
+                lock, hot = self._classifier.classify(task.fn)
+            except Exception:  # noqa: BLE001 - an odd callable is scheduled as a plain task, never refused
+                pass
         if hot is not None and not hinted:
             task.coherence = 1.0
             self.hot_tasks += new

@@ -281,3 +281,23 @@ def test_shutdown_wait_drains_lanes():
 def test_invalid_lane_limit():
     with pytest.raises(ValueError):
         CoherenceExecutor(2, lane_limit=0)
+
+
+def test_malformed_decisions_and_odd_callables_never_break_submit():
+    live.inject([{"action": "mitigate_contention", "kind": "lock", "line": "not a number"}])
+    with CoherenceExecutor(2) as ex:
+        assert ex.submit(int, "3").result() == 3
+    live.inject([_decision(locked_write), {"action": "mitigate_contention", "kind": "lock", "call_sites": [[None]]}])
+
+    class Weird:
+        @property
+        def __wrapped__(self):
+            raise RuntimeError("no")
+
+        def __call__(self):
+            return "ok"
+    with CoherenceExecutor(2) as ex:
+        assert ex.submit(Weird()).result() == "ok"
+        assert ex.submit(functools.partial(max, 1), 2).result() == 2
+        assert ex.submit(locked_write, 5, 0).result() == 5
+        assert ex.stats["lanes"] == 1
