@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,7 +38,7 @@ RESOURCE_TTL_S = 5.0   # how long the workers' declared resources are trusted be
 actions: list[dict[str, Any]] = []
 _mu = threading.Lock()
 _state: dict[str, Any] = {"version": None, "classifier": Classifier([]), "lanes": {}}
-_resources: dict[int, tuple[float, set[str]]] = {}   # id(client) -> (monotonic time, declared names)
+_resources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> (monotonic time, names)
 
 
 def lock_resource(rule: Rule) -> str:
@@ -48,7 +49,10 @@ def lock_resource(rule: Rule) -> str:
 def _declared(client: Any) -> set[str]:
     import time
     now = time.monotonic()
-    hit = _resources.get(id(client))
+    try:
+        hit = _resources.get(client)
+    except TypeError:  # not weak-referenceable: ask every time
+        hit = None
     if hit is not None and now - hit[0] < RESOURCE_TTL_S:
         return hit[1]
     names: set[str] = set()
@@ -57,7 +61,10 @@ def _declared(client: Any) -> set[str]:
             names.update((w.get("resources") or {}).keys())
     except Exception:  # noqa: BLE001 - no resources known: add none
         pass
-    _resources[id(client)] = (now, names)
+    try:
+        _resources[client] = (now, names)
+    except TypeError:
+        pass
     return names
 
 
