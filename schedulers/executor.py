@@ -213,12 +213,14 @@ atexit.register(_at_exit)
 
 @dataclass(slots=True)
 class Lane:
-    """Tasks that wait on one decided lock: at most `limit` of them run at once."""
-    key: tuple[str, str, int]
+    """Tasks that wait on one decided lock: at most `limit` of them run at once. Also used for
+    the tasks of a protected hot loop: `only` = the native thread ids allowed to run them."""
+    key: tuple
     limit: int
     action: dict[str, Any]
     heap: list = field(default_factory=list)
     running: int = 0
+    only: frozenset[int] | None = None
 
 
 class CoherenceExecutor(Executor):
@@ -236,7 +238,10 @@ class CoherenceExecutor(Executor):
         other workers run the rest. A lane's head ranks LANE_BONUS above its base (the lock is
         the serial part of the workload: keep it busy), and only while the lane has room.
       specialize_hot_loop: the task's coherence becomes 1.0 (coherence-first, runs before the
-        others) unless the caller gave a hint.
+        others) unless the caller gave a hint. When the decision carries "protected_threads"
+        (the threads the priority actuator of `gyroscope run --act priorities` left at normal
+        priority while lowering the others), its tasks run only on workers among them, as long
+        as at least one worker is among them (else anywhere: never stranded).
     Tasks already pending when a new set of decisions arrives are re-routed, keeping their age.
     A lane stays once created (a decision that disappears between report cycles does not undo
     it). Each lane created appends an Action to `actions` (see _new_lane); its "tasks" and
@@ -276,6 +281,8 @@ class CoherenceExecutor(Executor):
         self.actions: list[dict[str, Any]] = []
         self.routed = 0
         self.hot_tasks = 0
+        self.protected = 0
+        self._natives: set[int] = set()   # native ids of the worker threads
         _live.add(self)
 
     @property
@@ -284,7 +291,7 @@ class CoherenceExecutor(Executor):
             return {"dispatched": self._queue.dispatched, "deferred": self._queue.deferred_total,
                     "batches": self.batches_run, "tasks_in_multi_batches": self.tasks_batched,
                     "pending": self._pending_locked(), "lanes": len(self._lanes), "routed": self.routed,
-                    "hot_tasks": self.hot_tasks}
+                    "hot_tasks": self.hot_tasks, "protected": self.protected}
 
     def _pending_locked(self) -> int:
         return len(self._queue) + sum(len(lane.heap) for lane in self._lanes.values())
@@ -317,6 +324,8 @@ class CoherenceExecutor(Executor):
                 t = threading.Thread(target=self._worker, name=f"{self._prefix}_{len(self._threads)}", daemon=True)
                 self._threads.append(t)
                 t.start()
+            elif self._idle and lane is not None and lane.only is not None:
+                self._cond.notify_all()   # only some workers may run it: wake them all, the others sleep again
             elif self._idle and (lane is None or lane.running < lane.limit):
                 self._cond.notify()   # a task of a full lane wakes nobody: the lane's next free slot takes it
         return task.future
@@ -340,6 +349,8 @@ class CoherenceExecutor(Executor):
         moved = self._queue.extract(self._concerned)
         for t in moved:
             self._place_locked(t, t.seq in hinted, new=False)
+        if moved and self._idle:
+            self._cond.notify_all()
 
     def _concerned(self, task: Task) -> bool:
         try:
@@ -360,17 +371,23 @@ class CoherenceExecutor(Executor):
             self.hot_tasks += new
             if not new:   # its base changes: re-stamp its deferral, keep its age
                 task.deferred = False
-        if lock is None:
+        protect = lock is None and hot is not None and bool(hot.protected)
+        if lock is None and not protect:
             self._queue.push(task, keep_age=not new)
             if hinted and new:
                 self._hinted.add(task.seq)
             return None
-        lane = self._lanes.get(lock.key) or self._new_lane(lock)
-        entry = self._queue.entry_for(task, bonus=LANE_BONUS, keep_age=not new)
+        if protect:
+            lane = self._lanes.get(("protected", *hot.key)) or self._new_protected(hot)
+            entry = self._queue.entry_for(task, keep_age=not new)
+            self.protected += 1
+        else:
+            lane = self._lanes.get(lock.key) or self._new_lane(lock)
+            entry = self._queue.entry_for(task, bonus=LANE_BONUS, keep_age=not new)
+            self.routed += 1
         heapq.heappush(lane.heap, entry)
         if hinted and new:
             self._hinted.add(task.seq)
-        self.routed += 1
         lane.action["routed"] += 1
         name = task_name(task.fn)
         if name not in lane.action["tasks"] and len(lane.action["tasks"]) < 32:
@@ -389,11 +406,29 @@ class CoherenceExecutor(Executor):
         self.actions.append(action)
         return lane
 
+    def _new_protected(self, rule: Rule) -> Lane:
+        """The lane of a protected hot loop's tasks, and its Action:
+        {"action": "executor_protect_hot", "entity": {kind, file, function, line}, "threads": [...],
+         "tasks": [...], "routed": n, "decision_version", "t_s"}."""
+        action = {"action": "executor_protect_hot",
+                  "entity": {"kind": str(rule.decision.get("kind") or rule.decision.get("entity_kind") or ""),
+                             "file": rule.file, "function": rule.function, "line": rule.key[2]},
+                  "threads": sorted(rule.protected), "tasks": [], "routed": 0,
+                  "decision_version": self._version, "t_s": round(time.monotonic() - _T0, 6)}
+        lane = self._lanes[("protected", *rule.key)] = Lane(("protected", *rule.key), self._max_workers, action,
+                                                            only=rule.protected)
+        self.actions.append(action)
+        return lane
+
     # ---- workers --------------------------------------------------------------------------
-    def _pick_locked(self) -> tuple[Lane | None, list[Task]] | None:
+    def _may_run(self, lane: Lane, me: int) -> bool:
+        return lane.only is None or me in lane.only or not (lane.only & self._natives)
+
+    def _pick_locked(self, me: int = 0) -> tuple[Lane | None, list[Task]] | None:
         best, best_lane = self._queue.peek(), None
         for lane in self._lanes.values():
-            if lane.heap and lane.running < lane.limit and (best is None or lane.heap[0] < best):
+            if (lane.heap and lane.running < lane.limit and (best is None or lane.heap[0] < best)
+                    and self._may_run(lane, me)):
                 best, best_lane = lane.heap[0], lane
         if best is None:
             return None
@@ -410,6 +445,9 @@ class CoherenceExecutor(Executor):
         idle worker is woken only when something it could run is left behind. (Waking one per
         lane completion cost ~25% more context switches than ThreadPoolExecutor.)"""
         lane: Lane | None = None
+        me = threading.get_native_id()
+        with self._cond:
+            self._natives.add(me)
         while True:
             with self._cond:
                 freed, lane = lane, None
@@ -417,7 +455,7 @@ class CoherenceExecutor(Executor):
                     freed.running -= 1
                 while True:
                     self._refresh_locked()
-                    pick = self._pick_locked()
+                    pick = self._pick_locked(me)
                     if pick is not None:
                         break
                     if self._shutdown and not self._pending_locked():

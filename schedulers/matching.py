@@ -55,6 +55,7 @@ class Rule:
     key: tuple[str, str, int]      # (file, function, line): the lock's / loop's identity
     detail: str = ""
     threads: frozenset[int] = field(default_factory=frozenset)
+    protected: frozenset[int] = field(default_factory=frozenset)  # hot: threads left at full priority
     decision: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -79,7 +80,8 @@ def rules_from(decisions: list[dict[str, Any]]) -> list[Rule]:
             (same.append(sl) if sf == f else other.append((sf, sl)))
         func = str(d.get("function") or "")
         out.append(Rule(action, f, func, tuple(sorted(set(same))), tuple(other), (f, func, line),
-                        str(d.get("detail") or ""), frozenset(int(t) for t in d.get("threads") or ()), d))
+                        str(d.get("detail") or ""), frozenset(int(t) for t in d.get("threads") or ()),
+                        frozenset(int(t) for t in d.get("protected_threads") or ()), d))
     return out
 
 

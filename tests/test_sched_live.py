@@ -321,3 +321,28 @@ def test_malformed_decisions_and_odd_callables_never_break_submit():
         assert ex.submit(functools.partial(max, 1), 2).result() == 2
         assert ex.submit(locked_write, 5, 0).result() == 5
         assert ex.stats["lanes"] == 1
+
+
+def test_protected_hot_tasks_run_only_on_the_protected_workers():
+    """--act priorities: the decision names the threads left at normal priority; the hot loop's
+    tasks run only there, the rest anywhere; protection naming none of our workers strands nothing."""
+    with CoherenceExecutor(4) as ex:
+        barrier = threading.Barrier(4, timeout=10)
+        natives = [f.result() for f in [ex.submit(lambda: (barrier.wait(), threading.get_native_id())[1])
+                                        for _ in range(4)]]
+        assert len(set(natives)) == 4
+        keep = natives[2]
+        live.inject([_decision(hot_numeric, action="specialize_hot_loop", kind="loop", line_offset=2,
+                               protected_threads=[keep])])
+        hot = [ex.submit(lambda: (hot_numeric(1000), time.sleep(0.001), threading.get_native_id())[2])
+               for _ in range(20)]
+        plain = [ex.submit(lambda: (time.sleep(0.002), threading.get_native_id())[1]) for _ in range(20)]
+        assert {f.result(timeout=30) for f in hot} == {keep}
+        assert {f.result(timeout=30) for f in plain} - {keep}
+        assert ex.stats["protected"] == 20
+        (act,) = [a for a in ex.actions if a["action"] == "executor_protect_hot"]
+        assert act["threads"] == [keep] and act["routed"] == 20 and act["entity"]["function"] == "hot_numeric"
+    live.inject([_decision(hot_numeric, action="specialize_hot_loop", kind="loop", line_offset=2,
+                           protected_threads=[1])])   # not one of this executor's workers
+    with CoherenceExecutor(2) as ex:
+        assert [f.result(timeout=30) for f in [ex.submit(hot_numeric, 10) for _ in range(5)]] == [45] * 5
