@@ -7,8 +7,11 @@ of code objects the task runs, found cheaply and statically:
     class's functions), decorated function -> __wrapped__, callable object -> type(obj).__call__;
   - the code objects nested in it (co_consts: inner functions, lambdas, comprehensions on 3.12-);
   - the functions its code names as globals (co_names looked up in its __globals__, and, for a
-    method, in its class), followed to depth MAX_DEPTH, at most MAX_CODES code objects.
-This misses calls through attributes of other objects and dynamic dispatch. The footprint of one
+    method, in its class), and the functions named in its code on the global objects it uses
+    (STORE.write(): write in type(STORE)'s MRO; module.func(); Class.method()), followed to depth
+    MAX_DEPTH, at most MAX_CODES code objects.
+This misses objects passed as arguments or reached through attributes of attributes, and dynamic
+dispatch. The footprint of one
 code object is computed once and cached (by id, holding the code object alive).
 
 A rule matches a code object when the files are the same (compared by real path) and either
@@ -128,15 +131,39 @@ def code_footprint(fn: Any) -> list[types.CodeType]:
                 stack.append((k, g, own, depth))
         if depth >= MAX_DEPTH:
             continue
+        holders = []
         for name in c.co_names:
             obj = g.get(name)
             if obj is None and own is not None:
-                obj = own.__dict__.get(name)
+                obj = _class_attr(own, name)
             if isinstance(obj, (staticmethod, classmethod)):
                 obj = obj.__func__
             if isinstance(obj, types.FunctionType):
                 stack.append((obj.__code__, obj.__globals__, own, depth + 1))
+            elif obj is not None:
+                holders.append(obj)
+        for obj in holders:   # STORE.write(), module.func(), Class.method(): the names called on them
+            for name in c.co_names:
+                if isinstance(obj, types.ModuleType):
+                    f, cls = obj.__dict__.get(name), None
+                else:
+                    cls = obj if isinstance(obj, type) else type(obj)
+                    if cls.__module__ == "builtins":
+                        break
+                    f = _class_attr(cls, name)
+                if isinstance(f, (staticmethod, classmethod)):
+                    f = f.__func__
+                if isinstance(f, types.FunctionType):
+                    stack.append((f.__code__, f.__globals__, cls, depth + 1))
     return out
+
+
+def _class_attr(cls: type, name: str) -> Any:
+    """cls's own attribute `name` along its MRO, without calling descriptors or __getattr__."""
+    for k in cls.__mro__:
+        if name in k.__dict__:
+            return k.__dict__[name]
+    return None
 
 
 def _span(code: types.CodeType) -> tuple[int, int]:

@@ -47,6 +47,23 @@ def calls_locked_write(i):
     return locked_write(i, 0)
 
 
+class Store:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rows = []
+
+    def write(self, row):
+        with self.lock:
+            self.rows.append(row)
+
+
+STORE = Store()
+
+
+def process_row(i):
+    return STORE.write(i * 2)
+
+
 def hot_numeric(n):
     s = 0
     for k in range(n):
@@ -146,6 +163,10 @@ def test_matching_follows_partials_methods_globals_and_call_sites():
     # waits (sleep, I/O) are never routed; only locks
     assert rules_from([_decision(other_work, kind="wait")]) == []
     assert len(code_footprint(calls_locked_write)) >= 2
+    # through a method of a global object: STORE.write() (decision on Store.write's `with` line)
+    store = rules_from([_decision(Store.write, line_offset=1)])
+    assert Classifier(store).classify(process_row)[0] is store[0]
+    assert Classifier(store).classify(calls_locked_write) == (None, None)
 
 
 # ---- executor with decisions -------------------------------------------------------------------
