@@ -105,7 +105,7 @@ def coherent_submit(client: Any, fn: Callable[..., Any], /, *args: Any, data: An
     resource (see the module docstring).
 
     `data` is only used for scoring; pass it to fn yourself (positionally) if fn needs it."""
-    lock, hot = _classifier().classify(fn)
+    lock, hot = _classifier().classify(fn, args)
     if coherence is None and data is not None:
         coherence = coherence_score(data)
     if coherence is None and hot is not None:

@@ -354,7 +354,7 @@ class CoherenceExecutor(Executor):
 
     def _concerned(self, task: Task) -> bool:
         try:
-            return any(self._classifier.classify(task.fn))
+            return any(self._classifier.classify(task.fn, task.args))
         except Exception:  # noqa: BLE001
             return False
 
@@ -363,7 +363,7 @@ class CoherenceExecutor(Executor):
         lock = hot = None
         if self._classifier.rules:
             try:
-                lock, hot = self._classifier.classify(task.fn)
+                lock, hot = self._classifier.classify(task.fn, task.args)
             except Exception:  # noqa: BLE001 - an odd callable is scheduled as a plain task, never refused
                 pass
         if hot is not None and not hinted:

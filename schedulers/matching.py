@@ -9,9 +9,10 @@ of code objects the task runs, found cheaply and statically:
   - the functions its code names as globals (co_names looked up in its __globals__, and, for a
     method, in its class), and the functions named in its code on the global objects it uses
     (STORE.write(): write in type(STORE)'s MRO; module.func(); Class.method()), followed to depth
-    MAX_DEPTH, at most MAX_CODES code objects.
-This misses objects passed as arguments or reached through attributes of attributes, and dynamic
-dispatch. The footprint of one
+    MAX_DEPTH, at most MAX_CODES code objects;
+  - the same for the classes of the first 4 arguments of the task (process(store, i) calling
+    store.write()); the cache key is then (code, those classes).
+This misses objects reached through attributes of attributes or containers, and dynamic dispatch. The footprint of one
 code object is computed once and cached (by id, holding the code object alive).
 
 A rule matches a code object when the files are the same (compared by real path) and either
@@ -112,8 +113,11 @@ def unwrap(fn: Any) -> tuple[types.CodeType | None, dict[str, Any], type | None]
     return code, getattr(fn, "__globals__", {}) or {}, owner
 
 
-def code_footprint(fn: Any) -> list[types.CodeType]:
-    """The code objects a task runs, as far as a cheap static look finds (see module docstring)."""
+def code_footprint(fn: Any, arg_types: tuple[type, ...] = ()) -> list[types.CodeType]:
+    """The code objects a task runs, as far as a cheap static look finds (see module docstring).
+
+    arg_types: the classes of objects passed to the task; the methods its own code names on them
+    are followed too (process(store, i) calling store.write())."""
     code, glb, owner = unwrap(fn)
     if code is None:
         return []
@@ -131,7 +135,7 @@ def code_footprint(fn: Any) -> list[types.CodeType]:
                 stack.append((k, g, own, depth))
         if depth >= MAX_DEPTH:
             continue
-        holders = []
+        holders: list[Any] = list(arg_types) if c is code else []
         for name in c.co_names:
             obj = g.get(name)
             if obj is None and own is not None:
@@ -197,20 +201,22 @@ class Classifier:
         self.rules = rules
         self.locks = [r for r in rules if r.action == CONTENTION]
         self.hot = [r for r in rules if r.action == HOT]
-        self._cache: dict[int, tuple[types.CodeType, Rule | None, Rule | None]] = {}
+        self._cache: dict[Any, tuple[types.CodeType, Rule | None, Rule | None]] = {}
 
-    def classify(self, fn: Any) -> tuple[Rule | None, Rule | None]:
+    def classify(self, fn: Any, args: tuple = ()) -> tuple[Rule | None, Rule | None]:
         """(the lock rule to route this task by, or None; the hot rule it belongs to, or None)."""
         if not self.rules:
             return None, None
         code = unwrap(fn)[0]
         if code is None:
             return None, None
-        hit = self._cache.get(id(code))
+        arg_types = tuple(t for t in (type(a) for a in args[:4]) if t.__module__ != "builtins")
+        key = (id(code), arg_types) if arg_types else id(code)
+        hit = self._cache.get(key)
         if hit is not None and hit[0] is code:
             return hit[1], hit[2]
-        codes = code_footprint(fn)
+        codes = code_footprint(fn, arg_types)
         lock = next((r for r in self.locks if any(matches(r, c) for c in codes)), None)
         hot = next((r for r in self.hot if any(matches(r, c) for c in codes)), None)
-        self._cache[id(code)] = (code, lock, hot)
+        self._cache[key] = (code, lock, hot)
         return lock, hot

@@ -168,6 +168,11 @@ def test_matching_follows_partials_methods_globals_and_call_sites():
     assert Classifier(store).classify(process_row)[0] is store[0]
     assert Classifier(store).classify(calls_locked_write) == (None, None)
 
+    def with_store(st, i):       # the object is an argument of the task
+        return st.write(i)
+    assert Classifier(store).classify(with_store, (STORE, 1))[0] is store[0]
+    assert Classifier(store).classify(with_store, ([], 1)) == (None, None)
+
 
 # ---- executor with decisions -------------------------------------------------------------------
 def test_lane_from_injected_decision_bounds_the_lock_tasks_and_others_run_beside():
