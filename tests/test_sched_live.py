@@ -372,3 +372,22 @@ def test_protected_hot_tasks_run_only_on_the_protected_workers():
                            protected_threads=[1])])   # not one of this executor's workers
     with CoherenceExecutor(2) as ex:
         assert [f.result(timeout=30) for f in [ex.submit(hot_numeric, 10) for _ in range(5)]] == [45] * 5
+
+
+@pytest.mark.slow
+def test_under_gyroscope_run_without_decisions_the_executor_is_a_thread_pool(tmp_path):
+    """Under `gyroscope run` the bridge is loaded; until the return path sends decisions,
+    live.decisions() is [] and CoherenceExecutor runs everything like a thread pool."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import sys, json\n"
+        "from gyroscope.schedulers import live, CoherenceExecutor\n"
+        "with CoherenceExecutor(3) as ex:\n"
+        "    out = list(ex.map(pow, range(10), [2] * 10))\n"
+        "    lanes = ex.stats['lanes']\n"
+        "print(json.dumps([live.decisions(), 'gyroscope.bridges._inproc' in sys.modules, out, lanes]))\n")
+    gyro = os.path.join(os.path.dirname(sys.executable), "gyroscope")
+    r = subprocess.run([gyro, "run", "-q", str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    decs, bridge, out, lanes = json.loads(r.stdout)
+    assert decs == [] and bridge is True and out == [i * i for i in range(10)] and lanes == 0
