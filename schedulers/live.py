@@ -1,0 +1,80 @@
+"""The program's view of gyroscope's live decisions (the feedback path of issue 16).
+
+Under `gyroscope run`, the gyroscope process sends the current decisions back to every process
+of the session once per report cycle; the in-process bridge (gyroscope.bridges._inproc) keeps
+the latest set and exposes `live_decisions() -> (version, list[dict])`. This module is the one
+place the program reads them:
+
+    decisions() -> list[dict]   the latest decisions; [] when not under gyroscope or none yet
+    version()   -> int          increments each time a new set of decisions arrives
+    inject(decisions | None)    set decisions by hand (tests, programs driving a scheduler
+                                themselves, benchmarks before the return path exists); None
+                                clears the injected set and goes back to the bridge's
+
+Cost: when not under gyroscope, `sys.modules.get` finds no bridge and the injected list is
+returned: no I/O, no import (this module imports only `sys`). It never raises: a bridge whose
+`live_decisions` is missing or fails is treated as "no decisions".
+
+Decision dicts (agent/actuators.py, plus what the return path adds):
+  action "specialize_hot_loop" | "mitigate_contention"; kind ("loop", "function", "lock",
+  "wait", ...); file; function (qualified name); line; detail (lock kind for locks); pid;
+  threads [native ids]; call_sites [[file, line], ...] (locks: where threads waited; may be
+  empty); measurements {...}.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+_BRIDGE = "gyroscope.bridges._inproc"
+
+_injected: list[dict[str, Any]] = []
+_injected_version = 0
+_use_injected = False
+
+
+def _from_bridge() -> tuple[int, list[dict[str, Any]]] | None:
+    mod = sys.modules.get(_BRIDGE)
+    if mod is None:
+        return None
+    fn = getattr(mod, "live_decisions", None)
+    if fn is None:
+        return None
+    try:
+        ver, decs = fn()
+        return int(ver), list(decs or ())
+    except Exception:  # noqa: BLE001 - the feedback path must never break the program
+        return None
+
+
+def decisions() -> list[dict[str, Any]]:
+    """The latest live decisions ([] when not under gyroscope or none yet). Do not mutate."""
+    if not _use_injected:
+        got = _from_bridge()
+        if got is not None:
+            return got[1]
+    return _injected
+
+
+def version() -> int:
+    """A number that changes (increments) whenever a new set of decisions arrives.
+
+    An injected set takes a number above the bridge's current one, so a reader that compares
+    versions for inequality sees every change."""
+    if not _use_injected:
+        got = _from_bridge()
+        if got is not None:
+            return got[0]
+    return _injected_version
+
+
+def inject(new: list[dict[str, Any]] | None) -> None:
+    """Replace the live decisions by `new` (a list of decision dicts); None clears the injection."""
+    global _injected, _injected_version, _use_injected
+    got = _from_bridge()
+    base = got[0] if got is not None else 0
+    _injected_version = max(_injected_version, base) + 1
+    if new is None:
+        _injected, _use_injected = [], False
+    else:
+        _injected, _use_injected = [dict(d) for d in new], True
