@@ -91,6 +91,7 @@ class Session:
         self.timeline_dropped = 0
         self.serializer = Serializer()
         self.measure = Measurements()
+        self._live: dict[int, dict[str, Any]] = {}   # entity id -> its live decision (feedback)
         self.stacks = StackStore()   # every window's Observation.stacks (agent/profiles): result["profile"]
         self.gate = PhaseGate()
         self.cells: dict[tuple[Entity, str], int] = {}
@@ -247,6 +248,8 @@ class Session:
             ents, decs = [], []
         if self.priorities is not None and decisions and not final:
             self._act_on_priorities(decisions)
+        if not final:
+            self._feed_back(changed, decisions)
         t_start = self._cycle_start_ns or t_end_ns
         counters, self._cycle_counters = self._cycle_counters, {k: 0 for k in self._cycle_counters}
         threads, self._cycle_threads = self._cycle_threads, {}
@@ -258,6 +261,25 @@ class Session:
                             entities=ents, decisions=decs, waits=waits, counters=counters, threads=threads)
             for sink in self.sinks:
                 self._call_sink(sink, "on_window", window)
+
+    def _feed_back(self, changed: list[EntityRecord], decisions: list[Decision]) -> None:
+        """The live decisions back to the program (sources that can: `gyroscope run`), for
+        gyroscope.schedulers.live: the current decision of every entity decided so far (an entity
+        touched again without a decision loses its)."""
+        feedback = getattr(self.source, "feedback", None)
+        if feedback is None:
+            return
+        for rec in changed:
+            self._live.pop(rec.id, None)
+        by_id = {rec.id: rec for rec in changed}
+        for d in decisions:
+            rec = by_id.get(d.entity_id)
+            if rec is not None:
+                self._live[d.entity_id] = live_decision(d, rec)
+        try:
+            feedback(list(self._live.values()))
+        except Exception as e:
+            self._error(f"feedback: {type(e).__name__}: {e}")
 
     def _act_on_priorities(self, decisions: list[Decision]) -> None:
         from gyroscope.schedulers.priorities import plan_priorities
@@ -373,6 +395,15 @@ class Session:
             actions=list(self.actions), timeline=list(self.timeline),
             agent=AgentInfo(cpu_s=(self._agent_cpu_ns + src_cpu) / 1e9, version=__version__),
             extra={"profile": self.stacks.to_json()})
+
+
+def live_decision(d: Decision, rec: EntityRecord) -> dict[str, Any]:
+    """A decision as the program reads it (gyroscope.schedulers.live): plain values only."""
+    m = rec.measurements
+    return {"action": d.action, "kind": rec.kind, "file": rec.file, "function": rec.function, "line": rec.line,
+            "detail": rec.detail, "pid": rec.pid, "threads": list(rec.threads),
+            "call_sites": [list(cs) for cs in getattr(m, "call_sites", None) or []],
+            "measurements": {k: v for k, v in m.to_json().items() if isinstance(v, (int, float, str))}}
 
 
 def _py(v: Any) -> Any:

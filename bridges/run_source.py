@@ -62,6 +62,10 @@ class RunSource:
                 return
             self.sampler = sampler
 
+    def feedback(self, decisions: list[dict[str, Any]]) -> None:
+        """The live decisions back to every process of the program (bridges/_inproc.pyx LIVE)."""
+        self.channel.send_live(decisions)
+
     def poll(self) -> Observation:
         obs = self.channel.poll()
         with self._lock:
