@@ -287,7 +287,9 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, 
     status = exit_code
     if session is not None:
         try:
-            result = session.stop(exit_code, sig or None)
+            result = session.finish(exit_code, sig or None)
+            _add_processes(result, server, child.pid)
+            session.close_sinks(result)
         except Exception as e:
             print(f"gyroscope: error: the agent failed while stopping: {type(e).__name__}: {e}", file=err)
             result = None
@@ -296,6 +298,18 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, 
     if sig:
         _die_of(sig)
     return status
+
+
+def _add_processes(result: Any, server: Any, main_pid: int) -> None:
+    """Every other process of the program that its bridge reported (forks, multiprocessing
+    workers, python subprocesses), with the process that started it."""
+    from gyroscope.agent.model import ProcessRecord
+    for info in sorted(server.processes.values(), key=lambda p: p.connected_unix_s):
+        if info.pid == main_pid:
+            continue
+        result.processes.append(ProcessRecord(pid=info.pid, command=info.command, python=info.python,
+                                              parent=info.ppid, extra={"forked": info.forked,
+                                                                       "ended_normally": info.ended}))
 
 
 def _die_of(sig: int) -> None:

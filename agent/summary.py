@@ -151,6 +151,14 @@ def print_summary(result: SessionResult, stream: TextIO, quiet: bool = False) ->
     cmd = " ".join(result.command)
     con.print(Text(f"gyroscope {result.source}: {cmd}  ({result.duration_s:.2f}s, "
                    f"{result.windows} windows, pid {result.pid})", style="bold"))
+    if len(result.processes) > 1:   # the program's other processes, with what each has of the session
+        per_pid: dict[int, int] = {}
+        for e in result.entities:
+            per_pid[e.pid or result.pid] = per_pid.get(e.pid or result.pid, 0) + 1
+        parts = [f"{p.pid}{' (main)' if i == 0 else ''} {per_pid.get(p.pid, 0)} entities"
+                 for i, p in enumerate(result.processes[:8])]
+        more = f", +{len(result.processes) - 8} more" if len(result.processes) > 8 else ""
+        con.print(f"Processes: {len(result.processes)}: " + ", ".join(parts) + more)
     decisions = [d for d in result.decisions if d.action != "observe"]
     if decisions:
         con.print(Text("Decisions", style="bold" if tty else ""))

@@ -52,6 +52,7 @@ class ProcessInfo:
     python: str = ""
     executable: str = ""
     forked: bool = False
+    command: list[str] = field(default_factory=list)
     connected_unix_s: float = 0.0
     ended: bool = False          # its bridge sent the final frame (normal interpreter exit)
     raw_events: int = 0
@@ -237,7 +238,7 @@ class ChannelServer:
             pid, ppid, _t, forked = _HELLO.unpack_from(payload, 0)
             version, executable = (payload[_HELLO.size:].split(b"\0") + [b"", b""])[:2]
             proc = ProcessInfo(pid, ppid, version.decode(), executable.decode(errors="replace"), bool(forked),
-                               time.time())
+                               _cmdline(pid), time.time())
             parent = self.processes.get(ppid)
             if forked and parent is not None:
                 proc.natives = dict(parent.natives)
@@ -370,3 +371,11 @@ def coroutine_step_events(ent: Entity, steps: int, long_steps: int, total_ns: in
         return []
     loop = Entity(EntityKind.EVENT_LOOP, ent.file, ent.function, ent.line, "asyncio", ent.pid)
     return [Event(loop, "block", EventKind.LOOP_BLOCK, 0, long_t0, long_steps, long_total_ns)]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
