@@ -69,6 +69,10 @@ CONT_MIN_WAITS = 2
 
 HOT_KINDS = ("loop", "function")
 CONTENTION_KINDS = ("lock",)
+# an asyncio event loop is a shared resource too: a coroutine step that holds its thread
+# >= 100 ms (bridges/_inproc.pyx LONG_STEP_NS) delays every other task of the loop
+LOOP_KINDS = ("event_loop",)
+LOOP_MIN_BLOCKS = 1
 _NOT_OWN_CODE = ("<frozen", "<string>", "<stdin>")
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FOREIGN_ROOTS = tuple({os.path.abspath(p) for p in (sysconfig.get_paths().get("stdlib"),
@@ -214,6 +218,8 @@ def measured_action(kind: str, ev: dict[str, Any]) -> str:
                                      and ev["wait_share"] >= CONT_MIN_WAIT_SHARE
                                      and ev["waits"] >= CONT_MIN_WAITS):
         return CONTENTION
+    if kind in LOOP_KINDS and ev["waits"] >= LOOP_MIN_BLOCKS:
+        return CONTENTION
     return OBSERVE
 
 
@@ -236,7 +242,7 @@ def decide(entities: Sequence[EntityRecord], context: Context) -> list[Decision]
                    "spectral_peak_ratio": round(prof["spectral_peak_ratio"], 4),
                    "action_structural": prof["action"],
                    "kernel_step": ent.slcp.step if ent.slcp is not None else 0,
-                   "rule": _RULE_TEXT[action]})
+                   "rule": _LOOP_RULE_TEXT if ent.kind in LOOP_KINDS else _RULE_TEXT[action]})
         out.append(Decision(action=action, entity_id=ent.id, entity_kind=ent.kind, file=ent.file,
                             function=ent.function, line=ent.line, pid=ent.pid,
                             hot_loop_score=prof["hot_loop_score"], contention_score=prof["contention_score"],
@@ -316,6 +322,8 @@ def _drop_idle_loops(decisions: list[Decision], entities: Sequence[EntityRecord]
     return keep
 
 
+_LOOP_RULE_TEXT = (f"event loop blocked by a coroutine step of >= 100 ms at least {LOOP_MIN_BLOCKS} time(s) "
+                   "(other tasks waited)")
 _RULE_TEXT = {
     HOT: (f"cpu_share >= {HOT_MIN_CPU_SHARE} and running_share >= {HOT_MIN_RUNNING_SHARE} "
           f"and samples_running >= {HOT_MIN_SAMPLES}"),

@@ -47,6 +47,11 @@ def decision_sentence(d: dict[str, Any], path: CallPath | None = None) -> str:
         s = f"the {kind} at {where(d)} in `{fn}` took {float(ev.get('cpu_share', 0) or 0):.0%} of the program's sampled CPU"
         if ev.get("iterations_per_s"):
             s += f" at {_num(ev['iterations_per_s'])} iterations/s"
+    elif action == "mitigate_contention" and kind == "event_loop":
+        n = int(ev.get("waits", 0) or 0)
+        s = (f"the coroutine `{fn}` at {where(d)} blocked the event loop {n} time{'s' if n != 1 else ''} "
+             f"for {_secs(ev.get('wait_s_total', 0))} in all ({_secs(ev.get('wait_s_mean', 0))} each on average, "
+             f"every other task of the loop waited meanwhile)")
     elif action == "mitigate_contention":
         n = int(ev.get("waiting_threads", 0) or 0)
         s = (f"the {kind} at {where(d)} in `{fn}` kept {n} thread{'s' if n != 1 else ''} waiting "

@@ -104,7 +104,8 @@ class Measurements:
                 st.waiting_threads.add(ev.thread)
             elif k == EventKind.LOCK_WAIT:
                 st.waits += ev.count
-            elif k == EventKind.GC:
+            elif k in (EventKind.GC, EventKind.LOOP_BLOCK):
+                # gc pauses; coroutine steps that blocked the event loop (>= 100 ms each, exact)
                 st.waits += ev.count
                 st.wait_ns += ev.duration_ns
         return touched
