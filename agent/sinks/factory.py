@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gyroscope.agent.errors import GyroscopeError
-from gyroscope.agent.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from gyroscope.agent.sinks.base import Sink
 
 SINK_HELP = """\
 export: --otlp ENDPOINT (or the standard OTEL_EXPORTER_OTLP_* variables) sends traces, metrics
@@ -52,7 +54,7 @@ def check_sink_args(args: argparse.Namespace) -> dict[str, str | None]:
     otlp = getattr(args, "otlp", None)
     if otlp is not None and not otlp.startswith(("http://", "https://")):
         raise GyroscopeError(f"--otlp needs an http:// or https:// endpoint, got {otlp!r}")
-    from gyroscope.agent.sinks.otel import PROTOCOL, requested_signals, unsupported_protocol
+    from gyroscope.agent.sinks.otlp_env import PROTOCOL, requested_signals, unsupported_protocol
     signals = requested_signals(otlp)
     bad = unsupported_protocol(signals)
     if bad:

@@ -40,6 +40,13 @@ from typing import Any
 
 from gyroscope.agent.model import Action, OtlpExport, SessionResult
 from gyroscope.agent.sinks.base import SinkReport, Window
+from gyroscope.agent.sinks.otlp_env import (  # noqa: F401 (re-exported)
+    _SIGNALS,
+    PROTOCOL,
+    requested_signals,
+    sdk_disabled,
+    unsupported_protocol,
+)
 
 EXPORT_TIMEOUT_S = 0.5          # one export request (the exporter retries within this deadline)
 FLUSH_BUDGET_S = 0.8            # the flush at exit waits at most this (a dead endpoint costs ~1 s in all)
@@ -47,45 +54,6 @@ MAX_QUEUE = 2048                # spans / log records waiting to be exported
 MAX_EVENTS_PER_SPAN = 64
 METRIC_INTERVAL_MS = 5000
 
-_SIGNALS = ("traces", "metrics", "logs")
-_TRUE = ("true", "1", "yes", "on")
-
-
-def sdk_disabled() -> bool:
-    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE
-
-
-def requested_signals(otlp: str | None) -> dict[str, str | None]:
-    """Signal -> endpoint to pass the exporter (None: let the SDK read its env vars).
-    Empty when nothing asks for export or OTEL_SDK_DISABLED is true."""
-    if sdk_disabled():
-        return {}
-    if otlp:
-        base = otlp.rstrip("/")
-        return {s: f"{base}/v1/{s}" for s in _SIGNALS}
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        return {s: None for s in _SIGNALS}
-    return {s: None for s in _SIGNALS if os.environ.get(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT")}
-
-
-PROTOCOL = "http/protobuf"   # the only OTLP protocol gyroscope's exporters speak
-
-
-def unsupported_protocol(signals: dict[str, str | None]) -> str | None:
-    """The first OTEL_EXPORTER_OTLP[_<SIGNAL>]_PROTOCOL setting that asks for something other than
-    http/protobuf for a requested signal, as "VAR=value"; None when all is well. The SDK's HTTP
-    exporters do not read these variables, so a grpc setting would otherwise be silently ignored."""
-    general = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
-    for s in _SIGNALS:
-        if s not in signals:
-            continue
-        var = f"OTEL_EXPORTER_OTLP_{s.upper()}_PROTOCOL"
-        value = os.environ.get(var, "").strip()
-        if not value:
-            var, value = "OTEL_EXPORTER_OTLP_PROTOCOL", general
-        if value and value.lower() != PROTOCOL:
-            return f"{var}={value}"
-    return None
 
 
 def _endpoint_label(signals: dict[str, str | None]) -> str:
