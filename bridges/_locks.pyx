@@ -319,6 +319,11 @@ cdef class lock:
             raise MemoryError("can't allocate lock")
         self._site = _creation_site("lock")
 
+    def __init__(self, *args, **kwargs):
+        if args or kwargs:
+            raise TypeError(f"lock expected 0 arguments, got {len(args) + len(kwargs)}" if _sys.version_info >= (3, 13)
+                            else f"_thread.allocate_lock() takes no arguments ({len(args) + len(kwargs)} given)")
+
     def __dealloc__(self):
         if self._lk != NULL:
             if self._locked:
@@ -793,10 +798,18 @@ def uninstall() -> None:
     _active = False
     try:
         _unhook()
+        ours = {}
         for (modname, attr), value in list(_saved.items()):
             mod = _sys.modules.get(modname)
             if mod is not None:
+                ours[id(getattr(mod, attr, None))] = value
                 setattr(mod, attr, value)
+        pkg = _sys.modules.get("asyncio")    # `from .locks import *` copied ours into asyncio
+        if pkg is not None:
+            for name in ("Lock", "Semaphore", "BoundedSemaphore", "Condition", "Event"):
+                value = ours.get(id(getattr(pkg, name, None)))
+                if value is not None:
+                    setattr(pkg, name, value)
         _saved.clear()
         _threading_done = False
         _asyncio_done = False
