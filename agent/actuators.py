@@ -32,7 +32,8 @@ show it matters; the structural scores travel with it and rank decisions of the 
   I/O and joins are "wait" entities and never contention) with
     waiting_threads >= 2     threads actually queue on it;
     wait_share      >= 0.05  its wait time / the session's thread-time (duration_s x threads);
-    waits           >= 2     sampled wait episodes.
+    waits           >= 2     sampled wait episodes, or, for a profiled lock (measurements
+                             marked exact), contended acquires with their measured waits.
 All thresholds are relative (shares of the process's CPU, of wall time, of thread-time), so
 they hold across sizes, thread counts and timings: a slow polling loop or an idle thread has no
 CPU (or sleeps in its loop), a rarely contended lock has a tiny wait share. Every decision
@@ -161,7 +162,11 @@ def _measure_evidence(m: dict[str, Any], context: dict[str, Any]) -> dict[str, f
     threads = max(_num(context, "threads"), 1.0)
     running = _num(m, "samples_running")
     thread_time = duration * threads
-    return {
+    exact = {}
+    if m.get("exact"):   # the profiled locks' exact figures (agent/measure.py) travel with the decision
+        exact = {"exact": True, "wait_s_max": round(_num(m, "wait_s_max"), 6),
+                 "hold_s_total": round(_num(m, "hold_s_total"), 6), "acquires": int(_num(m, "acquires"))}
+    return {**exact,
         "cpu_share": round(_num(m, "cpu_share"), 4),
         "running_share": round(_running_share(m, running, samples, duration), 4),
         "samples_running": int(running),
