@@ -81,8 +81,8 @@ def run(mode: str, bench: str, loops: int, inner: int, path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="processes per mode and benchmark (default 3)")
-    ap.add_argument("--inner", type=int, default=10, help="timed runs (A/B pairs) per process (default 10)")
-    ap.add_argument("--target", type=float, default=0.05, help="seconds per timed run (default 0.05)")
+    ap.add_argument("--inner", type=int, default=40, help="timed runs (A/B pairs) per process (default 40)")
+    ap.add_argument("--target", type=float, default=0.01, help="seconds per timed run (default 0.01)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     path = bm_path()

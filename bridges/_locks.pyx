@@ -694,20 +694,39 @@ cdef void _set(mod, str attr, value):
     setattr(mod, attr, value)
 
 
+cdef str _threading_state = "waiting for import"
+cdef str _asyncio_state = "waiting for import"
+
+
+cdef str _foreign(obj):
+    """The module of a green-thread library (gevent, eventlet) that replaced this object, else ''."""
+    m = getattr(obj, "__module__", None) or ""
+    if m.startswith(("gevent", "eventlet")):
+        return m
+    return ""
+
+
 cdef void _patch_threading(mod) except *:
-    global _threading_done
+    global _threading_done, _threading_state
     if _threading_done:
         return
+    # gevent / eventlet monkey-patching: their locks yield to a hub; ours would block it. Leave them.
+    for obj in (getattr(mod, "Lock", None), getattr(mod, "_allocate_lock", None), getattr(mod, "_CRLock", None)):
+        if _foreign(obj):
+            _threading_state = f"not patched: threading is monkey-patched by {_foreign(obj)}"
+            _threading_done = True
+            return
     _set(mod, "Lock", lock)
     if getattr(mod, "_CRLock", None) is not None:
         _set(mod, "_CRLock", RLock)
     base = _saved.get(("threading", "Condition"), mod.Condition)
     _set(mod, "Condition", _make_condition(base, mod._allocate_lock))
     _threading_done = True
+    _threading_state = "patched"
 
 
 cdef void _patch_asyncio(mod) except *:
-    global _asyncio_done
+    global _asyncio_done, _asyncio_state
     if _asyncio_done:
         return
     for name, cls in _make_asyncio(mod).items():
@@ -719,6 +738,7 @@ cdef void _patch_asyncio(mod) except *:
             if getattr(pkg, name, None) is _saved.get(("asyncio.locks", name)):
                 _set(pkg, name, getattr(mod, name))
     _asyncio_done = True
+    _asyncio_state = "patched"
 
 
 cdef void _patch(str name, mod) noexcept:
@@ -858,7 +878,7 @@ def install() -> None:
 def uninstall() -> None:
     """Give threading / asyncio their own classes back and stop recording. Objects made while
     installed keep working as plain locks (they stop counting). Never raises."""
-    global _active, _threading_done, _asyncio_done, _errors, last_error
+    global _active, _threading_done, _asyncio_done, _errors, last_error, _threading_state, _asyncio_state
     _active = False
     try:
         _unhook()
@@ -877,6 +897,7 @@ def uninstall() -> None:
         _saved.clear()
         _threading_done = False
         _asyncio_done = False
+        _threading_state = _asyncio_state = "waiting for import"
     except BaseException as e:
         _errors += 1
         last_error = repr(e)
@@ -884,6 +905,14 @@ def uninstall() -> None:
 
 def installed() -> bool:
     return _active
+
+
+def status() -> dict:
+    """{"threading": ..., "asyncio.locks": ...}: "patched", "waiting for import", "not installed" or
+    "not patched: <why>" (e.g. gevent's monkey-patching)."""
+    if not _active:
+        return {"threading": "not installed", "asyncio.locks": "not installed"}
+    return {"threading": _threading_state, "asyncio.locks": _asyncio_state}
 
 
 def sites() -> list:

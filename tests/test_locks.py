@@ -255,6 +255,7 @@ def test_install_before_and_after_import_threading(first: str) -> None:
 assert threading.Lock.__module__.endswith("._locks") and threading.Lock.__name__ == "lock"
 assert threading.__loader__.__class__.__name__ == "SourceFileLoader", threading.__loader__
 assert threading.__spec__.loader is threading.__loader__
+assert _locks.status()["threading"] == "patched"
 assert not any(type(f).__name__ == "_Finder" for f in sys.meta_path) or "asyncio.locks" not in sys.modules
 ''', env={"LOCKS_INSTALL_FIRST": first})
     s = site(res, "lock")
@@ -320,3 +321,23 @@ def test_semantics_same_as_bare_python() -> None:
     assert bare.returncode == inst.returncode == 0, (bare.stderr, inst.stderr)
     assert inst.stdout == bare.stdout
     assert "True" in inst.stdout
+
+
+def test_green_threads_are_left_alone() -> None:
+    """gevent's monkey-patched locks yield to its hub; a native lock would block it: not patched."""
+    code = '''
+import sys, threading, types
+fake = types.ModuleType("gevent.thread")
+class LockType:
+    pass
+LockType.__module__ = "gevent.thread"
+threading.Lock = LockType
+from gyroscope.bridges import _locks
+_locks.install()
+assert threading.Lock is LockType
+assert threading.Condition.__module__ == "threading" and threading.Condition.__init__.__code__.co_filename == threading.__file__
+print(_locks.status()["threading"])
+'''
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "not patched: threading is monkey-patched by gevent.thread"
