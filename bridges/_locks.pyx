@@ -16,8 +16,11 @@ Here `lock` and `RLock` are *native lock types* (cdef classes over CPython's PyT
   `isinstance(threading.Lock(), threading.Lock)` and `isinstance(x, type(threading.Lock()))`
   hold; `with`, `acquire(blocking, timeout)` (same errors and messages), `locked()`,
   `_at_fork_reinit()`, weak references, repr (`<unlocked _thread.lock object at 0x...>`) and the
-  pickling error (`cannot pickle '_thread.lock' object`) are those of bare python; neither type
-  can be subclassed (as in 3.13).
+  pickling error (`cannot pickle '_thread.lock' object`) are those of bare python; `lock` cannot be
+  subclassed and `RLock` can (as `_thread.lock` / `_thread.RLock`). Known differences: a traceback
+  through a lock method that raises (e.g. "release unlocked lock") shows the .pyx lines Cython adds,
+  `_thread.LockType` / `_thread.RLock` are not our types (isinstance against them is False for
+  profiled locks), and type names in error messages say gyroscope.bridges._locks.
 - `threading._CRLock` becomes `RLock` (threading.RLock stays the factory function), with
   `_is_owned`, `_release_save`, `_acquire_restore`, `_recursion_count`, so `Condition(lock)`
   with our locks works exactly as with the C ones.
@@ -461,10 +464,10 @@ cdef class lock:
         raise TypeError("cannot pickle '_thread.lock' object")
 
 
-@cython.final
 @cython.auto_pickle(False)
 cdef class RLock:
-    """A profiled reentrant lock (the semantics of `_thread.RLock`)."""
+    """A profiled reentrant lock (the semantics of `_thread.RLock`, which, unlike `_thread.lock`, can be
+    subclassed)."""
     cdef PyThread_type_lock _lk
     cdef unsigned long _owner
     cdef unsigned long _count
@@ -565,8 +568,9 @@ cdef class RLock:
         self._t_acq = 0
 
     def __repr__(self):
-        return "<%s _thread.RLock object owner=%d count=%d at %s>" % (
-            "locked" if self._count else "unlocked", self._owner, self._count, hex(id(self)))
+        return "<%s %s object owner=%d count=%d at %s>" % (
+            "locked" if self._count else "unlocked", "_thread.RLock" if type(self) is RLock else type(self).__name__,
+            self._owner, self._count, hex(id(self)))
 
     def __reduce__(self):
         raise TypeError("cannot pickle '_thread.RLock' object")

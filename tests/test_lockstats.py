@@ -71,18 +71,21 @@ def test_contended_lock_becomes_exact_measurements_and_a_decision(tmp_path) -> N
     [ent] = [e for e in stats.entities.values() if e.file == str(script) and e.line == 6]
     assert (ent.kind, ent.detail, ent.function, ent.line) == ("lock", "lock", "<module>", 6)
     m = measure.as_dict(ent)
-    assert m["exact"] is True
-    assert m["acquires"] == 150
-    assert abs(m["wait_s_total"] - out["truth"]) <= 0.10 * out["truth"]
+    info = (m, out["truth"])
+    assert m["exact"] is True, info
+    assert m["acquires"] == 150, info
+    assert abs(m["wait_s_total"] - out["truth"]) <= 0.10 * out["truth"], info
     assert set(measure.threads_of(ent)) <= set(out["threads"])
-    assert m["waiting_threads"] == 6
-    assert m["waits"] >= 6 and 0 < m["wait_s_max"] <= m["wait_s_total"]
-    assert m["hold_s_total"] >= 150 * 0.001
-    assert m["call_sites"][0]["file"] == str(script) and m["call_sites"][0]["line"] == 12
+    assert m["waiting_threads"] == 6, info
+    assert m["waits"] >= 6 and 0 < m["wait_s_max"] <= m["wait_s_total"], info
+    assert m["hold_s_total"] >= 150 * 0.001, info
+    assert m["call_sites"][0]["file"] == str(script) and m["call_sites"][0]["line"] == 12, info
     entity = {"id": 1, "kind": ent.kind, "file": ent.file, "function": ent.function, "line": ent.line,
               "detail": ent.detail, "threads": measure.threads_of(ent), "measurements": m, "slcp": {}}
     context = {"duration_s": out["duration_ns"] / 1e9, "threads": 7, "samples": 0}
-    [d] = actuators.decide([entity], context)
+    decisions = actuators.decide([entity], context)
+    assert len(decisions) == 1, (decisions, info, context)
+    [d] = decisions
     assert d["action"] == actuators.CONTENTION
     assert d["evidence"]["exact"] is True and d["evidence"]["waiting_threads"] == 6
     assert d["evidence"]["acquires"] == 150
