@@ -30,7 +30,11 @@ Schema "gyroscope.session/1" (documented in the README, section "Session result"
         "cpu_share": float,             # share of the process's sampled running time (0..1)
         "samples_running": int, "samples_waiting": int,
         "wait_s_total": float, "wait_s_mean": float, "waits": int,
-        "waiting_threads": int
+        "waiting_threads": int,
+        # lock entities fed by the profiled locks (bridges/_locks.pyx) only: exact figures
+        "exact": true, "wait_s_max": float, "hold_s_total": float, "acquires": int,
+        "call_sites": [{"file": str, "line": int, "waits": int, "wait_s": float}, ...],
+        "call_sites_dropped": int
       },
       "slcp": {"cell_id": int, "step": int, "omega12": int, "chi6": int, "shell": int,
                "resonance_key": int, "current_resonance": int, "omega_sig": int,
