@@ -7,7 +7,8 @@ Each run is a fresh process that times the benchmark function of pyperformance's
 (bm_logging/run_benchmark.py) --inner times and keeps its median; the modes alternate, --repeat
 processes each, and the table shows the median over processes and the ratio installed / bare.
 The installed runs also report how many acquires the profiled locks counted (proof that the
-benchmark went through them).
+benchmark went through them). A last table times pyperformance concurrent_imap's thread-pool
+function (the case where objects are *created* per task: creation walks the stack once).
 
     .venv/bin/python benchmarks/locks_overhead.py [--repeat 5] [--inner 5] [--target 0.15] [--json OUT]
 """
@@ -62,6 +63,26 @@ else:
 if mode != "bare":
     out["acquires"] = sum(r[1] for r in _locks.drain())
 print(json.dumps(out))
+"""
+
+
+IMAP_CHILD = r"""
+import sys, json, time, statistics
+if sys.argv[1] == "installed":
+    from gyroscope.bridges import _locks
+    _locks.install()
+from multiprocessing.pool import ThreadPool
+def f(x):
+    return x
+def bench(c=2, n=1000, chunk=10):
+    t0 = time.perf_counter()
+    with ThreadPool(c) as pool:
+        for _ in pool.imap(f, range(n), chunk):
+            pass
+    return time.perf_counter() - t0
+bench()
+ts = [bench() for _ in range(int(sys.argv[2]))]
+print(json.dumps({"s": statistics.median(ts)}))
 """
 
 
@@ -121,6 +142,21 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"benchmark": f"logging_{bench}", "mode": "processes", "bare_ns_per_call": bare * 1e9,
                      "installed_ns_per_call": inst * 1e9, "ratio": inst / bare, "loops": loops})
         print(f"logging_{bench:<8}{bare * 1e9:>14.1f}{inst * 1e9:>11.1f}{inst / bare:>8.3f}")
+    print("pyperformance concurrent_imap's thread pool (creates an Event and Conditions per task batch;"
+          " separate processes):")
+    per = {"bare": [], "installed": []}
+    for i in range(args.repeat):
+        for mode in (("bare", "installed") if i % 2 == 0 else ("installed", "bare")):
+            p = subprocess.run([sys.executable, "-c", IMAP_CHILD, mode, "15"], capture_output=True, text=True,
+                               timeout=300)
+            if p.returncode != 0:
+                raise SystemExit(f"locks_overhead: concurrent_imap {mode} failed: "
+                                 f"{(p.stderr.strip().splitlines() or ['?'])[-1]}")
+            per[mode].append(json.loads(p.stdout)["s"])
+    bare, inst = statistics.median(per["bare"]), statistics.median(per["installed"])
+    rows.append({"benchmark": "concurrent_imap_thread_pool", "mode": "processes", "bare_ms": bare * 1e3,
+                 "installed_ms": inst * 1e3, "ratio": inst / bare})
+    print(f"{'thread_pool':<16}{bare * 1e3:>11.2f} ms{inst * 1e3:>9.2f} ms{inst / bare:>8.3f}")
     if args.json:
         write_json_atomic(args.json, {"python": sys.version.split()[0], "repeat": args.repeat, "inner": args.inner,
                                       "results": rows})

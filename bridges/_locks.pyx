@@ -115,6 +115,20 @@ cdef extern from *:
     unsigned long long gy_ticks() nogil
     int GY_HAVE_TSC
 
+cdef extern from *:
+    """
+    /* The native thread id (gettid, a system call) once per OS thread: thread-local, so a new thread
+       starts at 0 whatever ids are reused; the forking thread's copy is reset in the child. */
+    static __thread unsigned long gy_tid_cache = 0;
+    static inline unsigned long gy_native_id(void) {
+        if (!gy_tid_cache) gy_tid_cache = PyThread_get_thread_native_id();
+        return gy_tid_cache;
+    }
+    static inline void gy_native_id_reset(void) { gy_tid_cache = 0; }
+    """
+    unsigned long gy_native_id()
+    void gy_native_id_reset()
+
 
 DEF MAX_SITES = 8192
 MAX_THREADS = 64
@@ -330,6 +344,40 @@ cdef int _creation_site(str kind):
     return s
 
 
+cdef dict _callsite_at = {}      # (code address, lasti) -> (file, line) of a waiting call site
+
+
+cdef object _user_callsite():
+    """(file, line) of the first frame outside threading/queue/asyncio, or None (C frame walk, cached)."""
+    cdef PyFrameObject *f = PyEval_GetFrame()
+    cdef PyFrameObject *back
+    cdef PyObject *cp
+    out = None
+    Py_XINCREF(<PyObject *>f)
+    try:
+        while f != NULL:
+            cp = PyFrame_GetCode(f)
+            code = <object>cp
+            Py_XDECREF(cp)
+            addr = <size_t>cp
+            entry = _code_class.get(addr)
+            c = (<tuple>entry)[0] if entry is not None else _classify(code, addr)
+            if c is _USER:
+                key = (addr, PyFrame_GetLasti(f))
+                out = _callsite_at.get(key)
+                if out is None:
+                    out = (code.co_filename, PyFrame_GetLineNumber(f))
+                    if len(_callsite_at) < MAX_CODES * 4 and addr in _code_class:
+                        _callsite_at[key] = out
+                break
+            back = PyFrame_GetBack(f)
+            Py_XDECREF(<PyObject *>f)
+            f = back
+    finally:
+        Py_XDECREF(<PyObject *>f)
+    return out
+
+
 cdef void _record_wait(int s, int64_t t0, int64_t d) noexcept:
     """A blocking wait of d ns that started at t0 on site s: counted, with its thread and call site."""
     global _errors, last_error, _lost_threads, _lost_calls
@@ -340,7 +388,7 @@ cdef void _record_wait(int s, int64_t t0, int64_t d) noexcept:
     if d > _wmax[s]:
         _wmax[s] = d
     try:
-        tid = PyThread_get_thread_native_id()
+        tid = gy_native_id()
         per = _threads.get(s)
         if per is None:
             per = _threads[s] = {}
@@ -352,12 +400,9 @@ cdef void _record_wait(int s, int64_t t0, int64_t d) noexcept:
             per[tid] = [1, d, t0]
         else:
             _lost_threads += 1
-        f = _sys._getframe(0)
-        while f is not None and _is_lib(f.f_code.co_filename):
-            f = f.f_back
-        if f is None:
+        ck = _user_callsite()
+        if ck is None:
             return
-        ck = (f.f_code.co_filename, f.f_lineno)
         calls = _calls.get(s)
         if calls is None:
             calls = _calls[s] = {}
@@ -929,6 +974,7 @@ cdef void _unhook():
 def _after_fork_in_child():
     """The child's counters start at zero; every site is announced again by sites()."""
     cdef int s
+    gy_native_id_reset()
     for s in range(_n_sites):
         _acq[s] = 0
         _cont[s] = 0
