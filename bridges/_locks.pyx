@@ -448,9 +448,10 @@ _NEG_MSG = ("timeout value must be a non-negative number" if _sys.version_info >
             else "timeout value must be positive")
 
 
-cdef int _block(PyThread_type_lock lk, long long us, int site) except -1:
+cdef int _block(PyThread_type_lock lk, long long us, int site, int intr=1) except -1:
     """The slow path: wait (GIL released) for lk, at most `us` microseconds (-1: forever), running
-    signal handlers on EINTR as CPython's acquire_timed does. Times the wait. 1 acquired, 0 not."""
+    signal handlers on EINTR as CPython's acquire_timed does (intr=0: not interruptible, as
+    RLock._acquire_restore in CPython). Times the wait. 1 acquired, 0 not."""
     cdef PyLockStatus r
     cdef int64_t t0 = _now()
     cdef int64_t deadline = t0 + us * 1000 if 0 < us < 1000000000000000 else 0
@@ -458,7 +459,7 @@ cdef int _block(PyThread_type_lock lk, long long us, int site) except -1:
     try:
         while True:
             with nogil:
-                r = PyThread_acquire_lock_timed(lk, us, 1)
+                r = PyThread_acquire_lock_timed(lk, us, intr)
             if r != PY_LOCK_INTR:
                 break
             Py_MakePendingCalls()        # raises what a signal handler raised (KeyboardInterrupt)
@@ -656,7 +657,7 @@ cdef class RLock:
         cdef unsigned long count, owner
         count, owner = state
         if PyThread_acquire_lock_timed(self._lk, 0, 0) != PY_LOCK_ACQUIRED:
-            _block(self._lk, -1, self._site)
+            _block(self._lk, -1, self._site, 0)   # never interrupted: Condition.wait's finally relies on it
         self._owner = owner
         self._count = count
         if self._site >= 0 and _active:

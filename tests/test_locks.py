@@ -341,3 +341,12 @@ print(_locks.status()["threading"])
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "not patched: threading is monkey-patched by gevent.thread"
+
+
+def test_signals_interrupt_blocked_acquires_as_in_bare_python() -> None:
+    script = os.path.join(HERE, "fixtures", "locks_signals.py")
+    bare = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+    inst = subprocess.run([sys.executable, script, "install"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == inst.returncode == 0, (bare.stderr, inst.stderr)
+    assert inst.stdout == bare.stdout
+    assert inst.stdout.count("interrupted: alarm") == 3
