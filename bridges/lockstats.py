@@ -22,6 +22,8 @@ from typing import Any
 
 from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LockWindow, Observation
 
+MAX_COVERED = 100_000     # waiting call sites remembered for covers()
+
 
 class LockStats:
     """Turns the bridge's lock tuples into Events and LockWindows for one program process."""
@@ -32,6 +34,7 @@ class LockStats:
         self.bad_rows = 0
         self.unknown_sites = 0
         self._counters = (0, 0, 0, 0)
+        self.call_sites: dict[tuple[str, int], int] = {}    # (file, line) that waited -> site id
 
     def add_sites(self, rows: Iterable[Any]) -> None:
         """Register (site_id, kind, file, line, function) rows from `_locks.sites()`."""
@@ -64,7 +67,10 @@ class LockStats:
                     events.append(Event(ent, "wait", EventKind.LOCK_WAIT, int(tid), int(first_ns), int(waits),
                                         int(t_wait_ns)))
                 for file, line, waits, c_wait_ns in callsites:
-                    lw.callsites[(str(file), int(line))] = (int(waits), int(c_wait_ns))
+                    key = (str(file), int(line))
+                    lw.callsites[key] = (int(waits), int(c_wait_ns))
+                    if len(self.call_sites) < MAX_COVERED:
+                        self.call_sites.setdefault(key, int(sid))
                 if lw.acquires:
                     events.append(Event(ent, "hold", EventKind.LOCK_ACQUIRE, 0, t_ns, lw.acquires, lw.hold_ns))
                 windows.append(lw)
@@ -82,6 +88,13 @@ class LockStats:
         if self.bad_rows > bad or self.unknown_sites > unknown:
             obs.errors.append(f"locks: {self.bad_rows - bad} malformed rows, {self.unknown_sites - unknown} rows "
                               f"for unknown sites dropped in this window")
+
+    def covers(self, file: str, line: int) -> Entity | None:
+        """The profiled lock whose waits were seen at this call site, if any: a sampler's lock entity
+        at (file, line) (a wait attributed to the line that waits) is the same wait, measured exactly
+        here; the session keeps the exact one."""
+        sid = self.call_sites.get((file, line))
+        return self.entities.get(sid) if sid is not None else None
 
     def note_counters(self, obs: Observation, row: Any) -> None:
         """Report in obs.errors what `_locks.counters()` says was lost since the previous call: sites

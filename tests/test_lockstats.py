@@ -80,6 +80,8 @@ def test_contended_lock_becomes_exact_measurements_and_a_decision(tmp_path) -> N
     assert m["waits"] >= 6 and 0 < m["wait_s_max"] <= m["wait_s_total"], info
     assert m["hold_s_total"] >= 150 * 0.001, info
     assert m["call_sites"][0]["file"] == str(script) and m["call_sites"][0]["line"] == 12, info
+    assert stats.covers(str(script), 12) == ent            # the line that waits is this lock's
+    assert stats.covers(str(script), 13) is None
     entity = {"id": 1, "kind": ent.kind, "file": ent.file, "function": ent.function, "line": ent.line,
               "detail": ent.detail, "threads": measure.threads_of(ent), "measurements": m, "slcp": {}}
     context = {"duration_s": out["duration_ns"] / 1e9, "threads": 7, "samples": 0}
