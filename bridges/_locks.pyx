@@ -444,6 +444,7 @@ cdef long long _timeout_us(object blocking, object timeout) except -2:
     return <long long>t
 
 
+_FOREVER = -1     # the default timeout object (small ints are singletons): identity is the fast check
 _NEG_MSG = ("timeout value must be a non-negative number" if _sys.version_info >= (3, 13)
             else "timeout value must be positive")
 
@@ -517,6 +518,8 @@ cdef class lock:
 
     def acquire(self, blocking=True, timeout=-1):
         """acquire(blocking=True, timeout=-1) -> bool, as _thread.lock.acquire."""
+        if blocking is True and timeout is _FOREVER:    # the common call: no argument conversion
+            return self._acquire(-1)
         return self._acquire(_timeout_us(blocking, timeout))
 
     def acquire_lock(self, blocking=True, timeout=-1):
@@ -541,7 +544,7 @@ cdef class lock:
     def release_lock(self):
         self._release()
 
-    def __exit__(self, *args):
+    def __exit__(self, exc_type=None, exc=None, tb=None):   # no *args tuple per `with`
         self._release()
 
     def locked(self):
@@ -612,6 +615,8 @@ cdef class RLock:
 
     def acquire(self, blocking=True, timeout=-1):
         """acquire(blocking=True, timeout=-1) -> bool, as _thread.RLock.acquire."""
+        if blocking is True and timeout is _FOREVER:    # the common call: no argument conversion
+            return self._acquire(-1)
         return self._acquire(_timeout_us(blocking, timeout))
 
     def __enter__(self):
@@ -636,7 +641,7 @@ cdef class RLock:
     def release(self):
         self._release()
 
-    def __exit__(self, *args):
+    def __exit__(self, exc_type=None, exc=None, tb=None):   # no *args tuple per `with`
         self._release()
 
     def _is_owned(self):
