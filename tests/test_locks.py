@@ -350,3 +350,23 @@ def test_signals_interrupt_blocked_acquires_as_in_bare_python() -> None:
     assert bare.returncode == inst.returncode == 0, (bare.stderr, inst.stderr)
     assert inst.stdout == bare.stdout
     assert inst.stdout.count("interrupted: alarm") == 3
+
+
+def test_install_is_lean_imports_nothing_starts_no_thread() -> None:
+    """The in-process bridge's rule: nothing python does not load at start-up, no thread."""
+    code = """
+import json, sys, _thread
+before, threads = set(sys.modules), _thread._count()
+from gyroscope.bridges import _locks
+_locks.install()
+print(json.dumps({"added": sorted(set(sys.modules) - before), "threads": _thread._count() - threads,
+                  "status": _locks.status()}))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    extra = [m for m in out["added"] if not (m.startswith("_cython_") or m in (
+        "cython_runtime", "gyroscope", "gyroscope.bridges", "gyroscope.bridges._locks"))]
+    assert extra == []                        # not threading, not asyncio: patched when the program imports them
+    assert out["threads"] == 0
+    assert out["status"] == {"threading": "waiting for import", "asyncio.locks": "waiting for import"}
