@@ -14,6 +14,14 @@ docstring. `LockStats` turns them into what the session consumes:
   call_sites, exact=True).
 Rows come from another process: a malformed row or an unknown site id is counted and reported
 in the observation's errors, never raised.
+
+Use (the program side ships the three calls' results, e.g. marshal.dumps, once per window):
+
+    # in the program, per window:   payload = (_locks.sites(), _locks.drain(), _locks.counters())
+    stats = LockStats(pid)                      # one per program process
+    stats.apply(obs, sites_rows, drain_rows)    # events + obs.locks (agent/measure.py folds them)
+    stats.note_counters(obs, counters_row)      # losses -> obs.errors
+    stats.covers(file, line)                    # a sampled lock wait at this line is this lock's
 """
 from __future__ import annotations
 
