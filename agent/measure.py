@@ -22,7 +22,8 @@ What the numbers are (and are not):
   waiting for the GIL (little CPU, not in a blocking call) counts as running.
 - wait_s_total: sampled blocked time; waits: sampled episodes (a thread blocked at one site in
   consecutive samples without using CPU in between is one episode).
-- exact lock figures: for a lock entity fed by the profiled locks (Observation.locks, see
+- exact lock figures: for a lock (or Event / Barrier / Queue "wait") entity fed by the profiled
+  locks (Observation.locks, see
   bridges/lockstats.py) the measurements are exact and say so (`exact: True`): waits = every
   contended acquire or blocking wait, wait_s_total / wait_s_max / wait_s_mean from their measured
   durations (CLOCK_MONOTONIC around the blocking call), hold_s_total (acquire -> release),

@@ -31,7 +31,7 @@ Schema "gyroscope.session/1" (documented in the README, section "Session result"
         "samples_running": int, "samples_waiting": int,
         "wait_s_total": float, "wait_s_mean": float, "waits": int,
         "waiting_threads": int,
-        # lock entities fed by the profiled locks (bridges/_locks.pyx) only: exact figures
+        # lock and wait entities fed by the profiled locks (bridges/_locks.pyx) only: exact figures
         "exact": true, "wait_s_max": float, "hold_s_total": float, "acquires": int,
         "call_sites": [{"file": str, "line": int, "waits": int, "wait_s": float}, ...],
         "call_sites_dropped": int

@@ -5,7 +5,11 @@ window) and `_locks.drain()` (per site touched: acquires, contended waits with t
 durations, hold time, the waiting threads and call sites); the tuple layouts are in _locks.pyx's
 docstring. `LockStats` turns them into what the session consumes:
 - one `Entity(kind "lock", creation-site file / function / line, detail = the lock's kind,
-  e.g. "rlock", "semaphore", "queue", "asyncio.lock")` per site;
+  e.g. "rlock", "semaphore", "condition", "asyncio.lock")` per site; objects whose waits are
+  waiting for work or for a signal rather than for a resource (Event, Barrier, queue.Queue,
+  asyncio.Event) are `kind "wait"` entities, as bridges/stacks.py classifies their sampled waits:
+  the contention rule (agent/actuators.py) only looks at "lock" entities, and a pool of idle
+  workers blocked in `queue.get()` or `stop.wait(1)` is not contention;
 - `Event`s: per waiting thread one LOCK_WAIT (role "wait", count = its contended waits in the
   window, duration_ns = their exact total, t_ns = its first wait), and per site one LOCK_ACQUIRE
   (role "hold", count = successful acquires, duration_ns = time held);
@@ -31,6 +35,7 @@ from typing import Any
 from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LockWindow, Observation
 
 MAX_COVERED = 100_000     # waiting call sites remembered for covers()
+WAIT_KINDS = frozenset({"event", "barrier", "queue", "asyncio.event"})   # -> EntityKind.WAIT
 
 
 class LockStats:
@@ -49,8 +54,9 @@ class LockStats:
         for row in rows or ():
             try:
                 sid, kind, file, line, function = row
-                self.entities[int(sid)] = Entity(EntityKind.LOCK, str(file), str(function), int(line),
-                                                 str(kind), self.pid)
+                kind = str(kind)
+                self.entities[int(sid)] = Entity(EntityKind.WAIT if kind in WAIT_KINDS else EntityKind.LOCK,
+                                                 str(file), str(function), int(line), kind, self.pid)
             except (TypeError, ValueError):
                 self.bad_rows += 1
 

@@ -103,5 +103,7 @@ def test_malformed_and_unknown_rows_are_reported_not_raised() -> None:
     assert obs.events[0].duration_ns == 500 and obs.events[0].thread == 11 and obs.events[0].entity.pid == 7
     assert obs.locks[0].callsites == {("a.py", 4): (1, 500)}
     assert obs.errors == ["locks: 2 malformed rows, 1 rows for unknown sites dropped in this window"]
+    stats.add_sites([(1, "queue", "a.py", 9, "g"), (2, "asyncio.lock", "a.py", 10, "h")])
+    assert stats.entity(1).kind == EntityKind.WAIT and stats.entity(2).kind == EntityKind.LOCK
     stats.note_counters(obs, (1, 0, 2, 0, 0, "ValueError()"))
     assert obs.errors[-1].startswith("locks: 2 errors inside the lock bridge")
