@@ -1,4 +1,4 @@
-"""Build the Cython extensions: the kernel engine and the sys.monitoring callbacks."""
+"""Build the Cython extensions: the kernel engine, the sys.monitoring callbacks and the profiled locks."""
 import os
 
 import numpy
@@ -9,6 +9,7 @@ from setuptools import Extension, setup
 SOURCES = [
     ("gyroscope.cyext._engine", "cyext/_engine.pyx"),
     ("gyroscope.bridges._inproc", "bridges/_inproc.pyx"),
+    ("gyroscope.bridges._locks", "bridges/_locks.pyx"),
 ]
 extensions = [
     Extension(name, [src], include_dirs=[numpy.get_include()], extra_compile_args=["-O3"])

@@ -32,7 +32,8 @@ show it matters; the structural scores travel with it and rank decisions of the 
   I/O and joins are "wait" entities and never contention) with
     waiting_threads >= 2     threads actually queue on it;
     wait_share      >= 0.05  its wait time / the session's thread-time (duration_s x threads);
-    waits           >= 2     sampled wait episodes.
+    waits           >= 2     sampled wait episodes, or, for a profiled lock (measurements
+                             marked exact), contended acquires with their measured waits.
 All thresholds are relative (shares of the process's CPU, of wall time, of thread-time), so
 they hold across sizes, thread counts and timings: a slow polling loop or an idle thread has no
 CPU (or sleeps in its loop), a rarely contended lock has a tiny wait share. Every decision
@@ -183,7 +184,13 @@ def _measure_evidence(m: Measurements, context: Context) -> dict[str, Any]:
     duration = max(_finite(context.duration_s), 0.0)
     threads = max(context.threads, 1)
     thread_time = duration * threads
-    return {
+    exact = {}
+    x = m.extra
+    if x.get("exact"):   # the profiled locks' exact figures (agent/measure.py) travel with the decision
+        exact = {"exact": True, "wait_s_max": round(_finite(float(x.get("wait_s_max", 0.0))), 6),
+                 "hold_s_total": round(_finite(float(x.get("hold_s_total", 0.0))), 6),
+                 "acquires": int(x.get("acquires", 0))}
+    return {**exact,
         "cpu_share": round(_finite(m.cpu_share), 4),
         "running_share": round(_running_share(m, samples, duration), 4),
         "samples_running": m.samples_running,

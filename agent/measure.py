@@ -22,6 +22,15 @@ What the numbers are (and are not):
   waiting for the GIL (little CPU, not in a blocking call) counts as running.
 - wait_s_total: sampled blocked time; waits: sampled episodes (a thread blocked at one site in
   consecutive samples without using CPU in between is one episode).
+- exact lock figures: for a lock (or Event / Barrier / Queue "wait") entity fed by the profiled
+  locks (Observation.locks, see
+  bridges/lockstats.py) the measurements are exact and say so (`exact: True`): waits = every
+  contended acquire or blocking wait, wait_s_total / wait_s_max / wait_s_mean from their measured
+  durations (CLOCK_MONOTONIC around the blocking call), hold_s_total (acquire -> release),
+  acquires, waiting_threads = the distinct native threads that waited, call_sites = the lines that
+  waited (most waited first; at most MAX_CALL_SITES kept per entity, the rest counted in
+  call_sites_dropped). Measured on programs that time themselves (tests/test_locks.py): wait
+  totals within 1% of the truth for ~0.1 ms and ~10 ms holds, thread counts exact.
 """
 from __future__ import annotations
 
@@ -30,10 +39,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gyroscope.agent.model import Measurements as MeasurementsRecord
-from gyroscope.bridges.events import Entity, EventKind, Observation
+from gyroscope.bridges.events import Entity, EventKind, LockWindow, Observation
 
 _COUNTED = (EventKind.LOOP_ITER, EventKind.CALL, EventKind.RESUME)
 _RECORD_FIELDS = tuple(f.name for f in fields(MeasurementsRecord) if f.name != "extra")
+MAX_CALL_SITES = 32     # waiting call sites kept per lock entity
 
 
 @dataclass(slots=True)
@@ -49,6 +59,51 @@ class EntityStats:
     waits: int = 0
     threads: set[int] = field(default_factory=set)
     waiting_threads: set[int] = field(default_factory=set)
+    lock: ExactLock | None = None     # exact figures from the profiled locks
+
+
+@dataclass(slots=True)
+class ExactLock:
+    acquires: int = 0
+    contended: int = 0
+    wait_ns: int = 0
+    wait_max_ns: int = 0
+    hold_ns: int = 0
+    threads: set[int] = field(default_factory=set)
+    call_sites: dict[tuple[str, int], list[int]] = field(default_factory=dict)   # -> [waits, wait ns]
+    call_sites_dropped: int = 0
+
+    def add(self, lw: LockWindow) -> None:
+        self.acquires += lw.acquires
+        self.contended += lw.contended
+        self.wait_ns += lw.wait_ns
+        self.wait_max_ns = max(self.wait_max_ns, lw.wait_max_ns)
+        self.hold_ns += lw.hold_ns
+        self.threads.update(lw.threads)
+        for key, (waits, wait_ns) in lw.callsites.items():
+            rec = self.call_sites.get(key)
+            if rec is not None:
+                rec[0] += waits
+                rec[1] += wait_ns
+            elif len(self.call_sites) < MAX_CALL_SITES:
+                self.call_sites[key] = [waits, wait_ns]
+            else:
+                self.call_sites_dropped += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        sites = sorted(self.call_sites.items(), key=lambda kv: (-kv[1][1], kv[0]))
+        return {
+            "exact": True,
+            "waits": self.contended,
+            "wait_s_total": self.wait_ns / 1e9,
+            "wait_s_mean": (self.wait_ns / 1e9 / self.contended) if self.contended else 0.0,
+            "wait_s_max": self.wait_max_ns / 1e9,
+            "hold_s_total": self.hold_ns / 1e9,
+            "acquires": self.acquires,
+            "waiting_threads": len(self.threads),
+            "call_sites": [{"file": f, "line": ln, "waits": w, "wait_s": ns / 1e9} for (f, ln), (w, ns) in sites],
+            "call_sites_dropped": self.call_sites_dropped,
+        }
 
 
 class Measurements:
@@ -108,6 +163,13 @@ class Measurements:
                 # gc pauses; coroutine steps that blocked the event loop (>= 100 ms each, exact)
                 st.waits += ev.count
                 st.wait_ns += ev.duration_ns
+        for lw in obs.locks:
+            st = self.get(lw.entity)
+            touched.add(lw.entity)
+            if st.lock is None:
+                st.lock = ExactLock()
+            st.lock.add(lw)
+            st.threads.update(lw.threads)
         return touched
 
     def as_dict(self, ent: Entity) -> dict[str, Any]:
@@ -119,7 +181,7 @@ class Measurements:
         else:
             ips = 0.0
         waits = st.waits or (1 if st.wait_ns else 0)
-        return {
+        out = {
             "iterations": int(round(st.iterations)),
             "iterations_per_s": float(ips),
             "calls": int(round(st.calls)),
@@ -132,6 +194,9 @@ class Measurements:
             "waiting_threads": len(st.waiting_threads),
             "run_s_total": st.run_ns / 1e9,
         }
+        if st.lock is not None:
+            out.update(st.lock.as_dict())
+        return out
 
     def record(self, ent: Entity) -> MeasurementsRecord:
         """as_dict() as the session model's typed record (fields it does not know go to `extra`)."""

@@ -2,7 +2,7 @@
 """The in-process bridge of `gyroscope run`: the only gyroscope code that runs inside the program.
 
 Started by the bootstrap (bridges/boot/sitecustomize.py) before the program's first line. It
-imports nothing python does not load at start-up (sys, os, gc, marshal), starts no
+imports nothing python does not load at start-up but the builtins gc and atexit, starts no
 `threading.Thread` (so `threading.enumerate()`, `active_count()` and joins see only the
 program's threads), never raises into the program, and keeps no thread alive across fork().
 
@@ -23,9 +23,10 @@ What it does
   the program's threads only and warns exactly when python would); after fork it restarts in
   the parent, and in the child (a new process of the session) it reconnects when subprocesses
   are followed, else the child's bridge goes quiet.
-- At normal exit (Py_AtExit, after the interpreter is finalised) the last partial window is
-  shipped from C data only. After os._exit, SIGKILL or a crash, what was shipped is what the
-  session has: everything up to the last window.
+- At normal exit an atexit callback (registered first, so it runs after the program's own)
+  ships the last window with the GIL, the lock profiler's included; after finalisation,
+  Py_AtExit ships what finalisation itself counted, from C data only. After os._exit, SIGKILL or
+  a crash, what was shipped is what the session has: everything up to the last window.
 
 Wire format (native byte order; the reader is on the same machine): frames of
 `u32 length (bytes after this field), u8 type, payload`:
@@ -644,7 +645,7 @@ cdef void _ship_window() noexcept nogil:
     cdef uint32_t n32
     cdef bint ok = False
     with gil:
-        if _sock >= 0:
+        if _sock >= 0 and not _exiting:   # at exit, _last_window ships under the GIL instead
             try:
                 for b in _drain_python():
                     n32 = <uint32_t>len(b)
@@ -807,6 +808,44 @@ cdef void _wait_task_gone() noexcept nogil:
         if access(path, F_OK) != 0:
             return
         usleep(50)
+
+
+def _last_window() -> None:
+    """The interpreter's exit, with the GIL, after the program's threads and its own atexit
+    callbacks (ours was registered first, so it runs last) and before finalisation: the last
+    window, lock profiler included. (The C-level PyUnstable_AtExit callbacks run only after the
+    modules are torn down, too late for this.) The shipper is told to stop, not joined: it may be
+    waiting for the GIL we hold."""
+    global _exiting, _desc, _desc_len, _desc_cap
+    cdef char* d = NULL
+    cdef size_t dlen = 0
+    cdef uint32_t n32
+    if _exiting or _sock < 0:
+        return
+    _exiting = True
+    pthread_mutex_lock(&_wake_mu)
+    pthread_cond_signal(&_wake)
+    pthread_mutex_unlock(&_wake_mu)
+    try:
+        extras = _drain_python()
+    except BaseException:
+        extras = []
+    with nogil:
+        pthread_mutex_lock(&_send_mu)   # a window the shipper may be sending (it holds no GIL then)
+    _build_hits()
+    _build_threads()
+    _build_gc()
+    _build_steps()
+    d, dlen = _desc, _desc_len
+    _desc, _desc_len, _desc_cap = NULL, 0, 0
+    if dlen:
+        _send_frame_locked(T_SLOTS, d, dlen)
+        free(d)
+    _send_frame_locked(T_WINDOW, _out, _out_len)
+    for b in extras:
+        n32 = <uint32_t>len(b)
+        _send_frame_locked(T_EXTRA, <char*>(<bytes>b), n32)
+    pthread_mutex_unlock(&_send_mu)
 
 
 cdef void _at_exit() noexcept nogil:
@@ -973,6 +1012,8 @@ def start(str socket_path, predicate, double window_s=0.2, int k=64, bint follow
     _gc.callbacks.append(gc_callback)
     _os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
                          after_in_child=_after_fork_child)
+    import atexit   # builtin; the one trace: atexit._ncallbacks() counts this callback
+    atexit.register(_last_window)
     Py_AtExit(_at_exit)
     _start_shipper()
     return True

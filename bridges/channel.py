@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gyroscope.bridges import codemap
-from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation
+from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LockWindow, Observation
+from gyroscope.bridges.lockstats import LockStats
 
 T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA, T_LIVE = 1, 2, 3, 4, 5, 16
 WARM = 8
@@ -87,6 +88,8 @@ class ChannelServer:
         self.extra_handlers: list[Callable[[int, Any], list[Event]]] = []
         self.errors: list[str] = []
         self._events: list[Event] = []
+        self._lock_windows: list[LockWindow] = []
+        self.lockstats: dict[int, LockStats] = {}   # per process: the profiled locks' sites
         self._lock = threading.Lock()
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.listener, selectors.EVENT_READ, None)
@@ -205,10 +208,12 @@ class ChannelServer:
         now = time.monotonic_ns()
         with self._lock:
             events, self._events = self._events, []
+            locks, self._lock_windows = self._lock_windows, []
             raw, self._raw = self._raw, 0
             dropped, self._dropped = self._dropped, 0
             errors, self.errors = self.errors, []
-        obs = Observation(self._t_last, now, events=events, raw_events=raw, dropped=dropped, errors=errors)
+        obs = Observation(self._t_last, now, events=events, raw_events=raw, dropped=dropped, errors=errors,
+                          locks=locks)
         self._t_last = now
         return obs
 
@@ -265,11 +270,36 @@ class ChannelServer:
                 proc.ended = True
         elif kind == T_EXTRA:
             obj = marshal.loads(payload)
+            if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == "locks":
+                self._locks(proc, obj[1], obj[2], obj[3])
+                return
             for handler in self.extra_handlers:
                 evs = handler(self._entity_pid(proc), obj)
                 if evs:
                     with self._lock:
                         self._events.extend(evs)
+
+    def _locks(self, proc: ProcessInfo, sites: Any, rows: Any, counters: Any) -> None:
+        """One window of the profiled locks of one process (bridges/lockstats.py)."""
+        epid = self._entity_pid(proc)
+        stats = self.lockstats.get(proc.pid)
+        if stats is None:
+            stats = self.lockstats[proc.pid] = LockStats(epid)
+        tmp = Observation(0, 0)
+        stats.apply(tmp, sites, rows)
+        stats.note_counters(tmp, counters)
+        with self._lock:
+            self._events.extend(tmp.events)
+            self._lock_windows.extend(tmp.locks)
+            self.errors.extend(tmp.errors[:5])
+
+    def covers(self, pid: int, file: str, line: int) -> bool:
+        """A sampled lock wait at file:line in process `pid` (0: the main one) is already measured
+        exactly by a profiled lock."""
+        for stats in self.lockstats.values():
+            if stats.pid == pid and stats.covers(file, line) is not None:
+                return True
+        return False
 
     def _entity_pid(self, proc: ProcessInfo) -> int:
         return 0 if proc.pid == self._main_pid() else proc.pid

@@ -40,6 +40,14 @@ class WaitKind:
     SELECT = "select"
     JOIN = "join"
     OTHER = "other"
+    # kinds only the profiled locks (bridges/_locks.pyx) tell apart
+    BOUNDED_SEMAPHORE = "bounded_semaphore"
+    BARRIER = "barrier"
+    ASYNCIO_LOCK = "asyncio.lock"
+    ASYNCIO_SEMAPHORE = "asyncio.semaphore"
+    ASYNCIO_BOUNDED_SEMAPHORE = "asyncio.bounded_semaphore"
+    ASYNCIO_CONDITION = "asyncio.condition"
+    ASYNCIO_EVENT = "asyncio.event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +137,22 @@ class ThreadInfo:
 
 
 @dataclass(slots=True)
+class LockWindow:
+    """Exact figures of one profiled synchronisation object (its creation site) over one window,
+    from the in-process bridge's profiled locks (bridges/_locks.pyx, bridges/lockstats.py).
+    `threads`: native id -> (contended waits, wait ns); `callsites`: (file, line) -> (waits, wait ns)
+    of the first frame outside threading/queue/asyncio that waited."""
+    entity: Entity
+    acquires: int = 0
+    contended: int = 0
+    wait_ns: int = 0
+    wait_max_ns: int = 0
+    hold_ns: int = 0
+    threads: dict[int, tuple[int, int]] = field(default_factory=dict)
+    callsites: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class Observation:
     """Everything one source saw in one window."""
     t_start_ns: int
@@ -141,6 +165,7 @@ class Observation:
     errors: list[str] = field(default_factory=list)
     stacks: list[StackSample] = field(default_factory=list)   # sampled call stacks (profiles)
     pid: int = 0              # the process observed (0: the session's only process)
+    locks: list[LockWindow] = field(default_factory=list)     # exact lock figures (profiled locks)
 
 
 class Source(Protocol):

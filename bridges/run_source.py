@@ -73,8 +73,17 @@ class RunSource:
             obs.errors.extend(self._errors)
             self._errors = []
         if sampler is not None:
-            _merge(obs, sampler.poll())
+            _merge(obs, self._dedupe(sampler.poll()))
         return obs
+
+    def _dedupe(self, sampled: Observation) -> Observation:
+        """A lock wait the profiled locks measured exactly is not counted again from samples (the
+        sampled entity sits at the waiting call site, the exact one at the lock's creation site)."""
+        from gyroscope.bridges.events import EntityKind
+        covers = self.channel.covers
+        sampled.events = [ev for ev in sampled.events
+                          if ev.entity.kind != EntityKind.LOCK or not covers(ev.entity.pid, ev.entity.file, ev.entity.line)]
+        return sampled
 
     def stop(self) -> Observation:
         self._stopping.set()
@@ -88,7 +97,7 @@ class RunSource:
             obs.errors.extend(self._errors)
             self._errors = []
         if sampled is not None:
-            _merge(obs, sampled)
+            _merge(obs, self._dedupe(sampled))
         return obs
 
     def agent_cpu_ns(self) -> int:

@@ -36,6 +36,11 @@ WAIT_CODE: dict[str, int] = {
     WaitKind.LOCK: 0x01, WaitKind.RLOCK: 0x02, WaitKind.CONDITION: 0x03, WaitKind.SEMAPHORE: 0x04,
     WaitKind.EVENT: 0x05, WaitKind.QUEUE: 0x06, WaitKind.SLEEP: 0x07, WaitKind.SOCKET: 0x08,
     WaitKind.SELECT: 0x09, WaitKind.JOIN: 0x0A, WaitKind.OTHER: 0x0B,
+    # the profiled locks' finer kinds: a bounded semaphore blocks as a semaphore does; asyncio waits
+    # are task waits on one thread (not thread blocking), so they get words of their own
+    WaitKind.BOUNDED_SEMAPHORE: 0x04, WaitKind.BARRIER: 0x0C,
+    WaitKind.ASYNCIO_LOCK: 0x11, WaitKind.ASYNCIO_SEMAPHORE: 0x12, WaitKind.ASYNCIO_BOUNDED_SEMAPHORE: 0x12,
+    WaitKind.ASYNCIO_CONDITION: 0x13, WaitKind.ASYNCIO_EVENT: 0x14,
 }
 DETAIL_SATURATED = 0x80
 DETAIL_EXACT = 0x81

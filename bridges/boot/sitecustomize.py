@@ -9,7 +9,8 @@ PYTHONPATH and the session's address in GYROSCOPE_BRIDGE. Python imports this mo
 - the user's own sitecustomize, if any, is imported in our place (its errors print as python
   prints them); if there is none, this module ends with the ImportError that python's `site`
   silently ignores, so `sitecustomize` is not in sys.modules, as under plain python;
-- it imports only gyroscope.bridges._inproc and gyroscope.bridges.owncode.
+- it imports only gyroscope.bridges._inproc, _locks and owncode (the lock profiler patches
+  threading's lock types when threading is imported: bridges/_locks.pyx).
 Any other interpreter (older Python, one without gyroscope) finds nothing to start and goes on,
 so this file must stay valid for any Python 3.3+.
 
@@ -46,10 +47,25 @@ def _gyroscope_boot():
     try:
         from gyroscope.bridges import _inproc
         from gyroscope.bridges.owncode import OwnCode
-        _inproc.start(sock, OwnCode.from_config(own).ours, float(window), int(k), follow == "1",
-                      int(gyro_pid))
+        if not _inproc.start(sock, OwnCode.from_config(own).ours, float(window), int(k), follow == "1",
+                             int(gyro_pid)):
+            return
     except Exception:
-        pass   # never break the program: the session will say that nothing came
+        return   # never break the program: the session will say that nothing came
+    try:   # exact lock waits: the program's locks are profiled from their creation on
+        from gyroscope.bridges import _locks
+        _locks.install()
+        _inproc.add_source(lambda: _lock_window(_locks))
+    except Exception:
+        pass
+
+
+def _lock_window(locks):
+    """What the lock profiler saw in one window, as shipped (None when nothing happened)."""
+    sites, rows = locks.sites(), locks.drain()
+    if not sites and not rows:
+        return None
+    return ("locks", sites, rows, locks.counters())
 
 
 def _gyroscope_chain():
@@ -65,4 +81,5 @@ def _gyroscope_chain():
 
 
 _gyroscope_boot()
+del _gyroscope_boot
 _gyroscope_chain()
