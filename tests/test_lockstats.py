@@ -82,15 +82,16 @@ def test_contended_lock_becomes_exact_measurements_and_a_decision(tmp_path) -> N
     assert m["call_sites"][0]["file"] == str(script) and m["call_sites"][0]["line"] == 12, info
     assert stats.covers(str(script), 12) == ent            # the line that waits is this lock's
     assert stats.covers(str(script), 13) is None
-    entity = {"id": 1, "kind": ent.kind, "file": ent.file, "function": ent.function, "line": ent.line,
-              "detail": ent.detail, "threads": measure.threads_of(ent), "measurements": m, "slcp": {}}
-    context = {"duration_s": out["duration_ns"] / 1e9, "threads": 7, "samples": 0}
+    from gyroscope.agent.model import EntityRecord
+    entity = EntityRecord(id=1, kind=ent.kind, file=ent.file, function=ent.function, line=ent.line,
+                          detail=ent.detail, threads=measure.threads_of(ent), measurements=measure.record(ent))
+    context = actuators.Context(duration_s=out["duration_ns"] / 1e9, threads=7, samples=0)
     decisions = actuators.decide([entity], context)
     assert len(decisions) == 1, (decisions, info, context)
     [d] = decisions
-    assert d["action"] == actuators.CONTENTION
-    assert d["evidence"]["exact"] is True and d["evidence"]["waiting_threads"] == 6
-    assert d["evidence"]["acquires"] == 150
+    assert d.action == actuators.CONTENTION
+    assert d.evidence["exact"] is True and d.evidence["waiting_threads"] == 6
+    assert d.evidence["acquires"] == 150
 
 
 def test_malformed_and_unknown_rows_are_reported_not_raised() -> None:
