@@ -237,7 +237,10 @@ def decide(entities: Sequence[EntityRecord], context: Context) -> list[Decision]
     when they are built, agent/session.py); `context` carries the session-wide facts."""
     out: list[Decision] = []
     for ent in entities:
-        if not is_own_code(ent):
+        exact_lock = bool(ent.kind in CONTENTION_KINDS and ent.measurements.extra.get("exact"))
+        # a profiled lock is decided wherever it was created (library locks too: logging's handler
+        # lock); everything else only in the program's own code
+        if not exact_lock and not is_own_code(ent):
             continue
         prof = profile_entity(ent.slcp.to_json() if ent.slcp is not None else {})
         ev = _measure_evidence(ent.measurements, context)
@@ -250,8 +253,15 @@ def decide(entities: Sequence[EntityRecord], context: Context) -> list[Decision]
                    "action_structural": prof["action"],
                    "kernel_step": ent.slcp.step if ent.slcp is not None else 0,
                    "rule": _LOOP_RULE_TEXT if ent.kind in LOOP_KINDS else _RULE_TEXT[action]})
-        out.append(Decision(action=action, entity_id=ent.id, entity_kind=ent.kind, file=ent.file,
-                            function=ent.function, line=ent.line, pid=ent.pid,
+        file, function, line = ent.file, ent.function, ent.line
+        sites = ent.measurements.extra.get("call_sites") if exact_lock else None
+        if sites:   # the place to act: where the threads queue (the lock's creation site is evidence)
+            top = sites[0]
+            ev["lock_created_at"] = f"{os.path.basename(ent.file)}:{ent.line} in {ent.function}"
+            file, line = str(top.get("file", file)), int(top.get("line", line))
+            function = str(top.get("function") or function)
+        out.append(Decision(action=action, entity_id=ent.id, entity_kind=ent.kind, file=file,
+                            function=function, line=line, pid=ent.pid,
                             hot_loop_score=prof["hot_loop_score"], contention_score=prof["contention_score"],
                             evidence=ev))
     out = _drop_idle_loops(_drop_lock_churn(_drop_enclosing_functions(out), entities), entities, context)

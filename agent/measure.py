@@ -101,9 +101,19 @@ class ExactLock:
             "hold_s_total": self.hold_ns / 1e9,
             "acquires": self.acquires,
             "waiting_threads": len(self.threads),
-            "call_sites": [{"file": f, "line": ln, "waits": w, "wait_s": ns / 1e9} for (f, ln), (w, ns) in sites],
+            "call_sites": [{"file": f, "line": ln, "function": _function_at(f, ln), "waits": w, "wait_s": ns / 1e9}
+                           for (f, ln), (w, ns) in sites],
             "call_sites_dropped": self.call_sites_dropped,
         }
+
+
+def _function_at(file: str, line: int) -> str:
+    """The qualified name of the function at file:line (from the source; "" when unknown)."""
+    from gyroscope.bridges import codemap
+    try:
+        return codemap.qualname_at(file, line) or ""
+    except Exception:   # an unreadable file only loses the name
+        return ""
 
 
 class Measurements:

@@ -400,9 +400,11 @@ class Session:
 def live_decision(d: Decision, rec: EntityRecord) -> dict[str, Any]:
     """A decision as the program reads it (gyroscope.schedulers.live): plain values only."""
     m = rec.measurements
-    return {"action": d.action, "kind": rec.kind, "file": rec.file, "function": rec.function, "line": rec.line,
+    sites = m.extra.get("call_sites") or []
+    return {"action": d.action, "kind": rec.kind, "file": d.file, "function": d.function, "line": d.line,
             "detail": rec.detail, "pid": rec.pid, "threads": list(rec.threads),
-            "call_sites": [list(cs) for cs in getattr(m, "call_sites", None) or []],
+            "created_at": [rec.file, rec.line, rec.function],
+            "call_sites": [[cs.get("file", ""), int(cs.get("line", 0))] for cs in sites if isinstance(cs, dict)],
             "measurements": {k: v for k, v in m.to_json().items() if isinstance(v, (int, float, str))}}
 
 
