@@ -19,10 +19,10 @@ session up to its last shipped window is written.
 """
 from __future__ import annotations
 
+import _signal as signal  # the C module: `signal` and `socket` build enums (~10 ms before the program starts)
+import _socket
 import argparse
 import os
-import signal
-import socket
 import sys
 import threading
 from typing import Any
@@ -167,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
         _check_ledger(args.ledger)
     tmp = _private_dir()
     sock_path = os.path.join(tmp, "s")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     listener.bind(sock_path)
     listener.listen(64)
     try:
@@ -261,6 +261,8 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, 
     what failed."""
     session = result = None
     err = sys.stderr
+    if not getattr(args, "quiet", False):   # the summary's imports while the program runs, not after it
+        threading.Thread(target=_warm_summary, name="gyroscope-warm", daemon=True).start()
     try:
         from gyroscope.agent.session import Session
         from gyroscope.agent.sinks.factory import build_otlp_sink, make_session
@@ -298,6 +300,16 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, 
     if sig:
         _die_of(sig)
     return status
+
+
+def _warm_summary() -> None:
+    try:
+        import gyroscope.agent.summary  # noqa: F401
+        import rich.console  # noqa: F401
+        import rich.table  # noqa: F401
+        import rich.text  # noqa: F401
+    except Exception:
+        pass
 
 
 def _add_processes(result: Any, server: Any, main_pid: int) -> None:
@@ -370,7 +382,7 @@ class _SignalForwarder(threading.Thread):
                 pass
 
 
-def _program_got_it_too(info: signal.struct_siginfo) -> bool:
+def _program_got_it_too(info: Any) -> bool:
     """True when the sender evidently signalled the program's process group as well: the terminal
     (Ctrl-C, Ctrl-\\, hang-up reach the whole foreground group), or our parent when it leads our
     process group (`timeout` kills its child, then its group)."""

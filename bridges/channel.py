@@ -76,12 +76,15 @@ class ChannelServer:
 
     name = "run"
 
-    def __init__(self, listener: socket.socket, path: str, callback_ns: float = 0.0,
+    def __init__(self, listener: Any, path: str, callback_ns: float = 0.0,
                  main_pid_getter: Callable[[], int] | None = None) -> None:
-        """`listener`: a listening AF_UNIX socket bound at `path` (made before the program starts)."""
+        """`listener`: a listening AF_UNIX socket bound at `path` (made before the program starts;
+        a bare _socket.socket is fine)."""
         self.path = path
         self.callback_ns = callback_ns
         self._main_pid = main_pid_getter or (lambda: 0)
+        if not isinstance(listener, socket.socket):
+            listener = socket.socket(fileno=listener.detach())
         self.listener = listener
         self.listener.setblocking(False)
         self.processes: dict[int, ProcessInfo] = {}
@@ -93,6 +96,8 @@ class ChannelServer:
         self._lock = threading.Lock()
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.listener, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()   # stop() wakes the reader at once
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._conns: list[_Conn] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,12 +114,14 @@ class ChannelServer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._pump(0.05)
+            self._pump(1.0)
 
     def _pump(self, timeout: float) -> int:
         """Accept and read whatever is ready; return the bytes read."""
         n = 0
         for key, _ in self._sel.select(timeout):
+            if key.data == "wake":
+                continue
             if key.data is None:
                 try:
                     sock, _addr = self.listener.accept()
@@ -185,6 +192,10 @@ class ChannelServer:
     def stop(self) -> Observation:
         """Everything left; closes the socket."""
         self._stop.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
@@ -198,6 +209,8 @@ class ChannelServer:
             pass
         self.listener.close()
         self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
         try:
             os.unlink(self.path)
         except OSError:
