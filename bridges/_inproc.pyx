@@ -753,10 +753,15 @@ cdef void* _shipper_main(void* arg) noexcept nogil:
     global _shipper_tid
     cdef timespec ts
     cdef int64_t deadline
+    cdef int64_t wait_ns = _window_ns // 8 if _window_ns >= 80000000 else _window_ns
     _shipper_tid = syscall(SYS_gettid)
     while True:
+        # the first windows of a process are short (1/8, 1/4, 1/2 of a window, then whole ones):
+        # a short-lived process (a pool worker that is terminated) still ships what it did
         pthread_mutex_lock(&_wake_mu)
-        deadline = _now() + _window_ns
+        deadline = _now() + wait_ns
+        if wait_ns < _window_ns:
+            wait_ns = wait_ns * 2 if wait_ns * 2 < _window_ns else _window_ns
         ts.tv_sec = deadline // 1000000000
         ts.tv_nsec = deadline % 1000000000
         while not _stop_shipper and not _exiting and _now() < deadline:
