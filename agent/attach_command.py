@@ -13,15 +13,16 @@ from gyroscope.agent.errors import GyroscopeError
 from gyroscope.agent.options import positive_float
 
 DESCRIPTION = """\
-Attach to a running Python process and watch it with py-spy (no change to the target, no
-restart): which loops are hot, which locks its threads wait on. Runs until --duration ends,
-Ctrl-C, or the target exits; then prints a summary to stderr and, with --json PATH, writes the
-session result (schema gyroscope.session/1, "source": "attach").
+Attach to running Python processes and watch them with py-spy (no change to the targets, no
+restart): which loops are hot, which locks their threads wait on. Runs until --duration ends,
+Ctrl-C / SIGTERM, or the targets exit (with --continuous and --match: until Ctrl-C / SIGTERM);
+then prints a summary to stderr and, with --json PATH, writes the session result (schema
+gyroscope.session/1, "source": "attach").
 
-Two py-spy streams watch the target: `py-spy record` (non-blocking, --rate, default 100 Hz)
-sees where the thread holding the GIL runs, and `py-spy dump` (--wait-rate, default 10 Hz;
-the target is paused only while its stacks are read) sees which threads wait, where, and in
-what. The program's own code is every file outside its standard library and site-packages.
+`py-spy record` (non-blocking: the target is never paused; --rate, default 100 Hz) samples every
+thread's stack; each thread's CPU time from /proc says which samples were running, waiting for
+the GIL, or blocked. The program's own code is every file outside its standard library and
+site-packages.
 
 Exit codes:
   0  the session ended normally (duration over, Ctrl-C, or the target exited)
@@ -37,14 +38,18 @@ Exit codes:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pid", metavar="PID", type=_pid, help="process id of the Python program to watch")
+    parser.add_argument("pids", metavar="PID", type=_pid, nargs="*",
+                        help="process ids of the Python programs to watch (one session for all)")
+    parser.add_argument("--match", metavar="PATTERN",
+                        help="also watch every Python process whose command line matches the regular "
+                             "expression PATTERN (rescanned every 2 s: new and restarted processes are picked up)")
+    parser.add_argument("--continuous", action="store_true",
+                        help="keep watching with no end (a service): export every report interval, memory "
+                             "bounded, stop on Ctrl-C or SIGTERM with the final session written")
     parser.add_argument("--duration", metavar="SECONDS", type=positive_float, default=None,
-                        help="stop after SECONDS (default: until Ctrl-C or until the target exits)")
+                        help="stop after SECONDS (default: until Ctrl-C or until the targets exit)")
     parser.add_argument("--rate", metavar="HZ", type=positive_float, default=100.0,
-                        help="samples per second of running code (py-spy record), default 100")
-    parser.add_argument("--wait-rate", metavar="HZ", type=positive_float, default=10.0,
-                        help="samples per second of thread states and waits (py-spy dump), default 10; "
-                             "dump reaches about 30")
+                        help="samples per second (py-spy record), default 100")
     parser.add_argument("--window", metavar="SECONDS", type=positive_float, default=0.2,
                         help="observation window (Phase OS phase window), default 0.2 s")
     parser.add_argument("--json", metavar="PATH", help="write the session result (JSON) to PATH")
@@ -70,34 +75,51 @@ def _pid(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gyroscope.bridges import procfs
+    from gyroscope.bridges.multi_source import MultiSource
     from gyroscope.bridges.pyspy import (
+        EXIT_NO_SUCH_PID,
         EXIT_PYSPY_FAILED,
         AttachError,
         PySpySource,
         check_pid,
         find_py_spy,
-        target_cmdline,
     )
 
-    pid: int = args.pid
+    pids: list[int] = list(dict.fromkeys(args.pids))
     quiet = bool(getattr(args, "quiet", False))
+    if not pids and not args.match:
+        raise GyroscopeError("give at least one PID, or --match PATTERN", 2)
+    if args.match:
+        import re
+        try:
+            re.compile(args.match)
+        except re.error as e:
+            raise GyroscopeError(f"--match: not a regular expression: {e}", 2) from None
+        pids += [p for p in procfs.matching_pids(args.match) if p not in pids]
+        if not pids and not args.continuous:
+            raise GyroscopeError(f"no Python process matches {args.match!r}", EXIT_NO_SUCH_PID)
+    several = len(pids) > 1 or bool(args.match)
     try:
         py_spy = find_py_spy(args.py_spy)
-        check_pid(pid)
-        source = PySpySource(pid, py_spy, rate_hz=args.rate, wait_rate_hz=args.wait_rate,
-                             subprocesses=args.subprocesses, keep_stacks=bool(args.speedscope))
-        # the first sample fails cleanly when py-spy cannot read the target (not Python, permission,
-        # unsupported version); sampling starts before the agent's heavier imports
+        if len(pids) == 1 and not args.match:
+            check_pid(pids[0])
+
+        def make(p: int) -> PySpySource:
+            return PySpySource(p, py_spy, rate_hz=args.rate, subprocesses=args.subprocesses,
+                               keep_stacks=bool(args.speedscope), entity_pid=p if several else 0)
+        source = MultiSource(pids, make, match=args.match)
+        # fails cleanly when py-spy cannot read the target (not Python, permission, unsupported
+        # version); sampling starts before the agent's heavier imports
         source.begin()
     except AttachError as e:
         raise GyroscopeError(e.message, e.exit_code) from None
-    version: list[str] = []
-    version_hint = _version_from_proc(pid)   # in case the target exits before py-spy says it
-    version_thread = threading.Thread(target=_version, args=(py_spy, pid, version), daemon=True)
-    version_thread.start()
+    pid = source.pid or (pids[0] if pids else 0)
+    first = source.sources.get(pid)
+    version_hint = _version_from_proc(pid) if pid else ""
     json_path = os.path.abspath(args.json) if args.json else None
     speedscope_path = os.path.abspath(args.speedscope) if args.speedscope else None
-    command = target_cmdline(pid)
+    command = procfs.cmdline(pid) if pid else []
 
     from gyroscope.agent.session import Session
     from gyroscope.agent.sinks.factory import build_sinks
@@ -124,6 +146,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         session.start()
         deadline = time.monotonic() + args.duration if args.duration else None
+        # with --match, `finished` is never set: processes may come later
         while not stop.is_set() and not source.finished.is_set():
             timeout = args.window
             if deadline is not None:
@@ -134,8 +157,7 @@ def main(args: argparse.Namespace) -> int:
             stop.wait(timeout)
             live.update(source)
         result = session.stop(None)
-        version_thread.join(timeout=2.0)
-        result["python"] = (version[0] if version and version[0] else "") or version_hint
+        result["python"] = (first.python_version if first else "") or version_hint
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -148,14 +170,17 @@ def main(args: argparse.Namespace) -> int:
         if not any(source.failure in e for e in result["errors"]):
             result["errors"].append(f"py-spy: {source.failure}")
         status = EXIT_PYSPY_FAILED
+    srcs = list(source.sources.values())
     result["attach"] = {"target_exited": source.target_exited, "interrupted": bool(interrupted),
                         "samples": source.total_samples, "rate_hz": args.rate,
-                        "wait_rate_hz": args.wait_rate, "record_chunks": source.record.chunks if source.record else 0,
-                        "record_sampling_errors": source.record.sampling_errors if source.record else 0,
-                        "record_empty_chunks": source.empty_chunks, "py_spy": py_spy}
+                        "pids": sorted(source.sources), "match": args.match, "continuous": bool(args.continuous),
+                        "record_chunks": sum(s.record.chunks for s in srcs),
+                        "record_sampling_errors": sum(s.record.sampling_errors for s in srcs),
+                        "record_gap_s": sum(s.gap_ns for s in srcs) / 1e9, "py_spy": py_spy}
     if speedscope_path:
-        result["attach"]["speedscope"] = {"path": speedscope_path, "stacks": len(source.stacks or {}),
-                                          "samples_merged": source.stacks_merged}
+        result["attach"]["speedscope"] = {"path": speedscope_path,
+                                          "stacks": sum(len(s.stacks or {}) for s in srcs),
+                                          "samples_merged": sum(s.stacks_merged for s in srcs)}
         try:
             _write_speedscope(speedscope_path, source, pid)
         except OSError as e:
@@ -174,13 +199,19 @@ def main(args: argparse.Namespace) -> int:
     except Exception as e:
         print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=sys.stderr)
     if source.target_exited and not quiet:
-        print(f"gyroscope: process {pid} exited", file=sys.stderr)
+        gone = ", ".join(str(p) for p in sorted(source.sources))
+        print(f"gyroscope: process {gone} exited", file=sys.stderr)
     return status
 
 
 def _write_speedscope(path: str, source: Any, pid: int) -> None:
     from gyroscope.agent.sinks.files import write_speedscope
-    stacks = source.stacks or {}
+    stacks: dict = {}
+    several = len(source.sources) > 1
+    for p, s in source.sources.items():
+        for (label, frames), seconds in (s.stacks or {}).items():
+            key = (f"{p}: {label}" if several else label, frames)
+            stacks[key] = stacks.get(key, 0.0) + seconds
     write_speedscope(path, ((label, [(f.function, f.file, f.line) for f in frames], round(seconds, 6))
                             for (label, frames), seconds in sorted(stacks.items(), key=lambda kv: kv[0][0])),
                      name=f"gyroscope attach {pid}", unit="seconds")
@@ -200,16 +231,6 @@ def _version_from_proc(pid: int) -> str:
         if m:
             return m.group(1)
     return ""
-
-
-def _version(py_spy: str, pid: int, out: list[str]) -> None:
-    from gyroscope.bridges.pyspy import AttachError, python_version
-    try:
-        v = python_version(py_spy, pid)
-    except AttachError:
-        return
-    if v:
-        out.append(v)
 
 
 def _isatty(stream: TextIO) -> bool:

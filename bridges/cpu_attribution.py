@@ -1,0 +1,163 @@
+"""Which sampled stacks were running: each thread's CPU time from /proc, spread over its samples.
+
+py-spy's stacks (bridges/pyspy_record.py) say where each thread was, not whether it ran: a thread
+spinning, one waiting for the interpreter lock (GIL) and one blocked in a C call all look alike.
+The kernel knows how much CPU each thread used (bridges/procfs.py, polled every ~0.1 s into a
+`CpuHistory`). For each thread and each poll interval ("bin"):
+
+- its samples are split by their stack into "looks waiting" (the leaf is a blocking call:
+  bridges.stacks.waiting_leaf) and the others;
+- its CPU time C in the bin is given first to the other samples (running fraction
+  min(1, C / their wall time)), what is left to the "waiting" ones (a "waiting" stack that burns
+  CPU is in fact running: a `with` line, a `q.get()` that does not block);
+- of the rest of its non-waiting time, what the kernel counted as run-queue delay (runnable,
+  no CPU free: a busy machine) is running too (with no CPU time);
+- the rest is waiting for the GIL (state gil) as far as the other Python
+  threads of the process ran meanwhile (someone held the GIL), else blocked in a C call we do not
+  know (state wait).
+
+So CPU shares are shares of the process's CPU time (the sum of `cpu_ns` over a bin is what the
+kernel counted), and a thread that waits for the GIL is not counted as running. Where no CPU
+reading covers a span (its thread was born and died between two polls), non-waiting stacks count
+as running for their wall time.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gyroscope.bridges.pyspy_record import Span
+
+
+class CpuHistory:
+    """Cumulative CPU time per thread at poll times (monotonic ns), oldest first."""
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.cpu: list[dict[int, tuple[int, int]]] = []
+
+    def add(self, t_ns: int, cpu: dict[int, tuple[int, int]]) -> None:
+        """`cpu`: per thread, (CPU ns, run-queue delay ns) consumed so far."""
+        if self.times and t_ns <= self.times[-1]:
+            return
+        self.times.append(t_ns)
+        self.cpu.append(cpu)
+
+    def trim(self, before_ns: int) -> None:
+        """Forget readings older than the last one at or before `before_ns` (memory stays flat)."""
+        i = bisect.bisect_right(self.times, before_ns) - 1
+        if i > 0:
+            del self.times[:i]
+            del self.cpu[:i]
+
+    def bins(self, lo: int, hi: int) -> list[tuple[int, int, dict[int, tuple[int, int]]]]:
+        """(start, end, per thread (CPU ns, run-queue ns)) for each poll interval overlapping
+        [lo, hi], clipped to it (a clipped bin gets its share, assuming a steady rate inside)."""
+        out = []
+        i = max(0, bisect.bisect_right(self.times, lo) - 1)
+        while i + 1 < len(self.times) and self.times[i] < hi:
+            a, b = self.times[i], self.times[i + 1]
+            ca, cb = self.cpu[i], self.cpu[i + 1]
+            s, e = max(a, lo), min(b, hi)
+            if e > s:
+                frac = (e - s) / (b - a)
+                d = {}
+                for tid, (c1, q1) in cb.items():
+                    c0, q0 = ca.get(tid, (c1, q1))
+                    d[tid] = (int((c1 - c0) * frac), int((q1 - q0) * frac))
+                out.append((s, e, d))
+            i += 1
+        return out
+
+
+@dataclass(slots=True)
+class Portion:
+    """The part of one span inside one bin, with its wall time split by state."""
+    span: Span
+    t0_ns: int
+    t1_ns: int
+    run_ns: int = 0
+    gil_ns: int = 0
+    wait_ns: int = 0
+    cpu_ns: int = 0
+
+
+def attribute(spans: list[Span], history: CpuHistory,
+              waiting: Callable[[tuple], bool]) -> list[Portion]:
+    """Split `spans` at the history's poll times and give each part its running / GIL / waiting
+    time and CPU time (module docstring). Returned in time order per thread."""
+    if not spans:
+        return []
+    lo = min(s.t0_ns for s in spans)
+    hi = max(s.t1_ns for s in spans)
+    bins = history.bins(lo, hi)
+    starts = [b[0] for b in bins]
+    by_thread: dict[int, list[Span]] = {}
+    for s in spans:
+        by_thread.setdefault(s.tid, []).append(s)
+    python_threads = set(by_thread)
+    out: list[Portion] = []
+    # per (bin index, tid): the portions in it
+    cells: dict[tuple[int, int], list[Portion]] = {}
+    for tid, lst in by_thread.items():
+        lst.sort(key=lambda s: s.t0_ns)
+        for s in lst:
+            t = s.t0_ns
+            j = max(0, bisect.bisect_right(starts, t) - 1)
+            while t < s.t1_ns:
+                while j < len(bins) and bins[j][1] <= t:
+                    j += 1
+                if j < len(bins) and bins[j][0] <= t:
+                    end = min(s.t1_ns, bins[j][1])
+                    p = Portion(s, t, end)
+                    cells.setdefault((j, tid), []).append(p)
+                else:
+                    # outside every bin: before the first reading, after the last, or in a hole
+                    end = min(s.t1_ns, bins[j][0]) if j < len(bins) else s.t1_ns
+                    p = Portion(s, t, end)
+                    if waiting(s.frames):
+                        p.wait_ns = end - t
+                    else:
+                        p.run_ns = p.cpu_ns = end - t
+                out.append(p)
+                t = end
+    for (j, tid), portions in cells.items():
+        deltas = bins[j][2]
+        cpu, runq = deltas.get(tid, (0, 0))
+        cpu, runq = max(0, cpu), max(0, runq)
+        others = sum(max(0, v[0]) for k, v in deltas.items() if k != tid and k in python_threads)
+        flags = [waiting(p.span.frames) for p in portions]
+        w_other = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if not f)
+        w_wait = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if f)
+        f_other = min(1.0, cpu / w_other) if w_other else 0.0
+        left = max(0, cpu - w_other)
+        f_wait = min(1.0, left / w_wait) if w_wait else 0.0
+        not_running = w_other * (1.0 - f_other)
+        # runnable but without a CPU (the machine is busy): running as far as the program can tell
+        runq_frac = min(1.0, runq / not_running) if not_running > 0 else 0.0
+        rest = not_running * (1.0 - runq_frac)
+        gil_frac = min(1.0, others / rest) if rest > 0 else 0.0
+        run_total = 0
+        for p, f in zip(portions, flags, strict=True):
+            wall = p.t1_ns - p.t0_ns
+            if f:
+                p.run_ns = int(wall * f_wait)
+                p.wait_ns = wall - p.run_ns
+            else:
+                on_cpu = int(wall * f_other)
+                idle = wall - on_cpu
+                queued = int(idle * runq_frac)
+                p.run_ns = on_cpu + queued
+                p.gil_ns = int((idle - queued) * gil_frac)
+                p.wait_ns = idle - queued - p.gil_ns
+                run_total += on_cpu
+                p.cpu_ns = on_cpu
+                continue
+            run_total += p.run_ns
+            p.cpu_ns = p.run_ns
+        if run_total:
+            for p in portions:
+                p.cpu_ns = p.cpu_ns * cpu // run_total
+    out.sort(key=lambda p: (p.span.tid, p.t0_ns))
+    return out
