@@ -11,7 +11,7 @@ How it samples, and why (py-spy 0.4.3, CPython 3.13 target, 2-core box):
   ~12 ms of CPU and ~30 ms of wall per call (4-8x the watcher CPU of py-spy record alone), and
   is gone: one `py-spy dump --nonblocking` remains, as the pre-flight check (no such process,
   permission, not Python, unsupported version; it also gives the target's Python version).
-- Thread CPU and states: /proc (bridges/procfs.py), polled every `poll_s` (0.1 s) from the
+- Thread CPU and states: /proc (bridges/procfs.py), polled every `poll_s` (0.2 s) from the
   recorder's own thread: exact per-thread CPU nanoseconds (schedstat). Each thread's CPU time is
   spread over its samples (bridges/cpu_attribution.py): CPU shares are shares of the process's
   CPU time; a thread waiting for the GIL is not running (SAMPLE_GIL); a stack whose leaf is a
@@ -21,8 +21,8 @@ How it samples, and why (py-spy 0.4.3, CPython 3.13 target, 2-core box):
 Every window's Observation carries the events (SAMPLE_RUN with duration = CPU ns, SAMPLE_GIL and
 SAMPLE_WAIT with duration = wall ns, LOCK_WAIT episodes, thread starts and ends) and the raw
 stacks (`Observation.stacks`: StackSample per thread, stack and state with count, wall and CPU
-time) for the profiles. Stacks arrive one chunk late (chunk_s, 1 s by default): an event's t_ns
-is when it was sampled, not when it was delivered.
+time) for the profiles. Stacks arrive one chunk late: an event's t_ns
+is when it was sampled, not when it was delivered. Chunks grow from 0.5 s to chunk_s (4 s).
 
 Stacks are classified by bridges.stacks.classify. The program's own code is every file outside
 the interpreter's standard library and site-packages.
@@ -69,7 +69,7 @@ MAX_ERRORS = 20
 STARTUP_GRACE_S = 1.5  # a target younger than this that py-spy calls "not Python" is asked again
 MAX_STACKS = 100_000   # distinct (thread, stack) pairs kept for --speedscope; the rest are merged
 DEFAULT_RATE_HZ = 100.0
-DEFAULT_CHUNK_S = 1.0
+DEFAULT_CHUNK_S = 4.0
 HISTORY_KEEP_NS = 3_000_000_000
 
 _STDLIB = re.compile(r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]")
@@ -231,7 +231,7 @@ class PySpySource:
     def __init__(self, pid: int, py_spy: str | None = None, rate_hz: float = DEFAULT_RATE_HZ,
                  subprocesses: bool = False, own_code: Callable[[str], bool] = is_own_code,
                  fresh: bool = False, keep_stacks: bool = False, chunk_s: float = DEFAULT_CHUNK_S,
-                 overlap_s: float = 0.25, poll_s: float = 0.1, entity_pid: int = 0) -> None:
+                 overlap_s: float = 0.25, poll_s: float = 0.2, entity_pid: int = 0) -> None:
         self.pid = pid
         self.py_spy = py_spy or find_py_spy()
         self.rate_hz = rate_hz
@@ -298,11 +298,16 @@ class PySpySource:
         """A process that has just started has no interpreter state py-spy can find yet: a young
         target reported as "not Python" is asked again until it is STARTUP_GRACE_S old."""
         check_pid(self.pid)
+        transient = 0
         while True:
             try:
                 return python_version(self.py_spy, self.pid)
             except AttachError as e:
-                if e.exit_code != EXIT_NOT_PYTHON or procfs.process_age_s(self.pid) > STARTUP_GRACE_S:
+                # --nonblocking reads can catch the interpreter mid-update ("Failed to get stack
+                # traces"): only a repeated failure of that kind is one
+                if e.exit_code == EXIT_PYSPY_FAILED and transient < 4:
+                    transient += 1
+                elif e.exit_code != EXIT_NOT_PYTHON or procfs.process_age_s(self.pid) > STARTUP_GRACE_S:
                     raise
             time.sleep(0.05)
 
