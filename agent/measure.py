@@ -17,9 +17,12 @@ What the numbers are (and are not):
   sampled running time of that loop in the window (a loop that encloses other loops gets no
   running samples of its own, so its count is then the K hits seen: a lower bound). Measured:
   within ~1.1-1.8x of the true count on hot_loop_numeric / hot_loop_method.
-- cpu_share: running samples of the entity (innermost loop or function of the program's own
-  code) over all running samples of the program's threads; a thread that is runnable but
-  waiting for the GIL (little CPU, not in a blocking call) counts as running.
+- cpu_share: the entity's CPU time over the process's CPU time. From outside (py-spy +
+  /proc, bridges/pyspy.py) a SAMPLE_RUN's duration is the CPU time the kernel counted for that
+  thread, spread over its running samples, and the denominator is the CPU time of every sampled
+  stack (library-only threads included): a share of the process's CPU. A thread waiting for the
+  interpreter lock (SAMPLE_GIL) is not running (samples_gil counts it). Sources without stacks
+  (the in-process sampler) fall back to the entity's share of the running samples' time.
 - wait_s_total: sampled blocked time; waits: sampled episodes (a thread blocked at one site in
   consecutive samples without using CPU in between is one episode).
 """
@@ -53,6 +56,8 @@ class Measurements:
     def __init__(self) -> None:
         self.stats: dict[Entity, EntityStats] = {}
         self.total_running = 0
+        self.total_run_ns = 0
+        self.total_cpu_ns = 0      # CPU time of every sampled stack (sources that send stacks)
         self.duration_ns = 0
 
     def get(self, ent: Entity) -> EntityStats:
@@ -70,6 +75,7 @@ class Measurements:
                 run_in_window[ev.entity] = run_in_window.get(ev.entity, 0) + ev.duration_ns
         window_ns = max(obs.t_end_ns - obs.t_start_ns, 1)
         self.duration_ns += window_ns
+        self.total_cpu_ns += sum(s.cpu_ns for s in obs.stacks)
         for ev in obs.events:
             st = self.get(ev.entity)
             touched.add(ev.entity)
@@ -88,14 +94,14 @@ class Measurements:
                     st.iterations += n
                 else:
                     st.calls += n
-            elif k in (EventKind.SAMPLE_RUN, EventKind.SAMPLE_GIL):
-                # runnable but waiting for the GIL counts as running: with N CPU-bound threads each
-                # gets ~1/N of the CPU, and the share between them is what matters
+            elif k == EventKind.SAMPLE_RUN:
                 st.samples_running += ev.count
                 st.run_ns += ev.duration_ns
                 self.total_running += ev.count
-                if k == EventKind.SAMPLE_GIL:
-                    st.samples_gil += ev.count
+                self.total_run_ns += ev.duration_ns
+            elif k == EventKind.SAMPLE_GIL:
+                # runnable but waiting for the interpreter lock: not running
+                st.samples_gil += ev.count
             elif k == EventKind.SAMPLE_WAIT:
                 st.samples_waiting += ev.count
                 st.wait_ns += ev.duration_ns
@@ -120,8 +126,9 @@ class Measurements:
             "iterations": int(round(st.iterations)),
             "iterations_per_s": float(ips),
             "calls": int(round(st.calls)),
-            "cpu_share": st.samples_running / self.total_running if self.total_running else 0.0,
+            "cpu_share": self._cpu_share(st),
             "samples_running": st.samples_running,
+            "samples_gil": st.samples_gil,
             "samples_waiting": st.samples_waiting,
             "wait_s_total": st.wait_ns / 1e9,
             "wait_s_mean": (st.wait_ns / 1e9 / waits) if waits else 0.0,
@@ -129,6 +136,13 @@ class Measurements:
             "waiting_threads": len(st.waiting_threads),
             "run_s_total": st.run_ns / 1e9,
         }
+
+    def _cpu_share(self, st: EntityStats) -> float:
+        if self.total_cpu_ns:
+            return min(1.0, st.run_ns / self.total_cpu_ns)
+        if self.total_run_ns:
+            return st.run_ns / self.total_run_ns
+        return st.samples_running / self.total_running if self.total_running else 0.0
 
     def threads_of(self, ent: Entity) -> list[int]:
         return sorted(self.get(ent).threads)

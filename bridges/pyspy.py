@@ -285,11 +285,18 @@ class PySpySource:
         if self._started:
             return
         if not self.fresh:
-            self.python_version = self._preflight()
+            check_pid(self.pid)
         self._started = True
         self._t_last = time.monotonic_ns()
         self._poll_proc()
+        # py-spy record needs 10-70 ms to its first sample: start it while the check runs
         self.record.start()
+        if not self.fresh:
+            try:
+                self.python_version = self._preflight()
+            except BaseException:
+                self.discard()
+                raise
 
     def start(self) -> None:
         self.begin()
@@ -335,6 +342,7 @@ class PySpySource:
     def discard(self) -> None:
         """Stop without delivering anything (a failed start)."""
         self._stopped = True
+        self.record.on_error = lambda msg: None
         self.record.stop(discard=True)
         shutil.rmtree(self._tmpdir, ignore_errors=True)
 
