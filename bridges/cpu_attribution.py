@@ -18,8 +18,8 @@ The kernel knows how much CPU each thread used (bridges/procfs.py, polled every 
 
 So CPU shares are shares of the process's CPU time (the sum of `cpu_ns` over a bin is what the
 kernel counted), and a thread that waits for the GIL is not counted as running. Where no CPU
-reading covers a span (its thread was born and died between two polls), non-waiting stacks count
-as running for their wall time.
+reading covers a span (its thread was born and died between two polls, or it ended before the
+next poll: a short program), non-waiting stacks count as running for their wall time.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class CpuHistory:
             del self.times[:i]
             del self.cpu[:i]
 
-    def bins(self, lo: int, hi: int) -> list[tuple[int, int, dict[int, tuple[int, int]]]]:
+    def bins(self, lo: int, hi: int) -> list[tuple[int, int, dict[int, tuple[int, int] | None]]]:
         """(start, end, per thread (CPU ns, run-queue ns)) for each poll interval overlapping
         [lo, hi], clipped to it (a clipped bin gets its share, assuming a steady rate inside)."""
         out = []
@@ -62,10 +62,13 @@ class CpuHistory:
             s, e = max(a, lo), min(b, hi)
             if e > s:
                 frac = (e - s) / (b - a)
-                d = {}
+                d: dict[int, tuple[int, int] | None] = {}
                 for tid, (c1, q1) in cb.items():
-                    c0, q0 = ca.get(tid, (c1, q1))
+                    c0, q0 = ca.get(tid, (0, 0))     # born in this interval: all its CPU is in it
                     d[tid] = (int((c1 - c0) * frac), int((q1 - q0) * frac))
+                for tid in ca:
+                    if tid not in cb:
+                        d[tid] = None                # ended in this interval: its CPU is unknown
                 out.append((s, e, d))
             i += 1
         return out
@@ -124,9 +127,17 @@ def attribute(spans: list[Span], history: CpuHistory,
                 t = end
     for (j, tid), portions in cells.items():
         deltas = bins[j][2]
-        cpu, runq = deltas.get(tid, (0, 0))
-        cpu, runq = max(0, cpu), max(0, runq)
-        others = sum(max(0, v[0]) for k, v in deltas.items() if k != tid and k in python_threads)
+        got = deltas.get(tid, (0, 0))
+        if got is None:
+            # the thread (or the process) ended before the next reading: no CPU figure
+            for p in portions:
+                if waiting(p.span.frames):
+                    p.wait_ns = p.t1_ns - p.t0_ns
+                else:
+                    p.run_ns = p.cpu_ns = p.t1_ns - p.t0_ns
+            continue
+        cpu, runq = max(0, got[0]), max(0, got[1])
+        others = sum(max(0, v[0]) for k, v in deltas.items() if v is not None and k != tid and k in python_threads)
         flags = [waiting(p.span.frames) for p in portions]
         w_other = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if not f)
         w_wait = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if f)

@@ -81,6 +81,8 @@ def thread_stat(pid: int, tid: int) -> ThreadStat | None:
         head, _, tail = raw.rpartition(b")")
         fields = tail.split()
         comm = head.partition(b"(")[2].decode(errors="replace")
+        if fields[0][:1] in (b"Z", b"X"):
+            return None       # exited (a zombie's counters are not comparable: schedstat is gone)
         cpu = (int(fields[11]) + int(fields[12])) * _TICK_NS
         runq = 0
         try:

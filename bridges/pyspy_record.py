@@ -312,7 +312,7 @@ class ChunkedRecorder:
             if left <= 0:
                 return False
             try:
-                proc.wait(timeout=min(left, self.tick_s))
+                proc.wait(timeout=min(left, self.tick_s, max(0.01, self._next_tick - time.monotonic())))
                 return True
             except subprocess.TimeoutExpired:
                 pass
@@ -321,7 +321,9 @@ class ChunkedRecorder:
     def _tick(self) -> None:
         now = time.monotonic()
         if self.on_tick is not None and now >= self._next_tick:
-            self._next_tick = now + self.tick_s
+            # 20 readings/s during the first second (short programs), then one per tick_s
+            young = now - self.started_ns / 1e9 < 1.0
+            self._next_tick = now + (min(self.tick_s, 0.05) if young else self.tick_s)
             self.on_tick()
         self.thread_cpu_ns = time.thread_time_ns()
 
