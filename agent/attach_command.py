@@ -173,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
     srcs = list(source.sources.values())
     result["attach"] = {"target_exited": source.target_exited, "interrupted": bool(interrupted),
                         "samples": source.total_samples, "rate_hz": args.rate,
-                        "pids": sorted(source.sources), "match": args.match, "continuous": bool(args.continuous),
+                        "pids": source.pids, "match": args.match, "continuous": bool(args.continuous),
                         "record_chunks": sum(s.record.chunks for s in srcs),
                         "record_sampling_errors": sum(s.record.sampling_errors for s in srcs),
                         "record_gap_s": sum(s.gap_ns for s in srcs) / 1e9, "py_spy": py_spy}
@@ -199,7 +199,7 @@ def main(args: argparse.Namespace) -> int:
     except Exception as e:
         print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=sys.stderr)
     if source.target_exited and not quiet:
-        gone = ", ".join(str(p) for p in sorted(source.sources))
+        gone = ", ".join(str(p) for p in source.pids)
         print(f"gyroscope: process {gone} exited", file=sys.stderr)
     return status
 

@@ -33,6 +33,8 @@ class MultiSource:
         self._t_last = time.monotonic_ns()
         self._next_scan = 0.0
         self._lock = threading.Lock()
+        self.ended: list[int] = []
+        self._exited_samples = 0
 
     @property
     def pid(self) -> int:
@@ -80,7 +82,25 @@ class MultiSource:
 
     def poll(self) -> Observation:
         self._rescan()
-        return self._merge([s.poll() for s in list(self.sources.values())])
+        parts = []
+        for pid, src in list(self.sources.items()):
+            if self.match and src.finished.is_set():
+                # a matched process that exited: its last samples, then it is forgotten (a host
+                # agent that runs for days must not keep one source per process it ever saw)
+                parts.append(src.stop())
+                with self._lock:
+                    del self.sources[pid]
+                    self.ended.append(pid)
+                    del self.ended[:-1000]
+                    self._exited_samples += src.total_samples
+            else:
+                parts.append(src.poll())
+        return self._merge(parts)
+
+    @property
+    def pids(self) -> list[int]:
+        """Every process watched in this session (the ones that ended too, the last 1000)."""
+        return sorted(set(self.sources) | set(self.ended))
 
     def stop(self) -> Observation:
         return self._merge([s.stop() for s in list(self.sources.values())])
@@ -106,7 +126,9 @@ class MultiSource:
     # ---- what the live view and the result read -------------------------------------------
     @property
     def target_exited(self) -> bool:
-        return bool(self.sources) and all(s.target_exited or not procfs.is_alive(p) for p, s in self.sources.items())
+        if not self.sources:
+            return bool(self.ended)
+        return all(s.target_exited or not procfs.is_alive(p) for p, s in self.sources.items())
 
     @property
     def failure(self) -> str | None:
@@ -115,7 +137,7 @@ class MultiSource:
 
     @property
     def total_samples(self) -> int:
-        return sum(s.total_samples for s in self.sources.values())
+        return self._exited_samples + sum(s.total_samples for s in list(self.sources.values()))
 
     @property
     def total_errors(self) -> int:

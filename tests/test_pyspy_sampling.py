@@ -213,3 +213,62 @@ def test_match_with_nothing_to_match_is_one_line():
 def test_ptrace_denied_names_a_cause():
     reason = procfs.ptrace_denied_reason(1)
     assert any(w in reason for w in ("ptrace_scope", "CAP_SYS_PTRACE", "user", "seccomp")), reason
+
+
+@pytest.mark.slow
+def test_match_continuous_picks_up_a_restarted_service(tmp_path):
+    script = _service(tmp_path, "svc_restart.py")
+    first = subprocess.Popen([PY, str(script)])
+    out = tmp_path / "s.json"
+    second = None
+    try:
+        time.sleep(0.3)
+        g = _gyro("--match", r"svc_restart\.py", "--continuous", "-q", "--json", str(out))
+        time.sleep(1.5)
+        first.kill()
+        first.wait()
+        second = subprocess.Popen([PY, str(script)])
+        time.sleep(3.5)              # the process table is scanned every 2 s
+        g.send_signal(signal.SIGTERM)
+        _, err = g.communicate(timeout=30)
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    assert g.returncode == 0, err
+    doc = json.loads(out.read_text())
+    assert doc["attach"]["pids"] == sorted([first.pid, second.pid]), (doc["attach"], err)
+    # one entity per process (Entity.pid tells them apart)
+    assert len([e for e in doc["entities"] if e["function"] == "work" and e["kind"] == "loop"]) == 2, doc["entities"]
+
+
+@pytest.mark.slow
+def test_state_stays_bounded_while_threads_come_and_go(tmp_path):
+    """A service that starts a short thread every 10 ms: what the source keeps does not grow."""
+    script = tmp_path / "churn.py"
+    script.write_text("import threading, time\n\n\ndef job():\n    time.sleep(0.005)\n\n\n"
+                      "while True:\n    threading.Thread(target=job).start()\n    time.sleep(0.01)\n")
+    target = subprocess.Popen([PY, str(script)])
+    try:
+        time.sleep(0.3)
+        src = PySpySource(target.pid, chunk_s=0.5)
+        src.begin()
+        starts = ends = 0
+        sizes = []
+        for _ in range(20):
+            time.sleep(0.2)
+            obs = src.poll()
+            starts += sum(1 for e in obs.events if e.kind == EventKind.THREAD_START)
+            ends += sum(1 for e in obs.events if e.kind == EventKind.THREAD_END)
+            sizes.append((len(src._threads), len(src._history.times), len(src._gone)))
+        src.stop()
+    finally:
+        target.kill()
+        target.wait()
+    # ends are told once the stacks up to the moment a thread was missed in /proc are in (a chunk late)
+    assert starts >= 20 and ends >= 0.7 * starts, (starts, ends)
+    # threads that ended are forgotten once their stacks are in (a chunk late): no growth
+    assert max(s[0] for s in sizes[14:]) <= max(s[0] for s in sizes[4:14]) + 20, sizes
+    assert max(s[1] for s in sizes) <= 3.0 / 0.05 + 30, sizes
+    assert max(s[2] for s in sizes) <= 200, sizes
