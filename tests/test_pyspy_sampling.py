@@ -210,9 +210,22 @@ def test_match_with_nothing_to_match_is_one_line():
     assert g.returncode == 2 and "Traceback" not in err
 
 
-def test_ptrace_denied_names_a_cause():
+def test_ptrace_denied_names_a_cause(monkeypatch):
     reason = procfs.ptrace_denied_reason(1)
     assert any(w in reason for w in ("ptrace_scope", "CAP_SYS_PTRACE", "user", "seccomp")), reason
+
+    def case(euid, cap, scope, owner):
+        monkeypatch.setattr(procfs.os, "geteuid", lambda: euid)
+        monkeypatch.setattr(procfs, "has_cap_sys_ptrace", lambda: cap)
+        monkeypatch.setattr(procfs, "ptrace_scope", lambda: scope)
+        monkeypatch.setattr(procfs, "_uids", lambda pid: (owner, owner))
+        return procfs.ptrace_denied_reason(42)
+    assert "belongs to user 0" in case(1000, False, 0, 0) and "sudo" in case(1000, False, 0, 0)
+    assert "ptrace_scope is 1" in case(1000, False, 1, 1000) and "ptrace_scope=0" in case(1000, False, 1, 1000)
+    assert "ptrace_scope is 2" in case(1000, False, 2, 1000)
+    assert "ptrace_scope is 3" in case(0, True, 3, 0)
+    assert "CAP_SYS_PTRACE" in case(0, False, None, 0) and "--cap-add SYS_PTRACE" in case(0, False, None, 0)
+    assert "seccomp" in case(0, True, None, 0)
 
 
 @pytest.mark.slow
