@@ -31,7 +31,8 @@ from gyroscope.bridges.pyspy_record import Span
 
 
 class CpuHistory:
-    """Cumulative CPU time per thread at poll times (monotonic ns), oldest first."""
+    """Cumulative CPU time per thread at poll times (monotonic ns), oldest first. Key -PID holds
+    the whole process's CPU time (threads that ended included)."""
 
     def __init__(self) -> None:
         self.times: list[int] = []
@@ -99,7 +100,6 @@ def attribute(spans: list[Span], history: CpuHistory,
     by_thread: dict[int, list[Span]] = {}
     for s in spans:
         by_thread.setdefault(s.tid, []).append(s)
-    python_threads = set(by_thread)
     out: list[Portion] = []
     # per (bin index, tid): the portions in it
     cells: dict[tuple[int, int], list[Portion]] = {}
@@ -125,50 +125,69 @@ def attribute(spans: list[Span], history: CpuHistory,
                         p.run_ns = p.cpu_ns = end - t
                 out.append(p)
                 t = end
+    by_bin: dict[tuple[int, int], dict[int, list[Portion]]] = {}
     for (j, tid), portions in cells.items():
+        by_bin.setdefault((j, portions[0].span.pid), {})[tid] = portions
+    for (j, pid), threads in by_bin.items():
         deltas = bins[j][2]
-        got = deltas.get(tid, (0, 0))
-        if got is None:
-            # the thread (or the process) ended before the next reading: no CPU figure
-            for p in portions:
+        known = {t: d for t, d in deltas.items() if t > 0 and d is not None}
+        sampled = [t for t in threads if t in known]
+        pooled = [p for t, ps in threads.items() if t not in known for p in ps]
+        py_cpu = sum(max(0, known[t][0]) for t in sampled)
+        for t in sampled:
+            cpu, runq = max(0, known[t][0]), max(0, known[t][1])
+            _spread(threads[t], cpu, runq, py_cpu - cpu, waiting)
+        if not pooled:
+            continue
+        # threads without a reading of their own: born and ended between two readings, ended
+        # before the next one, or named by py-spy with a stale id (it caches thread ids, and a
+        # reused pthread id keeps an old native id: seen on a thread-per-request server). Their
+        # CPU is the process's (which counts ended threads) minus what the readings account for.
+        proc = deltas.get(-pid) if pid else None
+        if proc is None:
+            for p in pooled:           # no figure at all (the process ended): by the stack alone
                 if waiting(p.span.frames):
                     p.wait_ns = p.t1_ns - p.t0_ns
                 else:
                     p.run_ns = p.cpu_ns = p.t1_ns - p.t0_ns
             continue
-        cpu, runq = max(0, got[0]), max(0, got[1])
-        others = sum(max(0, v[0]) for k, v in deltas.items() if v is not None and k != tid and k in python_threads)
-        flags = [waiting(p.span.frames) for p in portions]
-        w_other = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if not f)
-        w_wait = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if f)
-        f_other = min(1.0, cpu / w_other) if w_other else 0.0
-        left = max(0, cpu - w_other)
-        f_wait = min(1.0, left / w_wait) if w_wait else 0.0
-        not_running = w_other * (1.0 - f_other)
-        # runnable but without a CPU (the machine is busy): running as far as the program can tell
-        runq_frac = min(1.0, runq / not_running) if not_running > 0 else 0.0
-        rest = not_running * (1.0 - runq_frac)
-        gil_frac = min(1.0, others / rest) if rest > 0 else 0.0
-        run_total = 0
-        for p, f in zip(portions, flags, strict=True):
-            wall = p.t1_ns - p.t0_ns
-            if f:
-                p.run_ns = int(wall * f_wait)
-                p.wait_ns = wall - p.run_ns
-            else:
-                on_cpu = int(wall * f_other)
-                idle = wall - on_cpu
-                queued = int(idle * runq_frac)
-                p.run_ns = on_cpu + queued
-                p.gil_ns = int((idle - queued) * gil_frac)
-                p.wait_ns = idle - queued - p.gil_ns
-                run_total += on_cpu
-                p.cpu_ns = on_cpu
-                continue
-            run_total += p.run_ns
-            p.cpu_ns = p.run_ns
-        if run_total:
-            for p in portions:
-                p.cpu_ns = p.cpu_ns * cpu // run_total
+        accounted = sum(max(0, d[0]) for d in known.values())
+        _spread(pooled, max(0, proc[0] - accounted), 0, py_cpu, waiting)
     out.sort(key=lambda p: (p.span.tid, p.t0_ns))
     return out
+
+
+def _spread(portions: list[Portion], cpu: int, runq: int, others: int,
+            waiting: Callable[[tuple], bool]) -> None:
+    """Give `cpu` (and `runq`, run-queue delay) of one thread, or of a pool of threads, in one bin
+    to its portions (module docstring); `others` is the CPU of the other Python threads."""
+    flags = [waiting(p.span.frames) for p in portions]
+    w_other = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if not f)
+    w_wait = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if f)
+    f_other = min(1.0, cpu / w_other) if w_other else 0.0
+    left = max(0, cpu - w_other)
+    f_wait = min(1.0, left / w_wait) if w_wait else 0.0
+    not_running = w_other * (1.0 - f_other)
+    # runnable but without a CPU (the machine is busy): running as far as the program can tell
+    runq_frac = min(1.0, runq / not_running) if not_running > 0 else 0.0
+    rest = not_running * (1.0 - runq_frac)
+    gil_frac = min(1.0, others / rest) if rest > 0 else 0.0
+    run_total = 0
+    for p, f in zip(portions, flags, strict=True):
+        wall = p.t1_ns - p.t0_ns
+        if f:
+            p.run_ns = int(wall * f_wait)
+            p.wait_ns = wall - p.run_ns
+            p.cpu_ns = p.run_ns
+        else:
+            on_cpu = int(wall * f_other)
+            idle = wall - on_cpu
+            queued = int(idle * runq_frac)
+            p.run_ns = on_cpu + queued
+            p.gil_ns = int((idle - queued) * gil_frac)
+            p.wait_ns = idle - queued - p.gil_ns
+            p.cpu_ns = on_cpu
+        run_total += p.cpu_ns
+    if run_total:
+        for p in portions:
+            p.cpu_ns = p.cpu_ns * cpu // run_total

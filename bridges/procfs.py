@@ -55,6 +55,18 @@ def process_age_s(pid: int) -> float:
         return 1e9
 
 
+def process_cpu_ns(pid: int) -> int | None:
+    """CPU time of the whole process, ended threads included (utime + stime of /proc/PID/stat, in
+    clock ticks of 10 ms); None when it is gone."""
+    try:
+        fields = _stat_fields(f"/proc/{pid}/stat")
+        if fields[0][:1] in (b"Z", b"X"):
+            return None
+        return (int(fields[11]) + int(fields[12])) * _TICK_NS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def thread_ids(pid: int) -> list[int]:
     """The native ids of `pid`'s threads ([] when it is gone)."""
     try:

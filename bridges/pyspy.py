@@ -361,13 +361,18 @@ class PySpySource:
         """One reading of every watched thread's CPU time (the recorder's thread, every poll_s)."""
         now = time.monotonic_ns()
         seen: dict[int, procfs.ThreadStat] = {}
+        reading: dict[int, tuple[int, int]] = {}
         for pid in list(self._pids):
             got = procfs.threads(pid)
+            total = procfs.process_cpu_ns(pid)
+            if total is not None:
+                reading[-pid] = (total, 0)
             if not got and pid != self.pid:
                 self._pids.discard(pid)
             seen.update(got)
+        reading.update((tid, (st.cpu_ns, st.runq_ns)) for tid, st in seen.items())
         with self._lock:
-            self._history.add(now, {tid: (st.cpu_ns, st.runq_ns) for tid, st in seen.items()})
+            self._history.add(now, reading)
             self._proc_threads = seen
             for tid in self._threads:
                 if tid not in seen and tid not in self._gone:

@@ -285,3 +285,16 @@ def test_state_stays_bounded_while_threads_come_and_go(tmp_path):
     assert max(s[0] for s in sizes[14:]) <= max(s[0] for s in sizes[4:14]) + 20, sizes
     assert max(s[1] for s in sizes) <= 3.0 / 0.05 + 30, sizes
     assert max(s[2] for s in sizes) <= 200, sizes
+
+
+def test_attribution_threads_without_a_reading_share_the_process_rest():
+    """Short-lived threads (born and ended between two readings) and threads py-spy names with a
+    stale id have no /proc reading: they get the process's CPU that the readings do not explain."""
+    hot = [Frame("/w/a.py", "serve", 3)]
+    h = CpuHistory()
+    h.add(0, {-1: (0, 0), 1: (0, 0)})
+    h.add(200 * MS, {-1: (150 * MS, 0), 1: (50 * MS, 0)})    # 100 ms of CPU in threads now gone
+    spans = [_span(1, hot, 0, 200 * MS), _span(77, hot, 0, 60 * MS), _span(78, hot, 100 * MS, 160 * MS)]
+    got = {p.span.tid: p for p in attribute(spans, h, lambda f: False)}
+    assert got[1].cpu_ns == 50 * MS
+    assert got[77].cpu_ns + got[78].cpu_ns == 100 * MS and got[77].run_ns == 60 * MS
