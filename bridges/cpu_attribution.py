@@ -45,6 +45,14 @@ class CpuHistory:
         self.times.append(t_ns)
         self.cpu.append(cpu)
 
+    def ended_by(self, tid: int) -> int | None:
+        """The time of the first reading without `tid` after one with it (when it was seen ending),
+        None when it is in the last reading or was never read."""
+        for i in range(len(self.times) - 1, -1, -1):
+            if tid in self.cpu[i]:
+                return self.times[i + 1] if i + 1 < len(self.times) else None
+        return None
+
     def trim(self, before_ns: int) -> None:
         """Forget readings older than the last one at or before `before_ns` (memory stays flat)."""
         i = bisect.bisect_right(self.times, before_ns) - 1
@@ -153,6 +161,11 @@ def attribute(spans: list[Span], history: CpuHistory,
             continue
         accounted = sum(max(0, d[0]) for d in known.values())
         _spread(pooled, max(0, proc[0] - accounted), 0, py_cpu, waiting)
+        for p in pooled:
+            if p.span.tid in deltas and not waiting(p.span.frames):
+                # it ended in this interval, and py-spy keeps an ended thread's last stack until
+                # the chunk is written: what CPU does not explain is time after its end, dropped
+                p.gil_ns = p.wait_ns = 0
     out.sort(key=lambda p: (p.span.tid, p.t0_ns))
     return out
 
