@@ -224,14 +224,16 @@ class PySpySource:
     running now and delivers its samples (a 0.15 s program keeps them); when the target exits,
     `finished` is set and `target_exited` is True. `failure` holds py-spy's error when it stopped
     working mid-run (what was collected is kept). `entity_pid` puts a PID on every Entity (set it
-    when one session watches several processes)."""
+    when one session watches several processes). `name` is the session's "source" field."""
 
     name = "attach"
 
     def __init__(self, pid: int, py_spy: str | None = None, rate_hz: float = DEFAULT_RATE_HZ,
                  subprocesses: bool = False, own_code: Callable[[str], bool] = is_own_code,
                  fresh: bool = False, keep_stacks: bool = False, chunk_s: float = DEFAULT_CHUNK_S,
-                 overlap_s: float = 0.25, poll_s: float = 0.2, entity_pid: int = 0) -> None:
+                 overlap_s: float = 0.25, poll_s: float = 0.2, entity_pid: int = 0,
+                 name: str = "attach") -> None:
+        self.name = name           # the session's "source": "attach", or "run" for run's child
         self.pid = pid
         self.py_spy = py_spy or find_py_spy()
         self.rate_hz = rate_hz

@@ -147,6 +147,7 @@ class ChunkedRecorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._n = 0
+        self._retries = 0
         self._live: list[tuple[subprocess.Popen, str, int]] = []
 
     def start(self) -> None:
@@ -274,8 +275,11 @@ class ChunkedRecorder:
                 else:
                     failures += 1
                     if self._young() and self._not_python_yet(err):
+                        # quietly again, backing off (20 ms, doubling to 0.5 s): a program that
+                        # is not Python at all must not cost a py-spy start every 20 ms
                         failures = 0
-                        time.sleep(0.02)
+                        self._retries += 1
+                        self._stop.wait(min(0.5, 0.02 * 2 ** min(self._retries - 1, 5)))
                     else:
                         msg = self._message(err)
                         if _exits_soon(self.pid):
