@@ -22,6 +22,8 @@ watcher's process tree, read every 50 ms).
         [--repeat 3] [--target 1.5] [--quick]
 
 --quick: nbody and float, one repeat, 1 s each (a smoke run of ~30 s, not a measurement).
+--steady SECONDS: the watcher's CPU in the steady state (one spinning target, attached for 2 s
+and for SECONDS: the extra CPU over the extra time) and its fixed start-up cost.
 """
 from __future__ import annotations
 
@@ -133,6 +135,33 @@ def run_once(tool: str, script: Path, loops: int, tmp: Path) -> tuple[float, flo
     return inner, watcher_cpu, peak[0] / 1024
 
 
+def steady(seconds: float) -> dict:
+    """Watcher CPU on one spinning target, attached for 2 s and for `seconds`: the difference over
+    the extra time is the steady-state cost per second; the rest is the fixed start-up."""
+    spin = subprocess.Popen([PY, "-c", f"import time\nt = time.time()\nwhile time.time() - t < {2 * seconds + 30}: pass"])
+    time.sleep(0.3)
+    cpu: dict[str, dict[float, float]] = {"attach": {}, "py-spy-record": {}}
+    try:
+        for dur in (2.0, seconds):
+            for tool in cpu:
+                c0 = _children_cpu()
+                if tool == "attach":
+                    cmd = [PY, "-m", "gyroscope.agent.cli", "attach", str(spin.pid), "-q", "--duration", str(dur)]
+                else:
+                    cmd = [py_spy(), "record", "-p", str(spin.pid), "-d", str(int(dur)), "-f", "raw", "-o", os.devnull]
+                subprocess.run(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+                cpu[tool][dur] = _children_cpu() - c0
+    finally:
+        spin.kill()
+        spin.wait()
+    out = {}
+    for tool, v in cpu.items():
+        per_s = (v[seconds] - v[2.0]) / (seconds - 2.0)
+        out[tool] = {"cpu_ms_per_s": per_s * 1e3, "fixed_s": v[2.0] - 2.0 * per_s}
+    out["ratio"] = out["attach"]["cpu_ms_per_s"] / out["py-spy-record"]["cpu_ms_per_s"]
+    return out
+
+
 def geomean(xs: list[float]) -> float:
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
@@ -145,7 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--target", type=float, default=1.5, help="seconds of timed work per bare run")
     ap.add_argument("--quick", action="store_true", help="nbody and float, 1 repeat, 1 s: a smoke run")
+    ap.add_argument("--steady", metavar="SECONDS", type=float,
+                    help="only the steady-state watcher CPU: one spinning target, 2 s vs SECONDS")
     args = ap.parse_args(argv)
+    if args.steady:
+        got = steady(args.steady)
+        for tool in ("attach", "py-spy-record"):
+            print(f"{tool:14} {got[tool]['cpu_ms_per_s']:6.1f} ms CPU per s, fixed {got[tool]['fixed_s']:.3f} s")
+        print(f"ratio {got['ratio']:.2f}x")
+        if args.json:
+            write_json_atomic(args.json, {"steady": got, "seconds": args.steady, "python": sys.version.split()[0]})
+        return 0
     if args.quick:
         args.only, args.repeat, args.target = args.only or "nbody,float", 1, 1.0
     names = args.only.split(",") if args.only else BENCHMARKS

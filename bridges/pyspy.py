@@ -167,37 +167,6 @@ def python_version(py_spy: str, pid: int) -> str:
 
 
 
-_RAW_FRAME = re.compile(r"^(.*) \((.*):(\d+)\)$")
-_RAW_THREAD = re.compile(r"^thread \((\w+)\)(?::\s?(.*))?$")
-
-
-def parse_raw(text: str) -> list[tuple[int, str, list[Frame], int]]:
-    """py-spy's raw (collapsed) output with --threads -> (thread id, thread name, frames innermost-first,
-    count) per line."""
-    out = []
-    for line in text.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        tid, name, frames = 0, "", []
-        for part in stack.split(";"):
-            m = _RAW_FRAME.match(part)
-            if m and not part.startswith("thread ("):
-                frames.append(Frame(m.group(2), m.group(1), int(m.group(3))))
-                continue
-            t = _RAW_THREAD.match(part)
-            if t:
-                raw_id = t.group(1)
-                try:
-                    tid = int(raw_id, 16) if raw_id.lower().startswith("0x") else int(raw_id)
-                except ValueError:
-                    tid = 0
-                name = t.group(2) or ""
-        frames.reverse()
-        out.append((tid, name, frames, int(count)))
-    return out
-
-
 @dataclasses.dataclass(slots=True)
 class _Thread:
     pid: int
@@ -247,8 +216,7 @@ class PySpySource:
                                       chunk_s=chunk_s, overlap_s=overlap_s, subprocesses=subprocesses,
                                       fresh=fresh, explain=explain_failure, on_tick=self._poll_proc,
                                       tick_s=poll_s)
-        self.target_exited = False
-        self.failure: str | None = None
+        self._exited = False
         self.finished = self.record.finished   # set when sampling ended on its own (exit or failure)
         self._lock = threading.Lock()
         self._started = False
@@ -328,9 +296,7 @@ class PySpySource:
             self._stopped = True
             self.record.stop()     # the chunks running now are parsed before it returns
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-        if self.record.failure and not self.failure:
-            self.failure = self.record.failure
-        self.target_exited = not procfs.is_alive(self.pid)
+        self._exited = not procfs.is_alive(self.pid)
         now = time.monotonic_ns()
         with self._lock:
             for st in self._threads.values():
@@ -340,6 +306,16 @@ class PySpySource:
             if self.target_exited:
                 self._threads.clear()
         return self._take()
+
+    @property
+    def target_exited(self) -> bool:
+        """The target ended while watched (known once sampling ended)."""
+        return self._exited or (self.record.finished.is_set() and not procfs.is_alive(self.pid))
+
+    @property
+    def failure(self) -> str | None:
+        """py-spy's error when it stopped working mid-run (None otherwise)."""
+        return self.record.failure
 
     def discard(self) -> None:
         """Stop without delivering anything (a failed start)."""
