@@ -29,6 +29,12 @@ from dataclasses import dataclass
 
 from gyroscope.bridges.pyspy_record import Span
 
+# A bin's samples are placed on the clock within a few ms (py-spy's clock starts ~1-5 ms after
+# the chunk is spawned; a sample stands for one interval): with 50-200 ms bins, a thread that ran
+# >= 85% of its non-waiting time is taken as running all of it (on a single spinning thread over
+# 3 s this turned 3 spurious "wait other" samples of 302 into running ones).
+NOISE = 0.15
+
 
 class CpuHistory:
     """Cumulative CPU time per thread at poll times (monotonic ns), oldest first. Key -PID holds
@@ -178,6 +184,8 @@ def _spread(portions: list[Portion], cpu: int, runq: int, others: int,
     w_other = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if not f)
     w_wait = sum(p.t1_ns - p.t0_ns for p, f in zip(portions, flags, strict=True) if f)
     f_other = min(1.0, cpu / w_other) if w_other else 0.0
+    if f_other >= 1.0 - NOISE:
+        f_other = 1.0     # within the timing noise of a bin: running, not a short wait
     left = max(0, cpu - w_other)
     f_wait = min(1.0, left / w_wait) if w_wait else 0.0
     not_running = w_other * (1.0 - f_other)

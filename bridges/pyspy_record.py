@@ -76,6 +76,18 @@ def parse_chrometrace(events: list[dict], origin_ns: int) -> list[Span]:
     open_frames: dict[tuple[int, int], list[dict]] = {}
     last_ts: dict[tuple[int, int], int] = {}
     spans: list[Span] = []
+    # py-spy's chrometrace `tid` is its own small index; the native id and the name are in the
+    # "thread (N): name" label frame, which a stack can lack (e.g. a thread's first samples before
+    # its name is set): take the best label seen for that index anywhere in the chunk
+    labels: dict[tuple[int, int], tuple[int, str]] = {}
+    for ev in events:
+        args = ev.get("args") or {}
+        if ev.get("ph") == "B" and not args.get("filename"):
+            m = _THREAD.match(str(ev.get("name") or ""))
+            if m:
+                key = (int(ev.get("pid") or 0), int(ev.get("tid") or 0))
+                if key not in labels or (m.group(2) and not labels[key][1]):
+                    labels[key] = (_tid(m.group(1)), m.group(2) or "")
 
     def close(key: tuple[int, int], ts: int) -> None:
         stack = open_frames.get(key)
@@ -95,7 +107,11 @@ def parse_chrometrace(events: list[dict], origin_ns: int) -> list[Span]:
                     continue                      # shim frames (CPython 3.13 entry frames)
                 frames.append(Frame(str(args.get("filename") or ""), label, line))
             frames.reverse()
-            spans.append(Span(int(key[0]), tid or key[1], name, tuple(frames),
+            best_tid, best_name = labels.get(key, (0, ""))
+            tid, name = tid or best_tid, name or best_name
+            if not tid:
+                return                            # a thread py-spy could not name: not placeable
+            spans.append(Span(int(key[0]), tid, name, tuple(frames),
                               origin_ns + t0 * 1000, origin_ns + ts * 1000))
 
     for ev in events:
