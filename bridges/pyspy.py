@@ -72,6 +72,7 @@ DEFAULT_RATE_HZ = 100.0
 DEFAULT_CHUNK_S = 4.0
 HISTORY_KEEP_NS = 3_000_000_000
 
+_THREAD_NUMBER = re.compile(r"^(Thread|thread|Dummy|ThreadPoolExecutor-\d+|asyncio)[-_]\d+")
 _STDLIB = re.compile(r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]")
 
 # kept under their old names for the callers of this module
@@ -397,7 +398,10 @@ class PySpySource:
         return out
 
     def _thread_entity(self, st: _Thread) -> Entity:
-        return Entity(EntityKind.THREAD, "", st.name, 0, pid=self.entity_pid and st.pid)
+        # one entity per kind of thread, not per thread: a server that starts a thread per request
+        # ("Thread-8121 (process_request_thread)") must not grow the session by one entity each
+        return Entity(EntityKind.THREAD, "", _THREAD_NUMBER.sub(r"\1-*", st.name), 0,
+                      pid=self.entity_pid and st.pid)
 
     def _fold(self, span: Span, t0: int, t1: int, run: int, gil: int, wait: int, cpu: int) -> None:
         st = self._threads.get(span.tid)
