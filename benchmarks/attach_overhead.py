@@ -22,6 +22,8 @@ watcher's process tree, read every 50 ms).
         [--repeat 3] [--target 1.5] [--quick]
 
 --quick: nbody and float, one repeat, 1 s each (a smoke run of ~30 s, not a measurement).
+--memory SECONDS: the RSS of `attach --continuous` over time on a service that starts ~100
+short threads a second, then SIGTERM (exit status and the final session's size).
 --steady SECONDS: the watcher's CPU in the steady state (one spinning target, attached for 2 s
 and for SECONDS: the extra CPU over the extra time) and its fixed start-up cost.
 """
@@ -162,6 +164,46 @@ def steady(seconds: float) -> dict:
     return out
 
 
+CHURN = """import threading, time
+def job(n):
+    s = 0
+    for i in range(n):
+        s += i
+def rest():
+    time.sleep(0.005)
+while True:
+    threading.Thread(target=job, args=(20000,)).start()
+    threading.Thread(target=rest).start()
+    time.sleep(0.02)
+"""
+
+
+def memory(seconds: float) -> dict:
+    """`gyroscope attach --continuous` on a service that starts ~100 short threads a second: the
+    watcher's RSS (gyroscope's own, MiB) over time, then SIGTERM and its final session."""
+    import signal
+    with tempfile.TemporaryDirectory() as td:
+        svc = subprocess.Popen([PY, "-c", CHURN])
+        out = Path(td) / "s.json"
+        time.sleep(0.3)
+        g = subprocess.Popen([PY, "-m", "gyroscope.agent.cli", "attach", str(svc.pid), "--continuous", "-q",
+                              "--json", str(out)], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        marks = []
+        t0 = time.monotonic()
+        try:
+            for t in sorted({5.0, seconds / 4, seconds / 2, seconds}):
+                time.sleep(max(0.0, t - (time.monotonic() - t0)))
+                marks.append((round(t, 1), round(_tree_rss_kib(g.pid) / 1024, 1)))
+            g.send_signal(signal.SIGTERM)
+            g.wait(timeout=60)
+        finally:
+            svc.kill()
+            svc.wait()
+        doc = json.loads(out.read_text())
+    return {"rss_mib_at_s": marks, "exit": g.returncode, "entities": len(doc["entities"]),
+            "samples": doc["counters"]["samples"], "windows": doc["windows"]}
+
+
 def geomean(xs: list[float]) -> float:
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
@@ -176,7 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="nbody and float, 1 repeat, 1 s: a smoke run")
     ap.add_argument("--steady", metavar="SECONDS", type=float,
                     help="only the steady-state watcher CPU: one spinning target, 2 s vs SECONDS")
+    ap.add_argument("--memory", metavar="SECONDS", type=float,
+                    help="only the RSS of `attach --continuous` over SECONDS on a thread-churning service")
     args = ap.parse_args(argv)
+    if args.memory:
+        got = memory(args.memory)
+        print(json.dumps(got))
+        if args.json:
+            write_json_atomic(args.json, {"memory": got, "seconds": args.memory})
+        return 0
     if args.steady:
         got = steady(args.steady)
         for tool in ("attach", "py-spy-record"):
