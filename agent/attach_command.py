@@ -27,9 +27,9 @@ site-packages.
 Exit codes:
   0  the session ended normally (duration over, Ctrl-C, or the target exited)
   2  bad option
-  3  no such process
-  4  permission denied (attaching needs the same user and ptrace permission -
-     kernel.yama.ptrace_scope = 0 - or root / CAP_SYS_PTRACE)
+  3  no such process (or no Python process matches --match)
+  4  permission denied (ptrace): the message names the cause - another user,
+     kernel.yama.ptrace_scope, or a missing CAP_SYS_PTRACE - and what to run
   5  the process is not a Python process
   6  py-spy not found
   7  the target's Python version cannot be read by this py-spy
