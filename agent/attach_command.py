@@ -9,27 +9,27 @@ import threading
 import time
 from typing import Any, TextIO
 
-from gyroscope.agent.errors import AttachError, GyroscopeError
-from gyroscope.agent.model import AttachInfo
+from gyroscope.agent.errors import GyroscopeError
 from gyroscope.agent.options import positive_float
 
 DESCRIPTION = """\
-Attach to a running Python process and watch it with py-spy (no change to the target, no
-restart): which loops are hot, which locks its threads wait on. Runs until --duration ends,
-Ctrl-C, or the target exits; then prints a summary to stderr and, with --json PATH, writes the
-session result (schema gyroscope.session/2, "source": "attach").
+Attach to running Python processes and watch them with py-spy (no change to the targets, no
+restart): which loops are hot, which locks their threads wait on. Runs until --duration ends,
+Ctrl-C / SIGTERM, or the targets exit (with --continuous and --match: until Ctrl-C / SIGTERM);
+then prints a summary to stderr and, with --json PATH, writes the session result (schema
+gyroscope.session/2, "source": "attach").
 
-Two py-spy streams watch the target: `py-spy record` (non-blocking, --rate, default 100 Hz)
-sees where the thread holding the GIL runs, and `py-spy dump` (--wait-rate, default 10 Hz;
-the target is paused only while its stacks are read) sees which threads wait, where, and in
-what. The program's own code is every file outside its standard library and site-packages.
+`py-spy record` (non-blocking: the target is never paused; --rate, default 100 Hz) samples every
+thread's stack; each thread's CPU time from /proc says which samples were running, waiting for
+the GIL, or blocked. The program's own code is every file outside its standard library and
+site-packages.
 
 Exit codes:
   0  the session ended normally (duration over, Ctrl-C, or the target exited)
   2  bad option
-  3  no such process
-  4  permission denied (attaching needs the same user and ptrace permission -
-     kernel.yama.ptrace_scope = 0 - or root / CAP_SYS_PTRACE)
+  3  no such process (or no Python process matches --match)
+  4  permission denied (ptrace): the message names the cause - another user,
+     kernel.yama.ptrace_scope, or a missing CAP_SYS_PTRACE - and what to run
   5  the process is not a Python process
   6  py-spy not found
   7  the target's Python version cannot be read by this py-spy
@@ -38,14 +38,18 @@ Exit codes:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pid", metavar="PID", type=_pid, help="process id of the Python program to watch")
+    parser.add_argument("pids", metavar="PID", type=_pid, nargs="*",
+                        help="process ids of the Python programs to watch (one session for all)")
+    parser.add_argument("--match", metavar="PATTERN",
+                        help="also watch every Python process whose command line matches the regular "
+                             "expression PATTERN (rescanned every 2 s: new and restarted processes are picked up)")
+    parser.add_argument("--continuous", action="store_true",
+                        help="keep watching with no end (a service): export every report interval, memory "
+                             "bounded, stop on Ctrl-C or SIGTERM with the final session written")
     parser.add_argument("--duration", metavar="SECONDS", type=positive_float, default=None,
-                        help="stop after SECONDS (default: until Ctrl-C or until the target exits)")
+                        help="stop after SECONDS (default: until Ctrl-C or until the targets exit)")
     parser.add_argument("--rate", metavar="HZ", type=positive_float, default=100.0,
-                        help="samples per second of running code (py-spy record), default 100")
-    parser.add_argument("--wait-rate", metavar="HZ", type=positive_float, default=10.0,
-                        help="samples per second of thread states and waits (py-spy dump), default 10; "
-                             "dump reaches about 30")
+                        help="samples per second (py-spy record), default 100")
     parser.add_argument("--window", metavar="SECONDS", type=positive_float, default=0.2,
                         help="observation window (Phase OS phase window), default 0.2 s")
     parser.add_argument("--json", metavar="PATH", help="write the session result (JSON) to PATH")
@@ -68,37 +72,55 @@ def _pid(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gyroscope.agent.model import AttachInfo
     from gyroscope.agent.outputs import check_outputs, resolve_outputs
+    from gyroscope.bridges import procfs
+    from gyroscope.bridges.multi_source import MultiSource
     from gyroscope.bridges.pyspy import (
+        EXIT_NO_SUCH_PID,
         EXIT_PYSPY_FAILED,
         AttachError,
         PySpySource,
         check_pid,
         find_py_spy,
-        target_cmdline,
     )
 
-    pid: int = args.pid
+    pids: list[int] = list(dict.fromkeys(args.pids))
     quiet = bool(getattr(args, "quiet", False))
-    # bad output paths (the target's own script included) are refused before py-spy starts
-    check_outputs(resolve_outputs(args), _target_script(pid), ["the target's script"])
+    if not pids and not args.match:
+        raise GyroscopeError("give at least one PID, or --match PATTERN", 2)
+    if args.match:
+        import re
+        try:
+            re.compile(args.match)
+        except re.error as e:
+            raise GyroscopeError(f"--match: not a regular expression: {e}", 2) from None
+        pids += [p for p in procfs.matching_pids(args.match) if p not in pids]
+        if not pids and not args.continuous:
+            raise GyroscopeError(f"no Python process matches {args.match!r}", EXIT_NO_SUCH_PID)
+    # bad output paths (the targets' own scripts included) are refused before py-spy starts
+    check_outputs(resolve_outputs(args), [s for p in pids for s in _target_script(p)], ["the target's script"])
+    several = len(pids) > 1 or bool(args.match)
     try:
         py_spy = find_py_spy(args.py_spy)
-        check_pid(pid)
-        source = PySpySource(pid, py_spy, rate_hz=args.rate, wait_rate_hz=args.wait_rate,
-                             subprocesses=args.subprocesses, keep_stacks=True)
-        # the first sample fails cleanly when py-spy cannot read the target (not Python, permission,
-        # unsupported version); sampling starts before the agent's heavier imports
+        if len(pids) == 1 and not args.match:
+            check_pid(pids[0])
+
+        def make(p: int) -> PySpySource:
+            return PySpySource(p, py_spy, rate_hz=args.rate, subprocesses=args.subprocesses,
+                               keep_stacks=True, entity_pid=p if several else 0)
+        source = MultiSource(pids, make, match=args.match)
+        # fails cleanly when py-spy cannot read the target (not Python, permission, unsupported
+        # version); sampling starts before the agent's heavier imports
         source.begin()
     except AttachError as e:
-        e = _truer_failure(e, pid)
-        raise GyroscopeError(e.message, e.exit_code) from None
-    version: list[str] = []
-    version_hint = _version_from_proc(pid)   # in case the target exits before py-spy says it
-    version_thread = threading.Thread(target=_version, args=(py_spy, pid, version), daemon=True)
-    version_thread.start()
+        e = _truer_failure(e, pids[0]) if len(pids) == 1 else e
+        raise GyroscopeError(_scrub_temp(e.message), e.exit_code) from None
+    pid = source.pid or (pids[0] if pids else 0)
+    first = source.sources.get(pid)
+    version_hint = _version_from_proc(pid) if pid else ""
     json_path = args.json            # absolute: resolve_outputs
-    command = target_cmdline(pid)
+    command = procfs.cmdline(pid) if pid else []
 
     from gyroscope.agent.session import Session
     from gyroscope.agent.sinks.factory import build_sinks, make_session, print_sink_failures
@@ -121,9 +143,11 @@ def main(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_sigint) for s in (signal.SIGINT, signal.SIGTERM)}
     live = LiveView(sys.stderr, enabled=not quiet and _isatty(sys.stderr))
+    status = 0
     try:
         session.start()
         deadline = time.monotonic() + args.duration if args.duration else None
+        # with --match, `finished` is never set: processes may come later
         while not stop.is_set() and not source.finished.is_set():
             timeout = args.window
             if deadline is not None:
@@ -136,19 +160,18 @@ def main(args: argparse.Namespace) -> int:
         # the result is completed first (the target's python, the attach block, py-spy's failure),
         # then the sinks close: the --stream file's closing record and the OTLP session span see it all
         result = session.finish(None)
-        version_thread.join(timeout=2.0)
-        result.main.python = (version[0] if version and version[0] else "") or version_hint
-        status = 0
+        result.main.python = (first.python_version if first else "") or version_hint
         if source.failure and not source.target_exited:
             if not any(source.failure in e for e in result.errors):
-                result.errors.append(f"py-spy: {source.failure}")
+                result.errors.append(f"py-spy: {_scrub_temp(source.failure)}")
             status = EXIT_PYSPY_FAILED
+        srcs = list(source.sources.values())
         result.attach = AttachInfo(
             target_exited=source.target_exited, interrupted=bool(interrupted), samples=source.total_samples,
-            rate_hz=args.rate, wait_rate_hz=args.wait_rate,
-            record_chunks=source.record.chunks if source.record else 0,
-            record_sampling_errors=source.record.sampling_errors if source.record else 0,
-            record_empty_chunks=source.empty_chunks, py_spy=py_spy)
+            rate_hz=args.rate, record_chunks=sum(s.record.chunks for s in srcs),
+            record_sampling_errors=sum(s.record.sampling_errors for s in srcs), py_spy=py_spy,
+            extra={"pids": source.pids, "match": args.match, "continuous": bool(args.continuous),
+                   "record_gap_s": sum(s.gap_ns for s in srcs) / 1e9})
         session.close_sinks(result)
     finally:
         for s, h in old.items():
@@ -172,14 +195,15 @@ def main(args: argparse.Namespace) -> int:
     except Exception as e:
         print(f"gyroscope: error: summary failed: {type(e).__name__}: {e}", file=sys.stderr)
     if source.target_exited and not quiet:
-        print(f"gyroscope: process {pid} exited", file=sys.stderr)
+        gone = ", ".join(str(p) for p in source.pids)
+        print(f"gyroscope: process {gone} exited", file=sys.stderr)
     return status
 
 
 def _target_script(pid: int) -> list[str]:
     """The script the target runs (its argv[1], against its working directory), when it is a file."""
-    from gyroscope.bridges.pyspy import target_cmdline
-    argv = target_cmdline(pid)
+    from gyroscope.bridges.procfs import cmdline
+    argv = cmdline(pid)
     if len(argv) < 2 or argv[1].startswith("-"):
         return []
     try:
@@ -229,16 +253,6 @@ def _version_from_proc(pid: int) -> str:
         if m:
             return m.group(1)
     return ""
-
-
-def _version(py_spy: str, pid: int, out: list[str]) -> None:
-    from gyroscope.bridges.pyspy import python_version
-    try:
-        v = python_version(py_spy, pid)
-    except AttachError:
-        return
-    if v:
-        out.append(v)
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -13,13 +13,17 @@ What the numbers are (and are not):
   ~50-100 ns, where the callback costs as much as the body), and it is biased for loops whose
   iterations vary a lot in cost (a loop whose first iterations after a re-arm are cheap reads
   fast).
-- iterations: exact in windows where the loop ran fewer than K times; else the rate times the
-  sampled running time of that loop in the window (a loop that encloses other loops gets no
-  running samples of its own, so its count is then the K hits seen: a lower bound). Measured:
-  within ~1.1-1.8x of the true count on hot_loop_numeric / hot_loop_method.
-- cpu_share: running samples of the entity (innermost loop or function of the program's own
-  code) over all running samples of the program's threads; a thread that is runnable but
-  waiting for the GIL (little CPU, not in a blocking call) counts as running.
+- iterations: exact when the loop never ran K times in a window (`iterations_exact`); else the
+  windows that did not saturate count exactly and the rest is the median rate times the loop's
+  sampled running time beyond them (see _extrapolate; a loop that encloses other loops gets no
+  running samples of its own, so its count is then the hits seen: a lower bound). The error is the
+  rate's bias plus the running time's (benchmarks/accuracy.py measures both).
+- cpu_share: the entity's CPU time over the process's CPU time. From outside (py-spy +
+  /proc, bridges/pyspy.py) a SAMPLE_RUN's duration is the CPU time the kernel counted for that
+  thread, spread over its running samples, and the denominator is the CPU time of every sampled
+  stack (library-only threads included): a share of the process's CPU. A thread waiting for the
+  interpreter lock (SAMPLE_GIL) is not running (samples_gil counts it). Sources without stacks
+  (the in-process sampler) fall back to the entity's share of the running samples' time.
 - wait_s_total: sampled blocked time; waits: sampled episodes (a thread blocked at one site in
   consecutive samples without using CPU in between is one episode).
 - exact lock figures: for a lock (or Event / Barrier / Queue "wait") entity fed by the profiled
@@ -48,9 +52,12 @@ MAX_CALL_SITES = 32     # waiting call sites kept per lock entity
 
 @dataclass(slots=True)
 class EntityStats:
-    iterations: float = 0.0
+    exact_hits: int = 0          # loop iterations (or calls) counted in windows that did not saturate
+    saturated_hits: int = 0      # hits counted in windows that saturated (K each): a lower bound
     rates: list[float] = field(default_factory=list)
-    calls: float = 0.0
+    call_exact: int = 0
+    call_saturated: int = 0
+    call_rates: list[float] = field(default_factory=list)
     samples_running: int = 0
     samples_waiting: int = 0
     samples_gil: int = 0
@@ -107,6 +114,19 @@ class ExactLock:
         }
 
 
+def _extrapolate(exact: int, saturated: int, rates: list[float], run_ns: int) -> tuple[float, float]:
+    """(count, rate) of a duty-cycled counter: exact when no window saturated; else the windows
+    that did not saturate count exactly and the loop's sampled running time beyond the time they
+    stand for runs at the median measured rate (the windows' counts and the sampled time are joined
+    over the whole session, not per window: samples reach the session a chunk late). Never less
+    than the hits seen."""
+    if not saturated or not rates:
+        return float(exact + saturated), (exact * 1e9 / run_ns if exact and run_ns else 0.0)
+    rate = statistics.median(rates)
+    rest_s = max(0.0, run_ns / 1e9 - exact / rate)
+    return max(float(exact + saturated), exact + rate * rest_s), rate
+
+
 def _function_at(file: str, line: int) -> str:
     """The qualified name of the function at file:line (from the source; "" when unknown)."""
     from gyroscope.bridges import codemap
@@ -120,6 +140,8 @@ class Measurements:
     def __init__(self) -> None:
         self.stats: dict[Entity, EntityStats] = {}
         self.total_running = 0
+        self.total_run_ns = 0
+        self.total_cpu_ns = 0      # CPU time of every sampled stack (sources that send stacks)
         self.duration_ns = 0
 
     def get(self, ent: Entity) -> EntityStats:
@@ -131,12 +153,9 @@ class Measurements:
     def update(self, obs: Observation) -> set[Entity]:
         """Fold one window in; return the entities touched."""
         touched: set[Entity] = set()
-        run_in_window: dict[Entity, int] = {}
-        for ev in obs.events:
-            if ev.kind in (EventKind.SAMPLE_RUN, EventKind.SAMPLE_GIL):
-                run_in_window[ev.entity] = run_in_window.get(ev.entity, 0) + ev.duration_ns
         window_ns = max(obs.t_end_ns - obs.t_start_ns, 1)
         self.duration_ns += window_ns
+        self.total_cpu_ns += sum(s.cpu_ns for s in obs.stacks)
         for ev in obs.events:
             st = self.get(ev.entity)
             touched.add(ev.entity)
@@ -144,25 +163,26 @@ class Measurements:
                 st.threads.add(ev.thread)
             k = ev.kind
             if k in _COUNTED:
-                n = float(ev.count)
-                if ev.duration_ns > 0 and ev.count > 1:  # saturated: extrapolate over the time it ran
-                    rate = (ev.count - 1) * 1e9 / ev.duration_ns
-                    if k == EventKind.LOOP_ITER:
-                        st.rates.append(rate)
-                    ran = min(run_in_window.get(ev.entity, 0), window_ns)
-                    n = max(n, rate * ran / 1e9)
+                saturated = ev.duration_ns > 0 and ev.count > 1
                 if k == EventKind.LOOP_ITER:
-                    st.iterations += n
+                    if saturated:
+                        st.saturated_hits += ev.count
+                        st.rates.append((ev.count - 1) * 1e9 / ev.duration_ns)
+                    else:
+                        st.exact_hits += ev.count
+                elif saturated:
+                    st.call_saturated += ev.count
+                    st.call_rates.append((ev.count - 1) * 1e9 / ev.duration_ns)
                 else:
-                    st.calls += n
-            elif k in (EventKind.SAMPLE_RUN, EventKind.SAMPLE_GIL):
-                # runnable but waiting for the GIL counts as running: with N CPU-bound threads each
-                # gets ~1/N of the CPU, and the share between them is what matters
+                    st.call_exact += ev.count
+            elif k == EventKind.SAMPLE_RUN:
                 st.samples_running += ev.count
                 st.run_ns += ev.duration_ns
                 self.total_running += ev.count
-                if k == EventKind.SAMPLE_GIL:
-                    st.samples_gil += ev.count
+                self.total_run_ns += ev.duration_ns
+            elif k == EventKind.SAMPLE_GIL:
+                # runnable but waiting for the interpreter lock: not running
+                st.samples_gil += ev.count
             elif k == EventKind.SAMPLE_WAIT:
                 st.samples_waiting += ev.count
                 st.wait_ns += ev.duration_ns
@@ -184,19 +204,17 @@ class Measurements:
 
     def as_dict(self, ent: Entity) -> dict[str, Any]:
         st = self.get(ent)
-        if st.rates:
-            ips = statistics.median(st.rates)
-        elif st.iterations and st.run_ns:
-            ips = st.iterations * 1e9 / st.run_ns
-        else:
-            ips = 0.0
+        iterations, ips = _extrapolate(st.exact_hits, st.saturated_hits, st.rates, st.run_ns)
+        calls, _ = _extrapolate(st.call_exact, st.call_saturated, st.call_rates, st.run_ns)
         waits = st.waits or (1 if st.wait_ns else 0)
         out = {
-            "iterations": int(round(st.iterations)),
+            "iterations": int(round(iterations)),
             "iterations_per_s": float(ips),
-            "calls": int(round(st.calls)),
-            "cpu_share": st.samples_running / self.total_running if self.total_running else 0.0,
+            "iterations_exact": not st.saturated_hits,
+            "calls": int(round(calls)),
+            "cpu_share": self._cpu_share(st),
             "samples_running": st.samples_running,
+            "samples_gil": st.samples_gil,
             "samples_waiting": st.samples_waiting,
             "wait_s_total": st.wait_ns / 1e9,
             "wait_s_mean": (st.wait_ns / 1e9 / waits) if waits else 0.0,
@@ -213,6 +231,13 @@ class Measurements:
         d = self.as_dict(ent)
         known = {k: d.pop(k) for k in _RECORD_FIELDS if k in d}
         return MeasurementsRecord(**known, extra=d)   # built directly: these values are ours, typed
+
+    def _cpu_share(self, st: EntityStats) -> float:
+        if self.total_cpu_ns:
+            return min(1.0, st.run_ns / self.total_cpu_ns)
+        if self.total_run_ns:
+            return st.run_ns / self.total_run_ns
+        return st.samples_running / self.total_running if self.total_running else 0.0
 
     def threads_of(self, ent: Entity) -> list[int]:
         return sorted(self.get(ent).threads)

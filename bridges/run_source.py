@@ -47,9 +47,9 @@ class RunSource:
             if self._stopping.wait(0.002):
                 return
         try:
-            from gyroscope.bridges import pyspy
-            sampler = pyspy.sampler_for_child(self.pid, own_code=self.own_code, rate_hz=self.rate_hz,
-                                              subprocesses=self.subprocesses)
+            from gyroscope.bridges.pyspy import DEFAULT_RATE_HZ, PySpySource
+            sampler = PySpySource(self.pid, rate_hz=self.rate_hz or DEFAULT_RATE_HZ, subprocesses=self.subprocesses,
+                                  own_code=self.own_code, fresh=True, keep_stacks=True, name="run")
             sampler.start()
         except Exception as e:   # no py-spy, no permission: the counters still come
             if _alive(self.pid):   # a program that ended first simply had nothing to sample

@@ -131,6 +131,31 @@ def wait_kind(library: list[Frame], own: Frame) -> str:
     return wait_kind_from_text(codemap.source_line(leaf.file, leaf.line))
 
 
+_LEAF_CACHE: dict[tuple[str, str, int], bool] = {}
+
+
+def waiting_leaf(frames: list[Frame] | tuple[Frame, ...]) -> bool:
+    """Whether a stack looks blocked: its innermost frame is a library wait we know (Lock, Condition,
+    Event, Queue, join, select, socket: LIBRARY_WAITS / LIBRARY_FILE_WAITS) or its line calls one
+    (sleep, acquire, recv, wait, get, with ...: the source-text rules). A guess from the stack alone:
+    the py-spy source checks it against the thread's CPU time (a "waiting" stack that burns CPU is
+    running)."""
+    if not frames:
+        return False
+    leaf = frames[0]
+    key = (leaf.file, leaf.function, leaf.line)
+    got = _LEAF_CACHE.get(key)
+    if got is None:
+        if _library_wait(leaf) is not None:
+            got = True
+        else:
+            got = wait_kind_from_text(codemap.source_line(leaf.file, leaf.line)) != WaitKind.OTHER
+        if len(_LEAF_CACHE) > 100_000:
+            _LEAF_CACHE.clear()
+        _LEAF_CACHE[key] = got
+    return got
+
+
 def qualified(frame: Frame) -> tuple[str, int, int | None]:
     """(qualname, first line, loop header or None) of a frame of the program, via the code map
     when the file can be read, else from what the frame says."""
