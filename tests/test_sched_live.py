@@ -122,7 +122,7 @@ def test_live_reads_the_bridge_and_survives_a_broken_one(monkeypatch):
     monkeypatch.setitem(sys.modules, "gyroscope.bridges._inproc", fake)
     assert live.decisions() == [{"action": "mitigate_contention"}] and live.version() == 3
     live.inject([{"action": "specialize_hot_loop"}])
-    assert live.decisions() == [{"action": "specialize_hot_loop"}] and live.version() == 4
+    assert live.decisions() == [{"action": "specialize_hot_loop"}] and live.version() > 3
     live.inject(None)
     assert live.decisions() == state["d"]
 
