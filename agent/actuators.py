@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 import os
-import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,13 +73,6 @@ CONTENTION_KINDS = ("lock",)
 # >= 100 ms (bridges/_inproc.pyx LONG_STEP_NS) delays every other task of the loop
 LOOP_KINDS = ("event_loop",)
 LOOP_MIN_BLOCKS = 1
-_NOT_OWN_CODE = ("<frozen", "<string>", "<stdin>")
-_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_FOREIGN_ROOTS = tuple({os.path.abspath(p) for p in (sysconfig.get_paths().get("stdlib"),
-                                                      sysconfig.get_paths().get("platstdlib")) if p}
-                       | {os.path.join(_HERE, pkg) for pkg in ("agent", "bridges", "cyext", "schedulers")})
-
-
 def _clip01(x: Any) -> float:
     try:
         v = float(x)
@@ -164,15 +156,10 @@ def scores_of(slcp: Slcp | None) -> Scores:
 
 
 def is_own_code(entity: EntityRecord) -> bool:
-    """Defensive: decisions only target the program's own code (a real file, not the standard
-    library, site-packages, a frozen module, or gyroscope itself)."""
-    f = entity.file
-    if not f or f.startswith(_NOT_OWN_CODE):
-        return False
-    norm = os.path.abspath(f)
-    if "site-packages" in norm.split(os.sep) or "dist-packages" in norm.split(os.sep):
-        return False
-    return not any(norm.startswith(root + os.sep) for root in _FOREIGN_ROOTS)
+    """Decisions target the program's own code (bridges/owncode.py: a file outside the standard
+    library, site-packages and gyroscope; profiled locks are the exception, see decide())."""
+    from gyroscope.bridges.owncode import looks_like_program
+    return looks_like_program(entity.file)
 
 
 def _finite(x: float) -> float:

@@ -18,10 +18,25 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 
 _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GYROSCOPE_DIRS = tuple(os.path.join(_PROJECT, d, "") for d in ("agent", "bridges", "cyext", "schedulers"))
+_STDLIB = re.compile(r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]")
 _FIELD = "\x1f"
+
+
+def looks_like_program(path: str) -> bool:
+    """The rule when only a file name is known (a remote target's stack, a saved session's
+    entity): anything outside the standard library, site-packages / dist-packages and gyroscope
+    itself, and not frozen or generated code ("<stdin>", the script of `run -`, is the program's)."""
+    if not path or (path.startswith("<") and path != "<stdin>"):
+        return False
+    if "site-packages" in path or "dist-packages" in path:
+        return False
+    if os.path.isabs(path) and os.path.realpath(path).startswith(GYROSCOPE_DIRS):
+        return False
+    return _STDLIB.search(path) is None
 _ITEM = "\x1e"
 
 

@@ -64,6 +64,7 @@ from gyroscope.bridges.events import (
     StackState,
     ThreadInfo,
 )
+from gyroscope.bridges.owncode import looks_like_program
 from gyroscope.bridges.pyspy_record import ChunkedRecorder, Span
 from gyroscope.bridges.stacks import Frame, classify, waiting_leaf
 
@@ -77,7 +78,6 @@ DEFAULT_CHUNK_S = 4.0
 HISTORY_KEEP_NS = 3_000_000_000
 
 _THREAD_NUMBER = re.compile(r"^(Thread|thread|Dummy|ThreadPoolExecutor-\d+|asyncio)[-_]\d+")
-_STDLIB = re.compile(r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]")
 
 # kept under their old names for the callers of this module
 process_state = procfs.process_state
@@ -106,14 +106,8 @@ def find_py_spy(explicit: str | None = None) -> str:
     raise AttachError("py-spy not found (install it: pip install py-spy, or pass --py-spy PATH)", EXIT_NO_PYSPY)
 
 
-def is_own_code(path: str) -> bool:
-    """For a remote target: the program's own code is anything outside the interpreter's standard
-    library and site-packages (and not a frozen or generated module)."""
-    if not path or path.startswith("<"):
-        return False
-    if "site-packages" in path or "dist-packages" in path:
-        return False
-    return _STDLIB.search(path) is None
+# the one rule for a file name alone (bridges/owncode.py)
+is_own_code = looks_like_program
 
 
 def explain_failure(pid: int, text: str) -> AttachError:
