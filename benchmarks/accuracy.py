@@ -10,8 +10,8 @@ tests/test_accuracy.py uses `run_gyroscope` and `evaluate` from here (one defini
 measure and of its tolerance). Conventions:
 - a loop is matched by its function's name in the program's file (one function per loop; when a
   function holds nested loops, the loop with the most iterations, the innermost, is the one);
-- counts and rates: relative error (got / truth - 1); rates are checked only for loops that ran
-  >= 0.2 s (issue 13); CPU shares: points (got - truth, in shares of 1). The truth share of a
+- counts and rates: relative error (got / truth - 1); both are checked only for loops that ran
+  >= 0.2 s (issue 13), the others are reported; CPU shares: points (got - truth, in shares of 1). The truth share of a
   function is its measured time over the sum of the program's measured regions (which cover
   the program's work; start-up is excluded); gyroscope's share is the sum of the `cpu_share` of
   the program's entities in that function; the peers' share is the function's inclusive time
@@ -130,10 +130,11 @@ def evaluate(name: str, session: dict[str, Any], truth: dict[str, Any]) -> list[
         m = ent["measurements"] if ent else {"iterations": 0, "iterations_per_s": 0.0}
         if name in ("numpy_loop",):
             continue       # 40 iterations: below K, exact by construction; not the point here
-        add(f"{fn}.iterations", "rel", lt["iterations"], m["iterations"], REL_COUNT)
+        long = lt["seconds"] >= MIN_RATE_S
+        add(f"{fn}.iterations", "rel", lt["iterations"], m["iterations"], REL_COUNT if long else None)
         if name != "threadpool":   # threads share the GIL: perf_counter time is not loop time
             add(f"{fn}.iterations_per_s", "rel", lt["iterations"] / lt["seconds"], m["iterations_per_s"],
-                REL_RATE if lt["seconds"] >= MIN_RATE_S else None)
+                REL_RATE if long else None)
     for fn, share in _truth_shares(truth).items():
         add(f"{fn}.cpu_share", "points", share, _share(session, name, fn), SHARE_POINTS)
     if name in ("hot_loop", "short_loop", "stat_loop"):
