@@ -57,6 +57,10 @@ XFAIL: dict[tuple[str, str], tuple[bool, str]] = {
     ("cpu_split", "light.cpu_share"): (False, "measured -10..+25 points, in tolerance in 4 of 8 runs: " + _SAMPLED),
     ("numpy_loop", "crunch.decided_specialize_hot_loop"): (True, "decided specialize_hot_loop in 8 of 8 runs: "
                                                                  "no native/Python split in the decision rule"),
+    ("locks", "all.sampled_duplicates"): (True, "1-3 sampled wait entities per run sit at a call site the exact "
+                                                "figures cover (Event.wait, Queue.get, Barrier.wait, sem.acquire, "
+                                                "rl.acquire), their wait counted twice: RunSource._dedupe drops only "
+                                                "kind 'lock' samples, and only once the lock's window has arrived"),
     ("threadpool", "task.iterations"): (False, _COUNT + "measured -100%..+590% (4 threads: the rate is "
                                               "multiplied by each thread's sampled time)"),
 }
@@ -76,9 +80,9 @@ CASES: list[tuple[str, str]] = [
     ("async_block", "event_loop.blocked_s"), ("async_block", "event_loop.decided_mitigate_contention"),
     ("threadpool", "task.iterations"), ("threadpool", "top_loop_is_task"),
     ("threadpool", "futures_worker_loop.cpu_share"),
-    ("locks", "lock.wait_s_total"), ("locks", "lock.waits"), ("locks", "lock.waiting_threads"),
-    ("locks", "semaphore.wait_s_total"), ("locks", "semaphore.waits"), ("locks", "semaphore.waiting_threads"),
-    ("locks", "condition.wait_s_total"), ("locks", "condition.waits"), ("locks", "condition.waiting_threads"),
+    *[("locks", f"{name}.{m}") for name in bench.LOCK_VARS for m in ("wait_s_total", "waits", "waiting_threads")
+      if (name, m) != ("bounded", "waits")],       # BoundedSemaphore's ~2 us waits: reported only
+    ("locks", "all.sampled_duplicates"),
 ]
 
 
