@@ -19,6 +19,16 @@ measure and of its tolerance). Conventions:
 - locks: matched by creation site (the line `NAME = threading.X(...)` of the program);
   wait totals and counts relative, waiting threads exact;
 - booleans (a decision present / absent, an entity found): error 0 when right, 1 when wrong.
+
+Measured 2026-12-01 (`--repeat 3`, 2 shared cores, CPython 3.13, py-spy record at 100 Hz in 1 s
+chunks): every exact lock figure within 0.2% (8 kinds: wait totals, counts, waiting threads); the
+blocking coroutine found with its blocked time within 0.1%; loop rates +27%..+160% on every loop
+(the reported ns/iteration is the truth's less 14-53 ns, typically ~32: the calibrated callback
+cost, 84-90 ns here, is over-subtracted from the burst); counts -80%..+460% (samples reach the
+session per 1 s chunk, counts are matched per 0.2 s window); CPU shares of two loops -12..+12
+points (13-19 samples for 0.45 s: sampling starts late), where py-spy alone at 250 Hz is within
+4 points and pyinstrument puts 100% on one of two loops whose calls are ~0.5 ms; the numpy loop
+is decided specialize_hot_loop; sampled waits double the exact Event / Barrier / Queue waits.
 """
 from __future__ import annotations
 
@@ -318,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
           f"(median of {args.repeat} run(s), {time.perf_counter() - t0:.0f} s)")
     doc = {"repeat": args.repeat, "python": sys.version.split()[0], "cpus": os.cpu_count(),
            "results": [asdict(r) | {"ok": r.ok} for r in results]}
-    Path(args.json).write_text(json.dumps(doc, indent=1))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, out)        # atomic, as the other benchmarks
     return 0
 
 
