@@ -149,7 +149,7 @@ def evaluate(name: str, session: dict[str, Any], truth: dict[str, Any]) -> list[
                 REL_RATE if long else None)
     for fn, share in _truth_shares(truth).items():
         add(f"{fn}.cpu_share", "points", share, _share(session, name, fn), SHARE_POINTS)
-    if name in ("hot_loop", "short_loop", "stat_loop"):
+    if name in ("hot_loop", "short_loop", "stat_loop", "threadpool"):
         fn = next(iter(truth["loops"]))
         add(f"{fn}.decided_specialize_hot_loop", "bool", 1, int(_decided(session, "specialize_hot_loop", name, fn)),
             0)
@@ -172,6 +172,8 @@ def evaluate(name: str, session: dict[str, Any], truth: dict[str, Any]) -> list[
             int(bool(top) and top["function"] == truth["top"] and top["file"] == str(program_path(name))), 0)
         lib = max((e["measurements"]["cpu_share"] for e in loops if "concurrent/futures" in e["file"]), default=0.0)
         add("futures_worker_loop.cpu_share", "points", 0.0, lib, SHARE_POINTS)
+    entry = [d for d in session["decisions"] if d["function"] == "<module>"]
+    add("no_decision_on_module", "bool", 0, int(bool(entry)), 0)   # entry points are never the answer
     dups = 0
     for lname, lt in truth.get("locks", {}).items():
         line = _creation_line(name, LOCK_VARS[lname])

@@ -61,6 +61,10 @@ XFAIL: dict[tuple[str, str], tuple[bool, str]] = {
                                                 "figures cover (Event.wait, Queue.get, Barrier.wait, sem.acquire, "
                                                 "rl.acquire), their wait counted twice: RunSource._dedupe drops only "
                                                 "kind 'lock' samples, and only once the lock's window has arrived"),
+    ("threadpool", "task.decided_specialize_hot_loop"): (False, "0.2 s of 4 threads: 0-9 samples, decided in 0 of "
+                                                                "3 runs (once on <module> instead): " + _SAMPLED),
+    ("threadpool", "no_decision_on_module"): (False, "specialize_hot_loop on <module> line 1 in 1 run of 3 (task's "
+                                                     "loop had 75% of 9 samples)"),
     ("threadpool", "task.iterations"): (False, _COUNT + "measured -100%..+590% (4 threads: the rate is "
                                               "multiplied by each thread's sampled time)"),
 }
@@ -79,10 +83,12 @@ CASES: list[tuple[str, str]] = [
     ("async_block", "event_loop.found"), ("async_block", "event_loop.blocks"),
     ("async_block", "event_loop.blocked_s"), ("async_block", "event_loop.decided_mitigate_contention"),
     ("threadpool", "task.iterations"), ("threadpool", "top_loop_is_task"),
+    ("threadpool", "task.decided_specialize_hot_loop"),
     ("threadpool", "futures_worker_loop.cpu_share"),
     *[("locks", f"{name}.{m}") for name in bench.LOCK_VARS for m in ("wait_s_total", "waits", "waiting_threads")
       if not (name in bench.UNCOUNTED and m == "waits")],     # reported only (see bench.evaluate)
     ("locks", "all.sampled_duplicates"),
+    *[(p, "no_decision_on_module") for p in bench.PROGRAMS],
 ]
 
 
