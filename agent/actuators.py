@@ -68,6 +68,7 @@ CONT_MIN_WAIT_SHARE = 0.05
 CONT_MIN_WAITS = 2
 
 HOT_KINDS = ("loop", "function")
+HOT_MAX_NATIVE_SHARE = 0.7   # a loop whose time is mostly in native calls has no Python to specialize
 CONTENTION_KINDS = ("lock",)
 # an asyncio event loop is a shared resource too: a coroutine step that holds its thread
 # >= 100 ms (bridges/_inproc.pyx LONG_STEP_NS) delays every other task of the loop
@@ -146,6 +147,7 @@ class Context:
     windows: int = 0
     source: str = "run"
     window_s: float = 0.0
+    all_code: bool = False    # --all-code / --include: library code may be decided too
 
 
 def scores_of(slcp: Slcp | None) -> Scores:
@@ -179,6 +181,7 @@ def _measure_evidence(m: Measurements, context: Context) -> dict[str, Any]:
                  "acquires": int(x.get("acquires", 0))}
     return {**exact,
         "cpu_share": round(_finite(m.cpu_share), 4),
+        "native_share": round(_finite(float(m.extra.get("native_share", 0.0))), 4),
         "running_share": round(_running_share(m, samples, duration), 4),
         "samples_running": m.samples_running,
         "iterations": m.iterations,
@@ -206,7 +209,8 @@ def _running_share(m: Measurements, samples: int, duration: float) -> float:
 def measured_action(kind: str, ev: dict[str, Any]) -> str:
     """The measurement half of the rule (module docstring)."""
     if kind in HOT_KINDS and (ev["cpu_share"] >= HOT_MIN_CPU_SHARE and ev["running_share"] >= HOT_MIN_RUNNING_SHARE
-                              and ev["samples_running"] >= HOT_MIN_SAMPLES):
+                              and ev["samples_running"] >= HOT_MIN_SAMPLES
+                              and ev.get("native_share", 0.0) < HOT_MAX_NATIVE_SHARE):
         return HOT
     if kind in CONTENTION_KINDS and (ev["waiting_threads"] >= CONT_MIN_WAITING_THREADS
                                      and ev["wait_share"] >= CONT_MIN_WAIT_SHARE
@@ -227,8 +231,10 @@ def decide(entities: Sequence[EntityRecord], context: Context) -> list[Decision]
         exact_lock = bool(ent.kind in CONTENTION_KINDS and ent.measurements.extra.get("exact"))
         # a profiled lock is decided wherever it was created (library locks too: logging's handler
         # lock); everything else only in the program's own code
-        if not exact_lock and not is_own_code(ent):
+        if not exact_lock and not context.all_code and not is_own_code(ent):
             continue
+        if ent.kind == "function" and ent.function == "<module>":
+            continue   # a module body is an entry point (a console script, `import x; x.main()`), never the answer
         prof = profile_entity(ent.slcp.to_json() if ent.slcp is not None else {})
         ev = _measure_evidence(ent.measurements, context)
         action = measured_action(ent.kind, ev)

@@ -277,7 +277,7 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, 
             print(f"gyroscope: error: {e.message}; exporting nothing over OTLP", file=err)
         session = make_session(Session, source, sinks, window_s=args.window, command=prog.command,
                                ledger=getattr(args, "ledger", None), act_priorities="priorities" in args.act,
-                               pid=child.pid, python=sys.version.split()[0])
+                               all_code=bool(args.all_code or args.include), pid=child.pid, python=sys.version.split()[0])
         session.start()
     except GyroscopeError as e:
         print(f"gyroscope: error: {e.message}", file=err)

@@ -64,7 +64,8 @@ def _make_pool(capacity: int, ledger: str | None = None):
 class Session:
     def __init__(self, source: Source, sinks: list[Sink] | None = None, window_s: float = 0.2,
                  command: list[str] | None = None, pool_capacity: int = POOL_CAPACITY, report_every: int = 5,
-                 ledger: str | None = None, act_priorities: bool = False, pid: int | None = None,
+                 ledger: str | None = None, act_priorities: bool = False, all_code: bool = False,
+                 pid: int | None = None,
                  python: str | None = None) -> None:
         self.source = source
         self.sinks = list(sinks or [])
@@ -91,6 +92,7 @@ class Session:
         self.timeline_dropped = 0
         self.serializer = Serializer()
         self.measure = Measurements()
+        self.all_code = all_code     # --all-code / --include: decisions may name library code
         self._live: dict[int, dict[str, Any]] = {}   # entity id -> its live decision (feedback)
         self.stacks = StackStore()   # every window's Observation.stacks (agent/profiles): result["profile"]
         self.gate = PhaseGate()
@@ -351,7 +353,7 @@ class Session:
     def _context(self) -> actuators.Context:
         return actuators.Context(duration_s=(time.monotonic_ns() - self._t0) / 1e9, windows=self.windows,
                                  threads=len(self.threads), samples=self.counters.samples,
-                                 source=self.source_name, window_s=self.window_s)
+                                 source=self.source_name, window_s=self.window_s, all_code=self.all_code)
 
     @staticmethod
     def _action(rec: dict[str, Any]) -> Action:

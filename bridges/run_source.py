@@ -82,7 +82,8 @@ class RunSource:
         from gyroscope.bridges.events import EntityKind
         covers = self.channel.covers
         sampled.events = [ev for ev in sampled.events
-                          if ev.entity.kind != EntityKind.LOCK or not covers(ev.entity.pid, ev.entity.file, ev.entity.line)]
+                          if ev.entity.kind not in (EntityKind.LOCK, EntityKind.WAIT)
+                          or not covers(ev.entity.pid, ev.entity.file, ev.entity.line)]
         return sampled
 
     def stop(self) -> Observation:
