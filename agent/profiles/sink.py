@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from gyroscope.agent.profiles.store import StackStore, store_from_result
-from gyroscope.agent.sinks.base import Window
+from gyroscope.agent.sinks.base import SinkReport, Window
 
 KINDS = ("pprof", "speedscope", "collapsed")
 
@@ -53,12 +53,17 @@ class ProfileFilesSink:
     def on_window(self, window: Window) -> None:
         pass
 
-    def close(self, result: dict[str, Any]) -> None:
+    def close(self, result: Any) -> SinkReport | None:
+        """Write the files from the finished session (SessionResult: its `profile` is an extra key)."""
+        if result is None:
+            return None
+        prof = result.extra.get("profile")
+        doc = {"profile": prof, "command": list(result.command), "source": result.source,
+               "started_unix_s": result.started_unix_s, "duration_s": result.duration_s}
         try:
-            written = write_profile_files(result, self.paths)
+            written = write_profile_files(doc, self.paths)
         except OSError as e:
-            result.setdefault("errors", []).append(f"cannot write {e.filename}: {e.strerror or e}")
-            return
-        prof = result.get("profile")
+            return SinkReport(errors=[f"cannot write {e.filename}: {e.strerror or e}"])
         if isinstance(prof, dict):
             prof["files"] = written
+        return None

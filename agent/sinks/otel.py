@@ -450,12 +450,15 @@ class OtelSink:
                           emitted={"spans": self.emitted["traces"], "logs": self.emitted["logs"]},
                           sdk_warnings=self._logs_capture.count - self._logs_seen)
         errors = list(self.errors)
+        failed_all = bool(info.failed or info.dropped or timed_out)
+        profiles_failed = bool(profiles_info is not None and profiles_info.get("error"))
         if profiles_info is not None:
             info.extra["profiles"] = profiles_info
-            if profiles_info.get("error"):
+            if profiles_failed and not failed_all:   # only the profiles signal was refused: one line
                 errors.append(f"otlp profiles to {self.profiles_url}: {profiles_info['error']}")
-        if info.failed or info.dropped or timed_out:
+        if failed_all:   # the endpoint failed: one line for every signal, profiles included
             errors.append(f"otlp export to {self.endpoint}: {info.failed} items failed, {info.dropped} dropped"
+                          + (" and the profiles" if profiles_failed else "")
                           + (f", flush gave up after {self.flush_budget_s:g}s" if timed_out else "")
                           + (f" ({self._logs_capture.messages[-1]})" if self._logs_capture.messages else ""))
         return SinkReport(otlp=info, errors=errors)
