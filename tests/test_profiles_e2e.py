@@ -58,8 +58,7 @@ def test_run_and_attach_profiles_agree(tmp_path):
     assert attach["profile"]["totals"]["samples"] > 0
     top_attach = _top_running_leaf(attach["profile"])
     assert top_attach.endswith("relax"), top_attach
-    if not (run.get("profile") or {}).get("totals", {}).get("samples"):
-        pytest.skip("the run source does not fill Observation.stacks yet (its sampler is being extended)")
+    assert run["profile"]["totals"]["samples"] > 0   # run samples from outside, as attach does
     assert _top_running_leaf(run["profile"]) == top_attach
     # the saved session carries the stacks: pprof from it names the same function first
     go = shutil.which("go")
