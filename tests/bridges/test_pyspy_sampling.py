@@ -17,7 +17,7 @@ from gyroscope.bridges.pyspy import PySpySource
 from gyroscope.bridges.pyspy_record import Span, parse_chrometrace
 
 PY = sys.executable
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 MS = 1_000_000
 
 

@@ -150,7 +150,7 @@ def test_end_to_end_run_exports_and_dead_endpoint_keeps_program_output(tmp_path)
     workload = Path("/work/shared/workloads/mixed_hot_and_lock.py")
     if not workload.exists():
         pytest.skip("shared workloads are not available")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     bare = subprocess.run([sys.executable, str(workload)], capture_output=True, text=True, timeout=120)
 
     def run(endpoint: str) -> tuple[subprocess.CompletedProcess, dict]:

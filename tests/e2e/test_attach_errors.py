@@ -15,7 +15,7 @@ import pytest
 from gyroscope.bridges import pyspy
 
 PY = sys.executable
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 PY_SPY = pyspy.find_py_spy()
 
 

@@ -11,7 +11,8 @@ from gyroscope.cyext.twin import TwinCellPool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ENGINES = [pytest.param(CellPool, id="cython"), pytest.param(TwinCellPool, id="twin")]
+from tests.conftest import ENGINES  # noqa: E402  (the one engines list)
+
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 omega = st.integers(0, 4095)

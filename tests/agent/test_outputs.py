@@ -22,7 +22,7 @@ from gyroscope.agent import outputs
 from gyroscope.agent.errors import GyroscopeError
 
 PY = sys.executable
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def gyro(*args: str, cwd: Path, umask: int | None = None, stdout=subprocess.PIPE,

@@ -12,7 +12,7 @@ from gyroscope.agent import eval_command as E
 from gyroscope.agent.errors import GyroscopeError
 from gyroscope.agent.model import Decision, EntityRecord, SessionResult
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ROOT / "tests" / "fixtures" / "decisions_variants"
 
 

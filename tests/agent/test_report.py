@@ -15,7 +15,7 @@ from gyroscope.agent.result import write_json_atomic
 
 from tests import report_fixtures as fx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _session_file(tmp_path, **kw) -> Path:

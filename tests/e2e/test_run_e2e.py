@@ -12,7 +12,7 @@ import pytest
 BIN = Path(sys.executable).parent
 GYRO = str(BIN / "gyroscope")
 PY = sys.executable
-SHARED = Path(os.environ.get("GYROSCOPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED = Path(os.environ.get("GYROSCOPE_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 WORKLOADS = SHARED / "workloads"
 MANIFEST = json.loads((WORKLOADS / "MANIFEST.json").read_text())["workloads"]
 

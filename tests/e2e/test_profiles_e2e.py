@@ -15,7 +15,7 @@ from gyroscope.agent.profiles.store import StackStore
 
 PY = sys.executable
 GYRO = [PY, "-m", "gyroscope.agent.cli"]
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("GYROSCOPE_SHARED", "/work/shared"))
 WORKLOAD = SHARED / "workloads" / "hot_loop_method.py"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "workloads" / "MANIFEST.json"
 VARIANTS = ROOT / "tests" / "fixtures" / "decisions_variants" / "MANIFEST.json"
 # attach mode uses the variants: in the shared mixed_hot_and_lock.py the crunch thread runs for only

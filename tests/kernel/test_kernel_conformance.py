@@ -7,19 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gyroscope.cyext import CellPool, law, law_hash
-from gyroscope.cyext.twin import TwinCellPool
+from gyroscope.cyext import law, law_hash
 
 
 def shared_dir() -> Path:
     env = os.environ.get("GYROSCOPE_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared"
 
 
 CONF = shared_dir() / "conformance"
 pytestmark = pytest.mark.skipif(not CONF.is_dir(), reason=f"conformance vectors not found at {CONF}")
 
-ENGINES = [pytest.param(CellPool, id="cython"), pytest.param(TwinCellPool, id="twin")]
+from tests.conftest import ENGINES  # noqa: E402  (the one engines list)
 
 
 def _cells() -> list[dict]:

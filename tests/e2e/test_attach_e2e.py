@@ -13,8 +13,8 @@ import pytest
 
 PY = sys.executable
 GYRO = [PY, "-m", "gyroscope.agent.cli"]
-PROJECT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GYROSCOPE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+PROJECT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("GYROSCOPE_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 WORKLOADS = SHARED / "workloads"
 MANIFEST = json.loads((WORKLOADS / "MANIFEST.json").read_text())["workloads"]
 

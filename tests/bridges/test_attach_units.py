@@ -15,7 +15,7 @@ from gyroscope.bridges.pyspy import PySpySource, find_py_spy, is_own_code
 from gyroscope.bridges.stacks import Frame
 
 PY = sys.executable
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def test_own_code_paths():

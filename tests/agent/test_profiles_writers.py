@@ -19,7 +19,7 @@ from gyroscope.agent.sinks.otel import OtelSink
 from tests import report_fixtures as fx
 from tests.otlp_receiver import OtlpReceiver, profiles
 
-SCHEMA = Path(__file__).parent / "fixtures" / "speedscope-file-format-schema-1.25.0.json"
+SCHEMA = Path(__file__).parents[1] / "fixtures" / "speedscope-file-format-schema-1.25.0.json"
 
 
 def _go() -> str:

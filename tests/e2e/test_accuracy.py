@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 _spec = importlib.util.spec_from_file_location(
-    "gyro_accuracy_bench", Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py")
+    "gyro_accuracy_bench", Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy.py")
 bench = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = bench     # dataclasses resolve their module by name
 _spec.loader.exec_module(bench)

@@ -18,7 +18,7 @@ import pytest
 
 _locks = pytest.importorskip("gyroscope.bridges._locks", reason="bridges/_locks.pyx is not built")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # tests/
 
 PRELUDE = textwrap.dedent('''
     import json, os, sys, time

@@ -17,7 +17,7 @@ from gyroscope.cyext import law
 from gyroscope.cyext.ledger import LedgerWriter
 
 PY = sys.executable
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def gyro(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
