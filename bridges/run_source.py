@@ -46,6 +46,8 @@ class RunSource:
         while self.pid not in self.channel.processes and time.monotonic() < deadline:
             if self._stopping.wait(0.002):
                 return
+        if not _alive(self.pid):   # the program already ended: nothing left to sample
+            return
         try:
             from gyroscope.bridges.pyspy import DEFAULT_RATE_HZ, PySpySource
             sampler = PySpySource(self.pid, rate_hz=self.rate_hz or DEFAULT_RATE_HZ, subprocesses=self.subprocesses,
