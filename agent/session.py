@@ -94,6 +94,9 @@ class Session:
         self.measure = Measurements()
         self.all_code = all_code     # --all-code / --include: decisions may name library code
         self._live: dict[int, dict[str, Any]] = {}   # entity id -> its live decision (feedback)
+        # a sink that exports one profile per report cycle (OTLP in --continuous) gets the cycle's stacks
+        self._cycle_profiles = any(getattr(s, "profiles_per_cycle", False) for s in self.sinks)
+        self._cycle_stacks: list[Any] = []
         self.stacks = StackStore()   # every window's Observation.stacks (agent/profiles): result["profile"]
         self.gate = PhaseGate()
         self.cells: dict[tuple[Entity, str], int] = {}
@@ -196,6 +199,8 @@ class Session:
             self.threads[tid] = ThreadRecord(id=tid, name=info.name, cpu_s=info.cpu_ns / 1e9)
         touched = self.measure.update(obs)
         self.stacks.add_many(obs.stacks)
+        if self._cycle_profiles:
+            self._cycle_stacks.extend(obs.stacks)
         cells = []
         for ev in obs.events:
             if ev.entity not in self.entity_ids:
@@ -256,11 +261,13 @@ class Session:
         counters, self._cycle_counters = self._cycle_counters, {k: 0 for k in self._cycle_counters}
         threads, self._cycle_threads = self._cycle_threads, {}
         waits, self._cycle_waits = self._cycle_waits, []
+        stacks, self._cycle_stacks = self._cycle_stacks, []
         self._cycle_start_ns = 0
         if self.sinks:
             window = Window(index=self.windows, t_start_ns=t_start, t_end_ns=t_end_ns,
                             unix_start_s=self._unix0 + (t_start - self._t0) / 1e9,
-                            entities=ents, decisions=decs, waits=waits, counters=counters, threads=threads)
+                            entities=ents, decisions=decs, waits=waits, counters=counters, threads=threads,
+                            stacks=stacks)
             for sink in self.sinks:
                 self._call_sink(sink, "on_window", window)
 

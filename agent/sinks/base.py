@@ -37,6 +37,8 @@ class Window:
     waits: list[dict[str, Any]] = field(default_factory=list)      # {"thread", "entity_id", "t_ns", "duration_ns", "pid"}
     counters: dict[str, int] = field(default_factory=dict)         # events seen / dropped in this cycle
     threads: dict[int, str] = field(default_factory=dict)          # native id -> name
+    stacks: list[Any] = field(default_factory=list)   # the cycle's sampled stacks (StackSample), for sinks
+                                                      # that export a profile per report cycle
 
 
 @dataclass(slots=True)

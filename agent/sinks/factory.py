@@ -99,7 +99,8 @@ def build_otlp_sink(args: argparse.Namespace) -> list[Sink]:
         return []
     from gyroscope.agent.sinks.otel import OtelSink
     try:
-        return [OtelSink.create(getattr(args, "otlp", None), profiles=not getattr(args, "no_otlp_profiles", False))]
+        return [OtelSink.create(getattr(args, "otlp", None), profiles=not getattr(args, "no_otlp_profiles", False),
+                                profiles_per_cycle=bool(getattr(args, "continuous", False)))]
     except Exception as e:  # noqa: BLE001 - e.g. a malformed OTEL_* variable
         raise GyroscopeError(f"cannot set up OpenTelemetry export: {type(e).__name__}: {e}") from None
 

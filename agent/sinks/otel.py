@@ -163,11 +163,16 @@ class OtelSink:
 
     def __init__(self, signals: dict[str, str | None], resource_attrs: dict[str, Any] | None = None,
                  export_timeout_s: float = EXPORT_TIMEOUT_S, flush_budget_s: float = FLUSH_BUDGET_S,
-                 metric_interval_ms: int = METRIC_INTERVAL_MS, profiles_url: str | None = None) -> None:
+                 metric_interval_ms: int = METRIC_INTERVAL_MS, profiles_url: str | None = None,
+                 profiles_per_cycle: bool = False) -> None:
         from opentelemetry.sdk.resources import Resource
 
         self.signals = dict(signals)
         self.profiles_url = profiles_url
+        # continuous sessions (attach --continuous): one OTLP profile per report cycle, not one at the end
+        self.profiles_per_cycle = bool(profiles_per_cycle and profiles_url)
+        self._cycle_exports: list[tuple[threading.Thread, dict[str, Any]]] = []
+        self.cycle_profiles = {"sent": 0, "failed": 0, "skipped_busy": 0}
         self.export_timeout_s = export_timeout_s
         self._logs_capture = _capture_sdk_logs()
         self._logs_seen = self._logs_capture.count
@@ -297,6 +302,32 @@ class OtelSink:
         if self._logger is not None:
             for d in window.decisions:
                 self._log_decision(d, end_ns)
+        if self.profiles_per_cycle and window.stacks:
+            self._export_cycle_profile(window, start_ns, end_ns)
+
+    def _export_cycle_profile(self, window: Window, start_ns: int, end_ns: int) -> None:
+        """The cycle's stacks as one OTLP profile, sent from a helper thread; a cycle whose previous
+        export is still in flight is skipped and counted (a slow receiver never piles up threads)."""
+        from gyroscope.agent.profiles.store import StackStore
+        alive = []
+        for t, o in self._cycle_exports:
+            if t.is_alive():
+                alive.append((t, o))
+            else:
+                self._count_cycle(o)
+        self._cycle_exports = alive
+        if alive:
+            self.cycle_profiles["skipped_busy"] += 1
+            return
+        store = StackStore()
+        store.add_many(window.stacks)
+        started = self._start_profiles_export({"profile": store.to_json(), "started_unix_s": start_ns / 1e9,
+                                               "duration_s": (end_ns - start_ns) / 1e9})
+        if started is not None:
+            self._cycle_exports.append(started)
+
+    def _count_cycle(self, out: dict[str, Any]) -> None:
+        self.cycle_profiles["sent" if out.get("ok") else "failed"] += 1
 
     def _wait_attrs(self, w: dict[str, Any]) -> dict[str, Any]:
         tid = w["thread"]
@@ -415,7 +446,11 @@ class OtelSink:
             if result.duration_s:
                 end_ns = max(end_ns, start + int(result.duration_s * 1e9))
             span.end(end_time=end_ns)
-        profiles_thread = self._start_profiles_export(
+        for t, o in self._cycle_exports:   # the cycles' profiles still in flight
+            t.join(timeout=self.export_timeout_s)
+            self._count_cycle(o)
+        self._cycle_exports = []
+        profiles_thread = None if self.profiles_per_cycle else self._start_profiles_export(
             {"profile": result.extra.get("profile"), "started_unix_s": result.started_unix_s,
              "duration_s": result.duration_s})
         if self._logger is not None:
@@ -452,6 +487,8 @@ class OtelSink:
         errors = list(self.errors)
         failed_all = bool(info.failed or info.dropped or timed_out)
         profiles_failed = bool(profiles_info is not None and profiles_info.get("error"))
+        if self.profiles_per_cycle:
+            info.extra["profiles_per_cycle"] = dict(self.cycle_profiles)
         if profiles_info is not None:
             info.extra["profiles"] = profiles_info
             if profiles_failed and not failed_all:   # only the profiles signal was refused: one line

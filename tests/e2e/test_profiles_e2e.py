@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -102,3 +103,35 @@ def test_attach_sends_otlp_profiles(tmp_path, monkeypatch):
             leaf[s["frames"][0][0]] = leaf.get(s["frames"][0][0], 0) + s["value"][0]
     assert max(leaf, key=leaf.get).endswith("relax"), leaf
     assert {s["attrs"]["process.pid"] for s in samples["samples"]} == {target.pid}
+
+
+def test_continuous_attach_exports_a_profile_per_report_cycle(tmp_path):
+    """`attach --continuous --otlp`: profiles arrive while the service runs (one per report cycle),
+    not only at the end; SIGTERM ends the session with its file written."""
+    from tests.otlp_receiver import OtlpReceiver
+
+    service = tmp_path / "svc.py"
+    service.write_text("import time\ndef spin():\n    end = time.time() + 0.05\n    while time.time() < end:\n"
+                       "        pass\nwhile True:\n    spin()\n    time.sleep(0.01)\n")
+    out = tmp_path / "c.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    with OtlpReceiver() as rx:
+        target = subprocess.Popen([PY, str(service)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.3)
+            gyro = subprocess.Popen([*GYRO, "attach", str(target.pid), "--continuous", "--json", str(out), "-q",
+                                     "--otlp", rx.endpoint], cwd=PROJECT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)
+            deadline = time.time() + 30
+            while time.time() < deadline and len(rx.requests["/v1development/profiles"]) < 2:
+                time.sleep(0.2)
+            during = len(rx.requests["/v1development/profiles"])
+            gyro.send_signal(signal.SIGTERM)
+            _, err = gyro.communicate(timeout=60)
+        finally:
+            target.kill()
+            target.wait()
+    assert gyro.returncode == 0, err
+    assert during >= 2                     # sent while the service ran, cycle after cycle
+    session = json.loads(out.read_text())
+    assert session["export"]["otlp"]["profiles_per_cycle"]["sent"] >= 2
