@@ -141,34 +141,8 @@ def _dropped_text(d: dict[str, Any]) -> str:
 
 def write_pprof(path: str | os.PathLike[str], store: StackStore, time_unix_ns: int = 0, duration_ns: int = 0,
                 period_ns: int = 0) -> None:
-    """Write the store as a gzipped profile.proto, atomically (temporary file, fsync, rename)."""
+    """Write the store as a gzipped profile.proto through the one output writer (agent/outputs.py)."""
+    from gyroscope.agent.outputs import write_bytes
     data = gzip.compress(encode_profile(store, time_unix_ns or time.time_ns(), duration_ns, period_ns), mtime=0)
-    write_bytes_atomic(path, data)
+    write_bytes(path, data)
 
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    import errno
-    import tempfile
-    from pathlib import Path
-
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p.parent)) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)   # as open() would create it (mkstemp makes it 0600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
