@@ -161,10 +161,10 @@ def main(args: argparse.Namespace) -> int:
     from gyroscope.agent.outputs import check_outputs, resolve_outputs
     # outputs: absolute against the start directory, and never the script, an input or each other
     check_outputs(resolve_outputs(args), prog.inputs, ["the module" if args.module is not None else "the script"])
-    from gyroscope.agent.sinks.factory import build_sinks
-    file_sinks = build_sinks(args, "run", otlp_too=False)   # opened now: the program may remove their folder
     if getattr(args, "ledger", None):   # opt-in: pays the kernel's import before the program starts
         _check_ledger(args.ledger)
+    from gyroscope.agent.sinks.factory import build_sinks
+    file_sinks = build_sinks(args, "run", otlp_too=False)   # opened now: the program may remove their folder
     tmp = _private_dir()
     sock_path = os.path.join(tmp, "s")
     listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -217,11 +217,11 @@ def _private_dir() -> str:
 
 
 def _remove_dir(path: str) -> None:
-    for name in ("s",):
-        try:
-            os.unlink(os.path.join(path, name))
-        except OSError:
-            pass
+    """The private directory and the socket in it (the channel may have unlinked it already)."""
+    try:
+        os.unlink(os.path.join(path, "s"))
+    except OSError:
+        pass
     try:
         os.rmdir(path)
     except OSError:
@@ -247,12 +247,6 @@ class _Child:
             self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
-    def terminate(self) -> None:
-        if self.returncode is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except OSError:
-                pass
 
 
 def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, sinks: list) -> int:

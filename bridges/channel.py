@@ -88,7 +88,6 @@ class ChannelServer:
         self.listener = listener
         self.listener.setblocking(False)
         self.processes: dict[int, ProcessInfo] = {}
-        self.extra_handlers: list[Callable[[int, Any], list[Event]]] = []
         self.errors: list[str] = []
         self._events: list[Event] = []
         self._lock_windows: list[LockWindow] = []
@@ -285,12 +284,8 @@ class ChannelServer:
             obj = marshal.loads(payload)
             if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == "locks":
                 self._locks(proc, obj[1], obj[2], obj[3])
-                return
-            for handler in self.extra_handlers:
-                evs = handler(self._entity_pid(proc), obj)
-                if evs:
-                    with self._lock:
-                        self._events.extend(evs)
+            else:
+                raise ValueError(f"an unknown EXTRA record ({type(obj).__name__})")
 
     def _locks(self, proc: ProcessInfo, sites: Any, rows: Any, counters: Any) -> None:
         """One window of the profiled locks of one process (bridges/lockstats.py)."""
