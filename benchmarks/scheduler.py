@@ -15,12 +15,12 @@ median of R:
     involuntary, delta over the workload), wall time.
   nocontention: the same tasks without the lock (the writes go to per-task dicts) and no
     decisions: the cost of the executor itself.
-  Decisions: the return path gyroscope -> program (live.decisions()) is not merged yet, so the
-  decisions come from a learning run first: the contention workload on a ThreadPoolExecutor under
-  `gyroscope run --json`, whose mitigate_contention decisions are then injected into each child
-  (live.inject) at its start, before any task runs. Under the lead's return path they would
-  arrive after the first report cycles instead; a child whose live.decisions() is already
-  non-empty uses those and says so.
+  Decisions: the return path gyroscope -> program (live.decisions()) brings them only after the
+  first report cycles (~1 s), longer than these short workloads, so the decisions come from a
+  learning run first: the contention workload on a ThreadPoolExecutor under `gyroscope run
+  --json`, whose mitigate_contention decisions are then injected into each child (live.inject) at
+  its start, before any task runs; a child whose live.decisions() is already non-empty uses those
+  and says so (tests/e2e/test_feedback_e2e.py shows the live path itself).
 seed003: seed 003's claim (coherence ordering gives 20-40% fewer context switches), re-tested with
   decisions instead of hints: the executor section's workload, with a specialize_hot_loop
   decision on the numeric task injected (coherence-first for those tasks), in this process.
