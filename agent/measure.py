@@ -1,14 +1,14 @@
 """Direct measurements per entity, the numbers a user can check next to the structural scores.
 
 Fed once per window with the Observation of a source (see the event conventions in
-bridges/sysmon.py): loop iterations and iterations/s (from the duty-cycled backward-jump
+bridges/channel.py): loop iterations and iterations/s (from the duty-cycled backward-jump
 counts), calls, samples running / waiting, CPU share, wait time, wait episodes and the
 distinct threads that waited.
 
 What the numbers are (and are not):
 - iterations_per_s: the median over windows of the rate of a loop's iterations 8..K after each
   re-arm (the first ones after a re-instrumentation are slow), with the calibrated cost of
-  one callback per iteration removed (bridges/sysmon.py). It is a burst estimate: on the
+  one callback per iteration removed (bridges/channel.py). It is a burst estimate: on the
   workloads it lands within about 0.7-1.3x of the true rate for steady tight loops (bodies of
   ~50-100 ns, where the callback costs as much as the body), and it is biased for loops whose
   iterations vary a lot in cost (a loop whose first iterations after a re-arm are cheap reads
