@@ -8,11 +8,10 @@ distinct threads that waited.
 What the numbers are (and are not):
 - iterations_per_s: the median over windows of the rate of a loop's iterations 8..K after each
   re-arm (the first ones after a re-instrumentation are slow), with the calibrated cost of
-  one callback per iteration removed (bridges/channel.py). It is a burst estimate: on the
-  workloads it lands within about 0.7-1.3x of the true rate for steady tight loops (bodies of
-  ~50-100 ns, where the callback costs as much as the body), and it is biased for loops whose
-  iterations vary a lot in cost (a loop whose first iterations after a re-arm are cheap reads
-  fast).
+  one callback per iteration removed (bridges/channel.py). It is a burst estimate, biased:
+  benchmarks/accuracy.py measures -9% .. +180% on tight loops (bodies of ~50 ns, where the
+  calibrated callback cost, measured on another loop, is as large as the body and the
+  subtraction is off by tens of ns); loops with heavier bodies are less affected.
 - iterations: exact when the loop never ran K times in a window (`iterations_exact`); else the
   windows that did not saturate count exactly and the rest is the median rate times the loop's
   sampled running time beyond them (see _extrapolate; a loop that encloses other loops gets no
