@@ -132,6 +132,31 @@ def test_measure_extrapolates_saturated_loops():
     assert d["cpu_share"] == 1.0 and d["samples_running"] == 10
 
 
+def test_measure_joins_counts_and_sampled_time_over_the_session_and_estimates_native_time():
+    m = Measurements()
+    loop = Entity(EntityKind.LOOP, "a.py", "f", 3)
+    # the counts come first, the samples a chunk later (py-spy): they are joined over the session
+    m.update(Observation(0, 200_000_000, [Event(loop, "iter", EventKind.LOOP_ITER, 1, 0, 65, 64_000)]))
+    m.update(Observation(200_000_000, 400_000_000, [Event(loop, "iter", EventKind.LOOP_ITER, 1, 0, 30, 0)]))
+    m.update(Observation(400_000_000, 600_000_000,
+                         [Event(loop, "run", EventKind.SAMPLE_RUN, 1, 0, 20, 200_000_000)]))
+    d = m.as_dict(loop)
+    # 30 exact (0.03 ms at 1e6/s) + 1e6/s over the rest of the 0.2 s sampled: ~2e5
+    assert d["iterations"] == pytest.approx(30 + 1e6 * (0.2 - 30 / 1e6), rel=1e-6)
+    assert not d["iterations_exact"] and d["native_share"] == 0.0
+    # a loop of 40 exactly counted iterations that ran 0.5 s: its time is in what it calls
+    slow = Entity(EntityKind.LOOP, "a.py", "g", 9)
+    m.update(Observation(0, 1, [Event(slow, "iter", EventKind.LOOP_ITER, 1, 0, 40, 0),
+                                Event(slow, "run", EventKind.SAMPLE_RUN, 1, 0, 50, 500_000_000)]))
+    d = m.as_dict(slow)
+    assert d["iterations_exact"] and d["iterations"] == 40 and d["native_share"] > 0.99
+    # a function of 20 exactly counted calls of 5 ms each (ast.parse: the C parser)
+    fn = Entity(EntityKind.FUNCTION, "ast.py", "parse", 34)
+    m.update(Observation(0, 1, [Event(fn, "call", EventKind.CALL, 1, 0, 20, 0),
+                                Event(fn, "run", EventKind.SAMPLE_RUN, 1, 0, 10, 100_000_000)]))
+    assert m.as_dict(fn)["native_share"] > 0.99
+
+
 class ListSource:
     name = "run"
 
