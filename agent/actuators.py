@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gyroscope.agent.model import Decision, EntityRecord, Measurements, Scores, Slcp
+from gyroscope.bridges.owncode import looks_like_program
 
 HOT = "specialize_hot_loop"
 CONTENTION = "mitigate_contention"
@@ -160,7 +161,6 @@ def scores_of(slcp: Slcp | None) -> Scores:
 def is_own_code(entity: EntityRecord) -> bool:
     """Decisions target the program's own code (bridges/owncode.py: a file outside the standard
     library, site-packages and gyroscope; profiled locks are the exception, see decide())."""
-    from gyroscope.bridges.owncode import looks_like_program
     return looks_like_program(entity.file)
 
 

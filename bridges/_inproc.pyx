@@ -47,7 +47,7 @@ The other way, gyroscope -> program, on the same connection:
 from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy, memmove, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import gc as _gc
@@ -500,12 +500,6 @@ cdef size_t _out_len = 0
 cdef size_t _out_cap = 0
 
 
-cdef inline void memset_zero(char* p, size_t n) noexcept nogil:
-    cdef size_t i
-    for i in range(n):
-        p[i] = 0
-
-
 cdef void _build_hits() noexcept nogil:
     """Start the window frame in _out: header and the hit records since the last window (reset).
     Called under the GIL, or after finalisation (no Python code can run then)."""
@@ -522,7 +516,7 @@ cdef void _build_hits() noexcept nogil:
     memcpy(rec + 8, &_raw, 8)
     memcpy(rec + 16, &_dropped, 8)
     memcpy(rec + 24, &_errors, 8)
-    memset_zero(rec + 32, 8)
+    memset(rec + 32, 0, 8)
     _put(&_out, &_out_len, &_out_cap, rec, 40)
     for s in range(_n_slots):
         h = _hits[s]
@@ -720,14 +714,8 @@ cdef void _receive() noexcept nogil:
             pthread_mutex_unlock(&_live_mu)
         pos += 4 + length
     if pos:
-        memmove_(_in, _in + pos, _in_len - pos)
+        memmove(_in, _in + pos, _in_len - pos)
         _in_len -= pos
-
-
-cdef inline void memmove_(char* dst, const char* src, size_t n) noexcept nogil:
-    cdef size_t i
-    for i in range(n):
-        dst[i] = src[i]
 
 
 def live_decisions():
@@ -931,7 +919,7 @@ def _after_fork_parent() -> None:
 
 def _after_fork_child() -> None:
     """A new process of the session: its own connection (or a quiet bridge with --no-subprocesses)."""
-    global _sock, _active, _desc_len, _n_slots, _in_len
+    global _sock, _active, _desc_len, _in_len
     cdef int s
     pthread_mutex_init(&_send_mu, NULL)
     pthread_mutex_init(&_wake_mu, NULL)
@@ -978,7 +966,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=64, bint follow
     cdef bytes p = socket_path.encode("utf-8", "surrogateescape")
     if _started or len(p) >= 108:
         return False
-    memset_zero(_path, 108)
+    memset(_path, 0, 108)
     memcpy(_path, <char*>p, len(p))
     pthread_mutex_init(&_send_mu, NULL)
     pthread_mutex_init(&_wake_mu, NULL)
@@ -1033,7 +1021,7 @@ def add_source(fn) -> None:
 def calibrate(int n=2000, int trials=7) -> float:
     """The cost of one counted JUMP callback (ns), measured on a private loop. Run in the gyroscope
     process (same interpreter and machine as the program): the program pays nothing for it."""
-    global _predicate, _DISABLE, _k, _tool, _active, LOCAL_EVENTS
+    global _DISABLE, _k, _active
     mon = _sys.monitoring
     ns = {}
     pad = "    x = 0\n" * 200    # the loop sits past offset 256, as real loops do

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gyroscope.bridges import codemap
+from gyroscope.bridges import codemap, procfs
 from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LockWindow, Observation
 from gyroscope.bridges.lockstats import LockStats
 
@@ -255,7 +255,7 @@ class ChannelServer:
             pid, ppid, _t, forked = _HELLO.unpack_from(payload, 0)
             version, executable = (payload[_HELLO.size:].split(b"\0") + [b"", b""])[:2]
             proc = ProcessInfo(pid, ppid, version.decode(), executable.decode(errors="replace"), bool(forked),
-                               _cmdline(pid), time.time())
+                               procfs.cmdline(pid), time.time())
             parent = self.processes.get(ppid)
             if forked and parent is not None:
                 proc.natives = dict(parent.natives)
@@ -359,7 +359,7 @@ class ChannelServer:
                 events.extend(coroutine_step_events(ent, n, n_long, total, longest, long_total, long_t0))
         with self._lock:
             self._events.extend(events)
-            self._raw += max(0, raw - proc.raw_events) + sum(c for _g, (c, *_r) in enumerate(gcs))
+            self._raw += max(0, raw - proc.raw_events) + sum(g[0] for g in gcs)
             self._dropped += max(0, dropped - proc.dropped)
             if errors > proc.callback_errors and proc.callback_errors == 0:
                 self.errors.append(f"in-process bridge of pid {proc.pid}: {errors} callback errors")
@@ -409,11 +409,3 @@ def coroutine_step_events(ent: Entity, steps: int, long_steps: int, total_ns: in
         return []
     loop = Entity(EntityKind.EVENT_LOOP, ent.file, ent.function, ent.line, "asyncio", ent.pid)
     return [Event(loop, "block", EventKind.LOOP_BLOCK, 0, long_t0, long_steps, long_total_ns)]
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []

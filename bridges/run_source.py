@@ -15,6 +15,7 @@ from typing import Any
 
 from gyroscope.bridges.channel import ChannelServer
 from gyroscope.bridges.events import Observation
+from gyroscope.bridges.procfs import is_alive
 
 HELLO_TIMEOUT_S = 10.0
 
@@ -46,7 +47,7 @@ class RunSource:
         while self.pid not in self.channel.processes and time.monotonic() < deadline:
             if self._stopping.wait(0.002):
                 return
-        if not _alive(self.pid):   # the program already ended: nothing left to sample
+        if not is_alive(self.pid):   # the program already ended: nothing left to sample
             return
         try:
             from gyroscope.bridges.pyspy import DEFAULT_RATE_HZ, PySpySource
@@ -54,7 +55,7 @@ class RunSource:
                                   own_code=self.own_code, fresh=True, keep_stacks=True, name="run")
             sampler.start()
         except Exception as e:   # no py-spy, no permission: the counters still come
-            if _alive(self.pid):   # a program that ended first simply had nothing to sample
+            if is_alive(self.pid):   # a program that ended first simply had nothing to sample
                 with self._lock:
                     self._errors.append(f"sampler: {getattr(e, 'message', None) or e}")
             return
@@ -117,12 +118,3 @@ def _merge(into: Observation, other: Observation) -> None:
     into.dropped += other.dropped
     into.errors.extend(other.errors)
     into.stacks.extend(other.stacks)
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (one that ended but was not waited for yet)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False

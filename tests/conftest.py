@@ -30,3 +30,33 @@ def gyroscope(*args: str, cwd: str | os.PathLike[str] | None = None, timeout: fl
               **kw: object) -> subprocess.CompletedProcess:
     """Run `gyroscope ARGS` as a user would (text output captured)."""
     return subprocess.run([GYRO, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def one_line_error(p: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    """A user-facing failure: exit `code`, one `gyroscope...` line on stderr containing `words`,
+    no traceback. Returns the line."""
+    assert p.returncode == code, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gyroscope"), p.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+class ListSource:
+    """A Source (bridges/events.py) that hands the session prepared Observations, one per poll."""
+
+    def __init__(self, batches: list, name: str = "run") -> None:
+        self.name = name
+        self.batches = list(batches)
+
+    def start(self) -> None:
+        pass
+
+    def poll(self):
+        from gyroscope.bridges.events import Observation
+        return self.batches.pop(0) if self.batches else Observation(0, 1)
+
+    def stop(self):
+        return self.poll()

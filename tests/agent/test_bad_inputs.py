@@ -16,6 +16,8 @@ import pytest
 from gyroscope.cyext import law
 from gyroscope.cyext.ledger import LedgerWriter
 
+from tests.conftest import one_line_error
+
 PY = sys.executable
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -26,16 +28,6 @@ def gyro(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: floa
     e.update(env or {})
     return subprocess.run([PY, "-m", "gyroscope.agent.cli", *args], cwd=cwd, env=e, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def one_line_error(p: subprocess.CompletedProcess, code: int, *words: str) -> str:
-    assert p.returncode == code, (p.returncode, p.stderr)
-    assert "Traceback" not in p.stderr, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gyroscope"), p.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture()

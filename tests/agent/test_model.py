@@ -23,6 +23,7 @@ from gyroscope.agent.sinks.files import StreamSink
 from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation
 
 from tests import report_fixtures as fx
+from tests.conftest import ListSource
 
 
 # ---- round trips ------------------------------------------------------------------------------
@@ -110,22 +111,6 @@ def test_v1_file_with_a_wrong_type_is_refused():
 
 
 # ---- the session's closing order ------------------------------------------------------------
-class _ListSource:
-    name = "attach"
-
-    def __init__(self, batches):
-        self.batches = list(batches)
-
-    def start(self):
-        pass
-
-    def poll(self):
-        return self.batches.pop(0) if self.batches else Observation(0, 1)
-
-    def stop(self):
-        return self.poll()
-
-
 class _ReportingSink:
     """Stands in for the OTLP exporter: reports counts and an error when it closes."""
     name = "fake-otlp"
@@ -164,7 +149,7 @@ def test_stream_closing_record_is_complete(tmp_path):
     order: list[str] = []
     path = tmp_path / "s.jsonl"
     stream = _OrderedStream(path, order)
-    s = Session(_ListSource([_observation()]), [stream, _ReportingSink(order)], window_s=0.01,
+    s = Session(ListSource([_observation()], name="attach"), [stream, _ReportingSink(order)], window_s=0.01,
                 command=["python", "app.py"], pid=777, python="")
     s.start()
     result = s.finish(None)
@@ -182,7 +167,7 @@ def test_stream_closing_record_is_complete(tmp_path):
 
 
 def test_entity_scores_are_set_when_built_and_decisions_leave_records_alone():
-    s = Session(_ListSource([_observation()]), [], window_s=0.01, command=["app.py"])
+    s = Session(ListSource([_observation()], name="attach"), [], window_s=0.01, command=["app.py"])
     s.start()
     r = s.stop(0)
     (e,) = r.entities

@@ -21,6 +21,8 @@ import pytest
 from gyroscope.agent import outputs
 from gyroscope.agent.errors import GyroscopeError
 
+from tests.conftest import one_line_error
+
 PY = sys.executable
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -34,16 +36,6 @@ def gyro(*args: str, cwd: Path, umask: int | None = None, stdout=subprocess.PIPE
     return subprocess.run([PY, "-m", "gyroscope.agent.cli", *args], cwd=cwd, env=env, stdout=stdout,
                           stderr=subprocess.PIPE, text=True, timeout=timeout,
                           preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
-
-
-def one_line_error(p: subprocess.CompletedProcess, code: int, *words: str) -> str:
-    assert p.returncode == code, (p.returncode, p.stderr)
-    assert "Traceback" not in p.stderr, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gyroscope"), p.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture()

@@ -15,6 +15,8 @@ from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Obser
 from gyroscope.bridges.owncode import OwnCode
 from gyroscope.bridges.serializer import KIND_CODE, TABLE, Serializer
 
+from tests.conftest import ListSource
+
 MON = sys.monitoring
 
 
@@ -155,25 +157,6 @@ def test_measure_joins_counts_and_sampled_time_over_the_session_and_estimates_na
     m.update(Observation(0, 1, [Event(fn, "call", EventKind.CALL, 1, 0, 20, 0),
                                 Event(fn, "run", EventKind.SAMPLE_RUN, 1, 0, 10, 100_000_000)]))
     assert m.as_dict(fn)["native_share"] > 0.99
-
-
-class ListSource:
-    name = "run"
-
-    def __init__(self, batches):
-        self.batches = list(batches)
-
-    def exclude_thread(self, ident):
-        pass
-
-    def start(self):
-        pass
-
-    def poll(self):
-        return self.batches.pop(0) if self.batches else Observation(0, 1)
-
-    def stop(self):
-        return self.poll()
 
 
 class BrokenSink:
