@@ -88,8 +88,10 @@ def state24_to_omega12(s: int) -> int:
 _w = np.arange(4096, dtype=np.int64)
 _u, _v = (_w >> 6) & 0x3F, _w & 0x3F
 # (4096, 256) uint16: next omega12 for every (omega12, byte)
-STEP_TABLE = (((_v[:, None] ^ EPS_A6[None, :].astype(np.int64)) << 6)
-              | (_u[:, None] ^ MR_EB[None, :].astype(np.int64))).astype(np.uint16)
+# computed in uint16 throughout: int64 temporaries of this shape would cost 8 MiB each, and the
+# watcher's peak RSS is part of what attach costs
+STEP_TABLE = (((_v.astype(np.uint16)[:, None] ^ EPS_A6.astype(np.uint16)[None, :]) << np.uint16(6))
+              | (_u.astype(np.uint16)[:, None] ^ MR_EB.astype(np.uint16)[None, :]))
 STATE24 = (((REST_A12 ^ EXPAND6[_u].astype(np.int64)) << 12)
            | (REST_A12 ^ EXPAND6[_v].astype(np.int64))).astype(np.uint32)
 CHI6 = (_u ^ _v).astype(np.uint8)
