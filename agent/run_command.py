@@ -181,10 +181,17 @@ def main(args: argparse.Namespace) -> int:
     child = _Child(pid)
     _SignalForwarder(child).start()
     try:
+        # the sampler first: py-spy retries until the interpreter is up, and every millisecond
+        # spent importing before its start is a millisecond of the program nobody samples
+        from gyroscope.bridges.run_source import RunSource
+        source = RunSource(None, pid, own, rate_hz=args.rate, sampling=args.sampling, subprocesses=args.subprocesses)
+        source.start()
+        source.wait_sampler(0.2)   # the program's bytes wait in the socket meanwhile
         from gyroscope.bridges.channel import ChannelServer
         server = ChannelServer(listener, sock_path, main_pid_getter=lambda: pid)
+        source.channel = server
         server.start()
-        return _watch(args, prog, child, server, own, file_sinks)
+        return _watch(args, prog, child, server, source, file_sinks)
     finally:
         _remove_dir(tmp)
 
@@ -249,7 +256,7 @@ class _Child:
 
 
 
-def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, sinks: list) -> int:
+def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, source, sinks: list) -> int:
     """Everything after the spawn: the session runs while the program does. From here on nothing
     gyroscope does may stop the program: a failure is one line and the session goes on without
     what failed."""
@@ -261,10 +268,7 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, own, 
         from gyroscope.agent.session import Session
         from gyroscope.agent.sinks.factory import build_otlp_sink, make_session
         from gyroscope.bridges import _inproc
-        from gyroscope.bridges.run_source import RunSource
-        server.callback_ns = _inproc.calibrate()
-        source = RunSource(server, child.pid, own, rate_hz=args.rate, sampling=args.sampling,
-                           subprocesses=args.subprocesses)
+        server.dispatch_ns = (_inproc.calibrate(far=False), _inproc.calibrate(far=True))
         try:
             sinks = sinks + build_otlp_sink(args)
         except GyroscopeError as e:

@@ -10,8 +10,9 @@ What it does
 - sys.monitoring (PEP 669) callbacks, module-level functions: PY_START decides once per code
   object whether it is the program's own code (bridges/owncode.py, shipped as a string) and
   arms the local events JUMP | PY_RETURN | PY_RESUME | PY_YIELD on it; it always returns
-  DISABLE. Each location is counted K times per window (K=64), then DISABLEd; the hits from the
-  WARM-th (8th) to the K-th give the rate. Slots: one per (code object, location, kind); at most
+  DISABLE. Each location is counted K times per window (K=64), then DISABLEd; the gaps between
+  the hits from the WARM-th (8th) to the K-th, each from the return of one callback to the start
+  of the next (so the callback's own work is not in them), give the rate. Slots: one per (code object, location, kind); at most
   MAX_SLOTS, beyond that counted in `dropped`.
 - Re-arming only our own tool: `restart_events()` would re-enable DISABLEd events of every tool,
   so for each code with a disabled location we set its local events to 0 and back, which
@@ -37,8 +38,10 @@ Wire format (native byte order; the reader is on the same machine): frames of
   u32 n_hits, u32 n_threads, then n_hits x (u32 slot, u32 hits, i64 t_first, i64 span,
   u64 thread ident, u64 second thread ident), n_threads x (u64 ident, u64 native id),
   3 x (i64 collections, i64 total pause ns, i64 longest ns, i64 first start ns) for gc
-  generations 0-2, then the coroutine steps (see _build_steps). span is the time from hit WARM
-  to hit K when the slot saturated, else 0.
+  generations 0-2, then the coroutine steps (see _build_steps). span, when the slot saturated
+  (else 0): the sum of the K - WARM gaps between its timed hits, each from the return of one
+  callback to the start of the next (one thread's consecutive hits; scaled to K - WARM gaps when
+  another thread interleaved).
 - EXTRA 5: a marshal'd object from another in-process part (e.g. the lock profiler).
 The other way, gyroscope -> program, on the same connection:
 - LIVE 16: the live decisions, a marshal'd list of dicts; read by the shipper after each window
@@ -149,8 +152,10 @@ DEF T_LIVE = 16                  # gyroscope -> program: the live decisions (mar
 # ---- counters (touched by the callbacks, under the GIL) ----------------------------------
 cdef uint32_t _hits[MAX_SLOTS]
 cdef int64_t _t_first[MAX_SLOTS]
-cdef int64_t _t_last[MAX_SLOTS]
-cdef int64_t _t_warm[MAX_SLOTS]
+cdef int64_t _t_out[MAX_SLOTS]      # when the last timed callback of the slot returned
+cdef int64_t _gap_sum[MAX_SLOTS]    # sum of the gaps from one callback's return to the next one's start
+cdef uint32_t _gap_n[MAX_SLOTS]     # ... and their number (one thread's consecutive hits only)
+cdef unsigned long _last_tid[MAX_SLOTS]
 cdef unsigned long _thread[MAX_SLOTS]
 cdef unsigned long _thread2[MAX_SLOTS]
 cdef int _n_slots = 0
@@ -296,7 +301,9 @@ cdef int _describe(int s, object code, int offset, int kind, int dest) except -1
         line = PyCode_Addr2Line(<PyCodeObject*>code, offset)
         dline = PyCode_Addr2Line(<PyCodeObject*>code, dest)
     head[0] = <uint32_t>s
-    head[1] = <uint32_t>kind
+    # bits 8-9: how many of the JUMP's two offsets are past the small-int cache (> 256): each is
+    # a new int per callback, which the dispatch cost depends on (see calibrate)
+    head[1] = <uint32_t>kind | ((<uint32_t>((offset > 256) + (dest > 256)) if kind == 0 else 0) << 8)
     memcpy(&head[2], &first, 4)
     memcpy(&head[3], &line, 4)
     memcpy(&head[4], &dline, 4)
@@ -325,6 +332,9 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     _hits[s] = 0
     _thread[s] = 0
     _thread2[s] = 0
+    _gap_sum[s] = 0
+    _gap_n[s] = 0
+    _last_tid[s] = 0
     _step_t0[s] = 0
     _step_n[s] = 0
     _long_n[s] = 0
@@ -338,6 +348,7 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
 cdef inline object _hit(object code, int offset, int kind, int dest):
     """Count one hit; return DISABLE when the slot has had K hits in this window."""
     global _raw, _errors, last_error, _last_slot
+    cdef int64_t t_in = _now()      # first: the gap to the last return excludes this callback's work
     cdef int s
     cdef uint32_t h
     cdef unsigned long tid = PyThread_get_thread_ident()
@@ -360,16 +371,21 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
     h = _hits[s] + 1
     _hits[s] = h
     if h == 1:
-        _t_first[s] = _now()
+        _t_first[s] = t_in
         _thread[s] = tid
     elif tid != _thread[s] and _thread2[s] == 0:
         _thread2[s] = tid
-    if h == WARM_HITS:   # the rate clock starts after a few hits: the first ones after a re-arm are slow
-        _t_warm[s] = _now()
+    # the rate: the gaps between hits WARM..K of one thread, each from the return of one callback
+    # to the start of the next (the first hits after a re-arm are slow)
+    if h > WARM_HITS and tid == _last_tid[s]:
+        _gap_sum[s] += t_in - _t_out[s]
+        _gap_n[s] += 1
+    _last_tid[s] = tid
     if h >= _k:
-        _t_last[s] = _now()
         _rearm[<Py_ssize_t><void*>code] = code
         return _DISABLE
+    if h >= WARM_HITS:
+        _t_out[s] = _now()
     return None
 
 
@@ -521,7 +537,8 @@ cdef void _build_hits() noexcept nogil:
     for s in range(_n_slots):
         h = _hits[s]
         if h:
-            i64 = _t_last[s] - _t_warm[s] if h >= _k else 0
+            # "span": the gaps of the K - WARM timed hits (scaled when another thread interleaved)
+            i64 = (_gap_sum[s] * <int64_t>(h - WARM_HITS) // _gap_n[s]) if h >= _k and _gap_n[s] else 0
             memcpy(rec, &s, 4)
             memcpy(rec + 4, &h, 4)
             memcpy(rec + 8, &_t_first[s], 8)
@@ -534,6 +551,9 @@ cdef void _build_hits() noexcept nogil:
             _hits[s] = 0
             _thread[s] = 0
             _thread2[s] = 0
+            _gap_sum[s] = 0
+            _gap_n[s] = 0
+            _last_tid[s] = 0
             n_hits += 1
     if _out != NULL:
         memcpy(_out + 32, &n_hits, 4)
@@ -932,6 +952,9 @@ def _after_fork_child() -> None:
         _hits[s] = 0
         _thread[s] = 0
         _thread2[s] = 0
+        _gap_sum[s] = 0
+        _gap_n[s] = 0
+        _last_tid[s] = 0
     for s in range(3):
         _gc_count[s] = 0
         _gc_total[s] = 0
@@ -1018,16 +1041,21 @@ def add_source(fn) -> None:
     _extra_sources.append(fn)
 
 
-def calibrate(int n=2000, int trials=7) -> float:
-    """The cost of one counted JUMP callback (ns), measured on a private loop. Run in the gyroscope
-    process (same interpreter and machine as the program): the program pays nothing for it."""
+def calibrate(int n=2000, int trials=7, loop=None, bint far=True) -> float:
+    """What one counted JUMP adds to the gap between two timed hits (ns): the interpreter's
+    dispatch to the callback and back, measured on a private loop as the mean gap less the bare
+    loop's time per iteration. The callback's own work is outside the gaps (bridges/channel.py
+    subtracts this from each gap). `far`: the loop sits past offset 256, so both of the
+    callback's offsets are new ints (CPython 3.13 here: ~63 ns far, ~37 ns near; loop bodies move
+    the near figure by +-3 ns). Run in the gyroscope process (same interpreter and machine as the
+    program): the program pays nothing for it."""
     global _DISABLE, _k, _active
     mon = _sys.monitoring
     ns = {}
-    pad = "    x = 0\n" * 200    # the loop sits past offset 256, as real loops do
+    pad = "    x = 0\n" * (200 if far else 1)
     exec(compile(f"def calib(n):\n{pad}    for i in range(n):\n        x += 1\n", "<gyroscope-calibration>",
                  "exec"), ns)
-    f = ns["calib"]
+    f = ns["calib"] if loop is None else loop     # loop(n): another loop, to check the calibration
     code = f.__code__
     tool = -1
     for t in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID):
@@ -1040,29 +1068,37 @@ def calibrate(int n=2000, int trials=7) -> float:
     clock = time.perf_counter_ns
     mon.use_tool_id(tool, "gyroscope-calibration")
     saved_k = _k
+    cdef double best_bare = 1e18
+    cdef double best_gap = 1e18
     try:
         _DISABLE = mon.DISABLE
         _k = 1 << 30
         _active = True
         mon.register_callback(tool, mon.events.JUMP, on_jump)
-        best_bare = best_mon = float("inf")
         f(n)
         for _ in range(trials):
             t0 = clock()
             f(n)
-            best_bare = min(best_bare, clock() - t0)
+            best_bare = min(best_bare, (clock() - t0) / n)
             mon.set_local_events(tool, code, mon.events.JUMP)
-            t0 = clock()
+            for s in range(_n_slots):
+                _gap_sum[s] = 0
+                _gap_n[s] = 0
+                _hits[s] = 0
             f(n)
-            best_mon = min(best_mon, clock() - t0)
             mon.set_local_events(tool, code, 0)
+            for s in range(_n_slots):
+                if _gap_n[s] > n // 2:
+                    best_gap = min(best_gap, _gap_sum[s] / <double>_gap_n[s])
     finally:
         mon.register_callback(tool, mon.events.JUMP, None)
         mon.free_tool_id(tool)
         _active = False
         _k = saved_k
         _reset_counters()
-    return max(0.0, (best_mon - best_bare) / n)
+    if best_gap >= 1e18:
+        return 0.0
+    return max(0.0, best_gap - best_bare)
 
 
 cdef void _reset_counters():

@@ -10,8 +10,10 @@ since the last poll.
 Conventions of the events (see bridges/events.py):
 - LOOP_ITER / CALL / RESUME / YIELD: `count` = hits seen in the window; `duration_ns` is 0 when
   the location was not saturated (the count is exact), else the estimated time of count - 1
-  iterations without the callbacks (rate = (count - 1) / duration): the span from hit WARM to
-  hit K, less the calibrated cost of one callback per hit.
+  iterations without the callbacks (rate = (count - 1) / duration): the gaps between hits WARM
+  to K (each from the return of one callback to the start of the next), less the calibrated
+  dispatch cost of a callback per gap (`dispatch_ns`: (near, far), by how many of the jump's
+  offsets are past the small-int cache).
 - GC: the collections of one generation in the window (`count`), `duration_ns` their pause.
 Entities of the program's first process have pid 0; those of other processes carry their pid.
 """
@@ -60,6 +62,7 @@ class ProcessInfo:
     dropped: int = 0
     callback_errors: int = 0
     slots: dict[int, tuple[int, int, int, int, str, str]] = field(default_factory=dict)
+    far: dict[int, int] = field(default_factory=dict)   # slot -> offsets past 256 (0-2; see dispatch_ns)
     natives: dict[int, int] = field(default_factory=dict)   # thread ident -> native id
 
 
@@ -76,12 +79,15 @@ class ChannelServer:
 
     name = "run"
 
-    def __init__(self, listener: Any, path: str, callback_ns: float = 0.0,
+    def __init__(self, listener: Any, path: str, dispatch_ns: tuple[float, float] | None = None,
                  main_pid_getter: Callable[[], int] | None = None) -> None:
         """`listener`: a listening AF_UNIX socket bound at `path` (made before the program starts;
         a bare _socket.socket is fine)."""
         self.path = path
-        self.callback_ns = callback_ns
+        # (near, far): bridges/_inproc.pyx calibrate(), set by `gyroscope run` once the program
+        # runs; the windows decoded before that are priced again at the next poll
+        self.dispatch_ns = dispatch_ns
+        self._unpriced: list[tuple[Event, int, int, int]] = []
         self._main_pid = main_pid_getter or (lambda: 0)
         if not isinstance(listener, socket.socket):
             listener = socket.socket(fileno=listener.detach())
@@ -216,9 +222,22 @@ class ChannelServer:
             pass
         return obs
 
+    def _duration(self, span: int, count: int, far: int) -> int:
+        """The time of count - 1 iterations without the callbacks, from the gaps of the K - WARM
+        timed ones (module docstring); uncalibrated (dispatch_ns None): the gaps as they are."""
+        n = count - WARM
+        near, far_ns = self.dispatch_ns or (0.0, 0.0)
+        cost = near + (far_ns - near) * far / 2
+        per = max(span - n * cost, span / 8) / n
+        return max(1, int(per * (count - 1)))
+
     def poll(self) -> Observation:
         now = time.monotonic_ns()
         with self._lock:
+            if self._unpriced and self.dispatch_ns is not None:
+                for ev, span, count, far in self._unpriced:
+                    ev.duration_ns = self._duration(span, count, far)
+                self._unpriced = []
             events, self._events = self._events, []
             locks, self._lock_windows = self._lock_windows, []
             raw, self._raw = self._raw, 0
@@ -275,7 +294,8 @@ class ChannelServer:
                 pos += lf
                 qual = payload[pos:pos + lq].decode("utf-8", "surrogateescape")
                 pos += lq
-                proc.slots[slot] = (skind, first, line, dline, fname, qual)
+                proc.slots[slot] = (skind & 0xFF, first, line, dline, fname, qual)
+                proc.far[slot] = (skind >> 8) & 3
         elif kind in (T_WINDOW, T_FINAL):
             self._window(proc, payload)
             if kind == T_FINAL:
@@ -329,6 +349,7 @@ class ChannelServer:
             steps = [_STEP.unpack_from(payload, pos + 4 + i * _STEP.size) for i in range(n_steps)]
         epid = self._entity_pid(proc)
         events: list[Event] = []
+        unpriced: list[tuple[Event, int, int, int]] = []
         for slot, count, t_first, span, ident, ident2 in hits:
             ent, ekind = self._entity(proc, epid, slot)
             if ent is None:
@@ -337,15 +358,16 @@ class ChannelServer:
             thread2 = proc.natives.get(ident2, ident2) if ident2 else 0
             dur = 0
             if span > 0 and count > WARM:
-                n = count - WARM
-                per = max(span - n * self.callback_ns, span / 8) / n
-                dur = max(1, int(per * (count - 1)))
+                dur = self._duration(span, count, proc.far.get(slot, 0))
             role = "iter" if ekind == EventKind.LOOP_ITER else "call"
             if thread2 and count > 1:
-                events.append(Event(ent, role, ekind, thread, t_first, count - 1, dur))
+                ev = Event(ent, role, ekind, thread, t_first, count - 1, dur)
                 events.append(Event(ent, role, ekind, thread2, t_first, 1, 0))
             else:
-                events.append(Event(ent, role, ekind, thread, t_first, count, dur))
+                ev = Event(ent, role, ekind, thread, t_first, count, dur)
+            events.append(ev)
+            if dur and self.dispatch_ns is None:   # priced again once calibrated (poll)
+                unpriced.append((ev, span, count, proc.far.get(slot, 0)))
         for g, (count, total, _longest, first) in enumerate(gcs):
             if count:
                 key = (epid, g)
@@ -359,6 +381,7 @@ class ChannelServer:
                 events.extend(coroutine_step_events(ent, n, n_long, total, longest, long_total, long_t0))
         with self._lock:
             self._events.extend(events)
+            self._unpriced.extend(unpriced)
             self._raw += max(0, raw - proc.raw_events) + sum(g[0] for g in gcs)
             self._dropped += max(0, dropped - proc.dropped)
             if errors > proc.callback_errors and proc.callback_errors == 0:

@@ -205,7 +205,7 @@ class PySpySource:
         self.record = ChunkedRecorder(self.py_spy, pid, rate_hz, self._on_spans, self._error, self._tmpdir,
                                       chunk_s=chunk_s, overlap_s=overlap_s, subprocesses=subprocesses,
                                       fresh=fresh, explain=explain_failure, on_tick=self._poll_proc,
-                                      tick_s=poll_s)
+                                      tick_s=poll_s, ramp=fresh)
         self._exited = False
         self.finished = self.record.finished   # set when sampling ended on its own (exit or failure)
         self._lock = threading.Lock()

@@ -49,6 +49,17 @@ from gyroscope.bridges.events import Frame
 
 STOP_TIMEOUT_S = 10.0
 FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to chunk_s, doubling
+# A program gyroscope started (`ramp`) is sampled fast while it is young, so that a 0.3 s program
+# gets ~300 samples, not 30: its first chunks (0.5, 1, 2 s) at 10x, 5x, 2.5x the rate, then the rate.
+# py-spy's CPU on a spinning target, % of one core (2 s, chrometrace --idle --nonblocking):
+# 1.5% at 100 Hz, 4.5% at 250, 8% at 500, 22% at 1000; the ramp costs ~0.25 s of CPU in all,
+# spent in the first 3.5 s, on py-spy's side.
+RAMP_X = ((0.75, 10.0), (1.75, 5.0), (3.75, 2.5))   # (until s after the recorder started, factor)
+# Every chunk's rate is the nominal one times a factor of this cycle: a program whose work
+# repeats with a period commensurate with a fixed sampling period (two functions alternating
+# every ~2.8 ms, sampled every 10 ms) would be seen at the same phase every time (aliasing: one
+# of the two got 0 samples of 30). Changing the period per chunk moves the phase.
+JITTER_X = (1.0, 0.93, 1.07, 0.97, 1.04, 0.95, 1.02, 1.06)
 _THREAD = re.compile(r"^thread \((\w+)\)(?::\s?(.*))?$")
 
 
@@ -140,8 +151,9 @@ class ChunkedRecorder:
                  on_spans: Callable[[list[Span], int], None], on_error: Callable[[str], None],
                  tmpdir: str, chunk_s: float = 4.0, overlap_s: float = 0.25, subprocesses: bool = False,
                  fresh: bool = False, explain: Callable[[int, str], Exception] | None = None,
-                 on_tick: Callable[[], None] | None = None, tick_s: float = 0.1) -> None:
+                 on_tick: Callable[[], None] | None = None, tick_s: float = 0.1, ramp: bool = False) -> None:
         self.py_spy, self.pid, self.rate_hz = py_spy, pid, rate_hz
+        self.ramp = ramp
         self.chunk_s, self.overlap_s = chunk_s, overlap_s
         self.first_chunk_s = min(chunk_s, FIRST_CHUNK_S)
         self.subprocesses, self.fresh = subprocesses, fresh
@@ -160,6 +172,7 @@ class ChunkedRecorder:
         self.started_ns = 0
         self.failure: str | None = None
         self.finished = threading.Event()
+        self.spawned = threading.Event()   # the first py-spy was started (or could not be)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._n = 0
@@ -180,8 +193,19 @@ class ChunkedRecorder:
             self._thread.join(timeout=STOP_TIMEOUT_S + 5)
 
     # ---- one chunk -----------------------------------------------------------------------
+    def chunk_rate_hz(self, n: int, age_s: float) -> float:
+        """The sampling rate of chunk n (1-based) started age_s after the recorder: RAMP_X while a
+        started program is young, then the nominal rate moved by JITTER_X (on average the
+        nominal rate)."""
+        if self.ramp:
+            for until, factor in RAMP_X:
+                if age_s < until:
+                    return self.rate_hz * factor
+        return self.rate_hz * JITTER_X[(n - 1) % len(JITTER_X)]
+
     def _cmd(self, out: str) -> list[str]:
-        cmd = [self.py_spy, "record", "-p", str(self.pid), "-r", str(max(1, int(round(self.rate_hz)))),
+        rate = self.chunk_rate_hz(self._n, (time.monotonic_ns() - self.started_ns) / 1e9)
+        cmd = [self.py_spy, "record", "-p", str(self.pid), "-r", str(max(1, int(round(rate)))),
                "-f", "chrometrace", "-t", "--idle", "--nonblocking", "--full-filenames", "-o", out]
         if self.subprocesses:
             cmd.append("--subprocesses")
@@ -200,6 +224,8 @@ class ChunkedRecorder:
             self.failure = f"cannot run py-spy: {e.strerror or e}"
             self.on_error(f"py-spy record: {e.strerror or e}")
             return None
+        finally:
+            self.spawned.set()
         return proc, out, t0
 
     def _finish(self, chunk: tuple[subprocess.Popen, str, int]) -> tuple[bool, str]:

@@ -1,30 +1,33 @@
 """The Source of `gyroscope run`: the in-process bridge's counters (bridges/channel.py) plus the
 program's stacks sampled from outside by py-spy (bridges/pyspy.py), merged per window.
 
-Sampling starts once the program's bridge has said hello (the interpreter is then initialised,
-so py-spy finds it at once), in a background thread: the program is never made to wait for it.
+Sampling starts as soon as the program is spawned, in a background thread: py-spy retries
+until the interpreter is initialised (its first sample comes ~15 ms after the spawn, where
+waiting for the bridge's hello and the session's imports left the first 50-200 ms of a program
+unsampled). The program is never made to wait for it.
 Sampling is not biased by the interpreter lock (py-spy reads the process's memory), and it
 costs the program nothing but the memory reads.
 """
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gyroscope.bridges.channel import ChannelServer
 from gyroscope.bridges.events import Observation
 from gyroscope.bridges.procfs import is_alive
 
-HELLO_TIMEOUT_S = 10.0
+if TYPE_CHECKING:
+    from gyroscope.bridges.channel import ChannelServer
 
 
 class RunSource:
     name = "run"
 
-    def __init__(self, channel: ChannelServer, pid: int, own_code: Callable[[str], bool], rate_hz: float | None = None,
-                 sampling: bool = True, subprocesses: bool = True) -> None:
+    def __init__(self, channel: ChannelServer | None, pid: int, own_code: Callable[[str], bool],
+                 rate_hz: float | None = None, sampling: bool = True, subprocesses: bool = True) -> None:
+        """`channel` may be set later (`gyroscope run` starts the sampler before it imports the
+        channel), but before the first poll."""
         self.channel = channel
         self.pid = pid
         self.own_code = own_code
@@ -36,24 +39,34 @@ class RunSource:
         self._lock = threading.Lock()
         self._starter: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._spawned = threading.Event()   # py-spy started, or will not be
 
     def start(self) -> None:
-        if self.sampling:
+        """Start the sampler (again: nothing)."""
+        if self.sampling and self._starter is None:
             self._starter = threading.Thread(target=self._start_sampler, name="gyroscope-sampler-start", daemon=True)
             self._starter.start()
 
+    def wait_sampler(self, timeout_s: float) -> None:
+        """Until py-spy is started (at most timeout_s): `gyroscope run` waits here instead of
+        taking the interpreter lock for its own imports meanwhile."""
+        self._spawned.wait(timeout_s)
+
     def _start_sampler(self) -> None:
-        deadline = time.monotonic() + HELLO_TIMEOUT_S
-        while self.pid not in self.channel.processes and time.monotonic() < deadline:
-            if self._stopping.wait(0.002):
-                return
+        try:
+            self._start_sampler_now()
+        finally:
+            self._spawned.set()
+
+    def _start_sampler_now(self) -> None:
+        from gyroscope.bridges.pyspy import DEFAULT_RATE_HZ, PySpySource
         if not is_alive(self.pid):   # the program already ended: nothing left to sample
             return
         try:
-            from gyroscope.bridges.pyspy import DEFAULT_RATE_HZ, PySpySource
             sampler = PySpySource(self.pid, rate_hz=self.rate_hz or DEFAULT_RATE_HZ, subprocesses=self.subprocesses,
                                   own_code=self.own_code, fresh=True, keep_stacks=True, name="run")
             sampler.start()
+            sampler.record.spawned.wait(1.0)
         except Exception as e:   # no py-spy, no permission: the counters still come
             if is_alive(self.pid):   # a program that ended first simply had nothing to sample
                 with self._lock:
