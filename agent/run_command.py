@@ -146,7 +146,7 @@ def _child_env(socket_path: str, args: argparse.Namespace, own_config: str) -> d
     boot = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bridges", "boot")
     orig = env.get("PYTHONPATH")
     env["PYTHONPATH"] = boot if not orig else boot + os.pathsep + orig
-    fields = ["1", socket_path, repr(float(args.window)), "64", "1" if args.subprocesses else "0", str(os.getpid()),
+    fields = ["1", socket_path, repr(float(args.window)), "320", "1" if args.subprocesses else "0", str(os.getpid()),
               "u" if orig is None else "s" + orig, own_config]
     env["GYROSCOPE_BRIDGE"] = "\x1d".join(fields)
     return env

@@ -10,9 +10,12 @@ What it does
 - sys.monitoring (PEP 669) callbacks, module-level functions: PY_START decides once per code
   object whether it is the program's own code (bridges/owncode.py, shipped as a string) and
   arms the local events JUMP | PY_RETURN | PY_RESUME | PY_YIELD on it; it always returns
-  DISABLE. Each location is counted K times per window (K=64), then DISABLEd; the gaps between
-  the hits from the WARM-th (8th) to the K-th, each from the return of one callback to the start
-  of the next (so the callback's own work is not in them), give the rate. Slots: one per (code object, location, kind); at most
+  DISABLE. Each location is counted K times per window (K=320 under `gyroscope run`), then
+  DISABLEd; the gaps between the hits from the WARM-th (256th) to the K-th, each from the return
+  of one callback to the start of the next (so the callback's own work is not in them), give the
+  rate. WARM is past the small-int cache on purpose: the first 256 iterations of a
+  `for i in range(n)` loop make no new ints and run ~40% faster than the rest, and a loop called
+  often (re-armed per window, so timed from its first iteration) was reported ~2x too fast. Slots: one per (code object, location, kind); at most
   MAX_SLOTS, beyond that counted in `dropped`.
 - Re-arming only our own tool: `restart_events()` would re-enable DISABLEd events of every tool,
   so for each code with a disabled location we set its local events to 0 and back, which
@@ -139,7 +142,7 @@ cdef extern from "<errno.h>" nogil:
 
 
 DEF MAX_SLOTS = 65536
-DEF WARM_HITS = 8
+DEF WARM_HITS = 256             # see the module docstring
 WARM = WARM_HITS
 
 DEF T_HELLO = 1
@@ -171,7 +174,7 @@ cdef int64_t _step_max[MAX_SLOTS]
 cdef int64_t _long_total[MAX_SLOTS]
 cdef int64_t _long_t0[MAX_SLOTS]
 cdef dict _coro = {}             # id(code) -> True for watched coroutine codes
-cdef uint32_t _k = 64
+cdef uint32_t _k = 320
 cdef uint64_t _dropped = 0
 cdef uint64_t _errors = 0
 cdef uint64_t _raw = 0
@@ -981,7 +984,7 @@ cdef void _set_ptracer() noexcept nogil:
 
 
 # ---- start ---------------------------------------------------------------------------------
-def start(str socket_path, predicate, double window_s=0.2, int k=64, bint follow=True,
+def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follow=True,
           long tracer_pid=0) -> bool:
     """Connect to gyroscope and start watching. False (and nothing changed) when it cannot."""
     global _predicate, _DISABLE, _k, _window_ns, _follow, _tool, _active, _started, LOCAL_EVENTS
@@ -1004,7 +1007,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=64, bint follow
     _tracer_pid = tracer_pid
     _set_ptracer()
     _predicate = predicate
-    _k = k if k > 1 else 2
+    _k = k if k > WARM_HITS + 1 else WARM_HITS + 2
     _window_ns = <int64_t>(window_s * 1e9)
     _follow = follow
     _hello(False)

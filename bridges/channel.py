@@ -35,7 +35,7 @@ from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LockW
 from gyroscope.bridges.lockstats import LockStats
 
 T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA, T_LIVE = 1, 2, 3, 4, 5, 16
-WARM = 8
+WARM = 256   # bridges/_inproc.pyx WARM_HITS
 _KIND_EVENT = {0: EventKind.LOOP_ITER, 1: EventKind.CALL, 2: EventKind.RESUME, 3: EventKind.YIELD}
 _SLOT = struct.Struct("=IIiiiII")
 _HIT = struct.Struct("=IIqqQQ")
