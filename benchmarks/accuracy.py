@@ -12,10 +12,11 @@ measure and of its tolerance). Conventions:
   function holds nested loops, the loop with the most iterations, the innermost, is the one);
 - counts and rates: relative error (got / truth - 1); both are checked only for loops that ran
   >= 0.2 s (issue 13), the others are reported; CPU shares: points (got - truth, in shares of 1). The truth share of a
-  function is its measured time over the sum of the program's measured regions (which cover
-  the program's work; start-up is excluded); gyroscope's share is the sum of the `cpu_share` of
-  the program's entities in that function; the peers' share is the function's inclusive time
-  (pyinstrument) or samples (py-spy) over the same regions' total;
+  function is its CPU time inside (thread_time, measured by the program) over the process's CPU
+  time at the end (process_time; start-up included): a share of the process's CPU, as
+  gyroscope's is; gyroscope's share is the sum of the `cpu_share` of the program's entities in
+  that function; the peers' share is the function's inclusive time over the program's
+  (pyinstrument: wall time) or its samples over all samples (py-spy: running threads only);
 - locks: matched by creation site (the line `NAME = threading.X(...)` of the program);
   wait totals and counts relative, waiting threads exact;
 - booleans (a decision present / absent, an entity found): error 0 when right, 1 when wrong.
@@ -124,8 +125,10 @@ def _creation_line(name: str, var: str) -> int:
 
 
 def _truth_shares(truth: dict[str, Any]) -> dict[str, float]:
+    """A function's share of the process's CPU time (its CPU time inside over the process's, both
+    measured by the program), as gyroscope's cpu_share is; without process_cpu_s, of the regions'."""
     cpu = truth.get("cpu", {})
-    total = sum(cpu.values())
+    total = truth.get("process_cpu_s") or sum(cpu.values())
     return {f: t / total for f, t in cpu.items()} if total else {}
 
 
@@ -145,7 +148,8 @@ def evaluate(name: str, session: dict[str, Any], truth: dict[str, Any]) -> list[
         long = lt["seconds"] >= MIN_RATE_S
         add(f"{fn}.iterations", "rel", lt["iterations"], m["iterations"], REL_COUNT if long else None)
         if name != "threadpool":   # threads share the GIL: perf_counter time is not loop time
-            add(f"{fn}.iterations_per_s", "rel", lt["iterations"] / lt["seconds"], m["iterations_per_s"],
+            ran = lt.get("cpu_seconds") or lt["seconds"]   # per second the loop ran (truth README)
+            add(f"{fn}.iterations_per_s", "rel", lt["iterations"] / ran, m["iterations_per_s"],
                 REL_RATE if long else None)
     for fn, share in _truth_shares(truth).items():
         add(f"{fn}.cpu_share", "points", share, _share(session, name, fn), SHARE_POINTS)
@@ -218,8 +222,9 @@ def _pyinstrument_shares(name: str, workdir: Path, functions: list[str]) -> dict
         for c in frame.get("children", []):
             walk(c, inside)
 
-    walk(json.loads(out.read_text())["root_frame"], frozenset())
-    total = sum(inclusive.values())
+    root = json.loads(out.read_text())["root_frame"]
+    walk(root, frozenset())
+    total = root.get("time", 0.0)     # the whole program: a share of its time, as the truth's
     return {f: t / total for f, t in inclusive.items()} if total else None
 
 
@@ -235,19 +240,18 @@ def _pyspy_shares(name: str, workdir: Path, functions: list[str], rate: int = 25
         return None
     counts = dict.fromkeys(functions, 0)
     base = program_path(name).name
+    total = 0      # every sample of the process (py-spy records running threads only): a share of its CPU
     for line in out.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
+        total += int(n)
         for f in functions:
             if f"{f} ({base}:" in stack:
                 counts[f] += int(n)
-    total = sum(counts.values())
     return {f: c / total for f, c in counts.items()} if total else None
 
 
 def peer_results(name: str, truth: dict[str, Any], workdir: Path) -> list[Result]:
     shares = _truth_shares(truth)
-    if len(shares) < 2:
-        return []       # one region: a normalized share is 1 by construction
     out: list[Result] = []
     for tool, fn in (("pyinstrument", _pyinstrument_shares), ("py-spy", _pyspy_shares)):
         got = fn(name, workdir, list(shares))

@@ -10,6 +10,8 @@ after it starts, until it exits, by:
                    --nonblocking at 100 Hz in overlapping chunks + /proc CPU times every 0.2 s);
   - py-spy-record: `py-spy record -p PID -f raw` alone (100 Hz, blocking: py-spy's default);
   - py-spy-nonblocking: the same with --nonblocking (what attach runs);
+  - austin:        `austin -p PID -i 10ms -o /dev/null` (Austin 3.7 from PyPI's austin-dist, at the
+                   same 100 Hz; skipped when it is not installed);
   - bare-control:  bare again, as if it were a tool: its ratio (ideally 1.000) is the noise floor.
 
 The tools alternate within each repeat (the order rotates). Printed, medians over the repeats:
@@ -47,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gyroscope.agent.result import write_json_atomic  # noqa: E402
 
 BENCHMARKS = ["nbody", "richards", "raytrace", "float", "go", "json_dumps"]
-TOOLS = ["bare", "attach", "py-spy-record", "py-spy-nonblocking", "bare-control"]
+TOOLS = ["bare", "attach", "py-spy-record", "py-spy-nonblocking", "austin", "bare-control"]
 PY = sys.executable
 BIN = Path(sys.executable).parent
 PROJECT = Path(__file__).resolve().parents[1]
@@ -61,6 +63,15 @@ def bench_dir() -> Path:
 def py_spy() -> str:
     from gyroscope.bridges.pyspy import find_py_spy
     return find_py_spy()
+
+
+def austin() -> str | None:
+    import shutil
+    return shutil.which("austin", path=str(BIN)) or shutil.which("austin")
+
+
+if not austin():
+    TOOLS.remove("austin")
 
 
 def _children_cpu() -> float:
@@ -113,6 +124,8 @@ def run_once(tool: str, script: Path, loops: int, tmp: Path) -> tuple[float, flo
                 cmd = [PY, "-m", "gyroscope.agent.cli", "attach", pid, "-q"]
             elif tool == "py-spy-record":
                 cmd = [py_spy(), "record", "-p", pid, "-f", "raw", "-o", os.devnull]
+            elif tool == "austin":
+                cmd = [austin() or "austin", "-p", pid, "-i", "10ms", "-o", os.devnull]
             else:
                 cmd = [py_spy(), "record", "-p", pid, "-f", "raw", "--nonblocking", "-o", os.devnull]
             w = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -143,12 +156,17 @@ def steady(seconds: float) -> dict:
     spin = subprocess.Popen([PY, "-c", f"import time\nt = time.time()\nwhile time.time() - t < {2 * seconds + 30}: pass"])
     time.sleep(0.3)
     cpu: dict[str, dict[float, float]] = {"attach": {}, "py-spy-record": {}}
+    if austin():
+        cpu["austin"] = {}
     try:
         for dur in (2.0, seconds):
             for tool in cpu:
                 c0 = _children_cpu()
                 if tool == "attach":
                     cmd = [PY, "-m", "gyroscope.agent.cli", "attach", str(spin.pid), "-q", "--duration", str(dur)]
+                elif tool == "austin":
+                    cmd = [austin() or "austin", "-p", str(spin.pid), "-i", "10ms", "-x", str(int(dur)),
+                           "-o", os.devnull]
                 else:
                     cmd = [py_spy(), "record", "-p", str(spin.pid), "-d", str(int(dur)), "-f", "raw", "-o", os.devnull]
                 subprocess.run(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
@@ -229,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.steady:
         got = steady(args.steady)
-        for tool in ("attach", "py-spy-record"):
+        for tool in [t for t in ("attach", "py-spy-record", "austin") if t in got]:
             print(f"{tool:14} {got[tool]['cpu_ms_per_s']:6.1f} ms CPU per s, fixed {got[tool]['fixed_s']:.3f} s")
         print(f"ratio {got['ratio']:.2f}x")
         if args.json:

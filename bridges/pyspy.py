@@ -74,6 +74,7 @@ MAX_ERRORS = 20
 STARTUP_GRACE_S = 1.5  # a target younger than this that py-spy calls "not Python" is asked again
 MAX_STACKS = 100_000   # distinct (thread, stack) pairs kept for --speedscope; the rest are merged
 DEFAULT_RATE_HZ = 100.0
+BRIDGE_THREAD = "gyroscope"   # the in-process bridge's native thread (bridges/_inproc.pyx) names itself so
 DEFAULT_CHUNK_S = 4.0
 HISTORY_KEEP_NS = 3_000_000_000
 
@@ -214,6 +215,7 @@ class PySpySource:
         self._pids = {pid}
         self._history = CpuHistory()
         self._proc_threads: dict[int, procfs.ThreadStat] = {}
+        self._bridge_tids: set[int] = set()   # gyroscope's own shipper thread in a `run` program
         self._threads: dict[int, _Thread] = {}
         self._gone: dict[int, int] = {}      # threads no longer in /proc -> when they were missed
         self._events: dict[tuple[Entity, EventKind, int], list] = {}
@@ -339,7 +341,9 @@ class PySpySource:
                 self._pids.discard(pid)
             seen.update(got)
         reading.update((tid, (st.cpu_ns, st.runq_ns)) for tid, st in seen.items())
+        bridge = {tid for tid, st in seen.items() if st.comm == BRIDGE_THREAD}
         with self._lock:
+            self._bridge_tids |= bridge
             self._history.add(now, reading)
             self._proc_threads = seen
             for tid in self._threads:
@@ -363,7 +367,7 @@ class PySpySource:
                 self._pids.add(s.pid)
         self._poll_proc()      # a reading at the end of the chunk: every span is inside the history
         with self._lock:
-            spans = self._clip_ended(spans)
+            spans = [s for s in self._clip_ended(spans) if s.tid not in self._bridge_tids]
             portions = attribute(spans, self._history, waiting_leaf)
             self._raw += len(spans)
             for p in portions:

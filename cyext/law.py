@@ -7,7 +7,10 @@ the conformance tests compare them with /work/shared/conformance.
 """
 from __future__ import annotations
 
-import hashlib
+try:   # CPython's own SHA-256 (3.12+): hashlib would load OpenSSL, ~4 MiB of the watcher's RSS
+    from _sha2 import sha256 as _sha256
+except ImportError:   # pragma: no cover - interpreters built without it
+    from hashlib import sha256 as _sha256
 from collections.abc import Sequence
 from math import comb
 
@@ -212,7 +215,7 @@ def resonance_key_of(omega12: np.ndarray | int, profile_id: int) -> np.ndarray |
 
 
 def law_hash() -> str:
-    h = hashlib.sha256()
+    h = _sha256()
     h.update(STEP_TABLE.astype("<u2").tobytes())
     h.update(SIG1.astype("<u2").tobytes())
     return h.hexdigest()
