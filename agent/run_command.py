@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 from gyroscope.agent.errors import GyroscopeError, UsageError
@@ -170,6 +171,7 @@ def main(args: argparse.Namespace) -> int:
     listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     listener.bind(sock_path)
     listener.listen(64)
+    t_spawn = time.monotonic_ns()
     try:
         pid = os.posix_spawn(sys.executable, [sys.executable, *prog.argv],
                              _child_env(sock_path, args, own.to_config()))
@@ -178,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
         _remove_dir(tmp)
         raise GyroscopeError(f"cannot start {sys.executable}: {e.strerror or e}", 2) from None
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)   # after the spawn: the child keeps python's mask
-    child = _Child(pid)
+    child = _Child(pid, t_spawn)
     _SignalForwarder(child).start()
     try:
         # the sampler first: py-spy retries until the interpreter is up, and every millisecond
@@ -238,8 +240,9 @@ def _remove_dir(path: str) -> None:
 class _Child:
     """The program's process: pid and, once it has ended, its wait status."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, t0_ns: int = 0) -> None:
         self.pid = pid
+        self.t0_ns = t0_ns or time.monotonic_ns()   # when it was spawned
         self.returncode: int | None = None
 
     def wait(self) -> int:
@@ -275,7 +278,8 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, sourc
             print(f"gyroscope: error: {e.message}; exporting nothing over OTLP", file=err)
         session = make_session(Session, source, sinks, window_s=args.window, command=prog.command,
                                ledger=getattr(args, "ledger", None), act_priorities="priorities" in args.act,
-                               all_code=bool(args.all_code or args.include), pid=child.pid, python=sys.version.split()[0])
+                               all_code=bool(args.all_code or args.include), pid=child.pid, python=sys.version.split()[0],
+                               t0_ns=child.t0_ns)
         session.start()
     except GyroscopeError as e:
         print(f"gyroscope: error: {e.message}", file=err)

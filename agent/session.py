@@ -66,7 +66,10 @@ class Session:
                  command: list[str] | None = None, pool_capacity: int = POOL_CAPACITY, report_every: int = 5,
                  ledger: str | None = None, act_priorities: bool = False, all_code: bool = False,
                  pid: int | None = None,
-                 python: str | None = None) -> None:
+                 python: str | None = None, t0_ns: int | None = None) -> None:
+        """`t0_ns`: when the session began on the monotonic clock (default: now); `gyroscope run`
+        gives the program's spawn, so that the duration is the program's, not the time since the
+        session's own imports ended."""
         self.source = source
         self.sinks = list(sinks or [])
         self.window_s = window_s
@@ -108,8 +111,9 @@ class Session:
         self.windows = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._t0 = time.monotonic_ns()
-        self._unix0 = time.time()
+        now = time.monotonic_ns()
+        self._t0 = now if t0_ns is None else min(t0_ns, now)
+        self._unix0 = time.time() - (now - self._t0) / 1e9
         self._agent_cpu_ns = 0
         self._lock = threading.Lock()   # one window at a time (the thread, then stop())
         self._started = False
