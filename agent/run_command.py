@@ -183,12 +183,13 @@ def main(args: argparse.Namespace) -> int:
     child = _Child(pid, t_spawn)
     _SignalForwarder(child).start()
     try:
-        # the sampler first: py-spy retries until the interpreter is up, and every millisecond
-        # spent importing before its start is a millisecond of the program nobody samples
+        # the sampler first: every millisecond between the program's start and py-spy's is a
+        # millisecond of the program nobody samples
         from gyroscope.bridges.run_source import RunSource
-        source = RunSource(None, pid, own, rate_hz=args.rate, sampling=args.sampling, subprocesses=args.subprocesses)
+        source = RunSource(None, pid, own, rate_hz=args.rate, sampling=args.sampling, subprocesses=args.subprocesses,
+                           ready_fd=listener.fileno())
         source.start()
-        source.wait_sampler(0.2)   # the program's bytes wait in the socket meanwhile
+        source.wait_sampler(0.3)   # the program's bytes wait in the socket meanwhile
         from gyroscope.bridges.channel import ChannelServer
         server = ChannelServer(listener, sock_path, main_pid_getter=lambda: pid)
         source.channel = server

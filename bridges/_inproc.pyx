@@ -10,12 +10,16 @@ What it does
 - sys.monitoring (PEP 669) callbacks, module-level functions: PY_START decides once per code
   object whether it is the program's own code (bridges/owncode.py, shipped as a string) and
   arms the local events JUMP | PY_RETURN | PY_RESUME | PY_YIELD on it; it always returns
-  DISABLE. Each location is counted K times per window (K=320 under `gyroscope run`), then
-  DISABLEd; the gaps between the hits from the WARM-th (256th) to the K-th, each from the return
-  of one callback to the start of the next (so the callback's own work is not in them), give the
-  rate. WARM is past the small-int cache on purpose: the first 256 iterations of a
-  `for i in range(n)` loop make no new ints and run ~40% faster than the rest, and a loop called
-  often (re-armed per window, so timed from its first iteration) was reported ~2x too fast. Slots: one per (code object, location, kind); at most
+  DISABLE. Each location is counted K + skip times per window (K=320 under `gyroscope run`, skip
+  drawn per window in 0..1023), then DISABLEd; the gaps between its last K - WARM hits (WARM=256),
+  each from the return of one callback to the start of the next (so the callback's own work is
+  not in them), give the rate: the median of their four quarters' means (a quarter with a
+  preemption in it is left out), less the dispatch cost the process measured on itself
+  (_calibrate_here, once, ~1-2 ms at its first window). WARM is past the small-int cache on
+  purpose: the first 256 iterations of a `for i in range(n)` loop make no new ints and run ~40%
+  faster than the rest (a loop called often, timed from its first iteration, was reported ~2x
+  too fast); the random skip puts the timed hits at a random depth (a loop entered right after a
+  syscall runs its first few hundred iterations ~15% slower). Slots: one per (code object, location, kind); at most
   MAX_SLOTS, beyond that counted in `dropped`.
 - Re-arming only our own tool: `restart_events()` would re-enable DISABLEd events of every tool,
   so for each code with a disabled location we set its local events to 0 and back, which
@@ -41,10 +45,11 @@ Wire format (native byte order; the reader is on the same machine): frames of
   u32 n_hits, u32 n_threads, then n_hits x (u32 slot, u32 hits, i64 t_first, i64 span,
   u64 thread ident, u64 second thread ident), n_threads x (u64 ident, u64 native id),
   3 x (i64 collections, i64 total pause ns, i64 longest ns, i64 first start ns) for gc
-  generations 0-2, then the coroutine steps (see _build_steps). span, when the slot saturated
-  (else 0): the sum of the K - WARM gaps between its timed hits, each from the return of one
-  callback to the start of the next (one thread's consecutive hits; scaled to K - WARM gaps when
-  another thread interleaved).
+  generations 0-2, then the coroutine steps (see _build_steps), then f64 near and f64 far: this
+  process's dispatch cost of a callback (see calibrate; 0.0 until measured). span, when the slot
+  saturated (else 0): (hits - WARM) x the median quarter's mean gap between its timed hits (one
+  thread's consecutive hits), so that span / (hits - WARM) is the time from one callback's
+  return to the next one's start.
 - EXTRA 5: a marshal'd object from another in-process part (e.g. the lock profiler).
 The other way, gyroscope -> program, on the same connection:
 - LIVE 16: the live decisions, a marshal'd list of dicts; read by the shipper after each window
@@ -157,9 +162,27 @@ DEF T_LIVE = 16                  # gyroscope -> program: the live decisions (mar
 cdef uint32_t _hits[MAX_SLOTS]
 cdef int64_t _t_first[MAX_SLOTS]
 cdef int64_t _t_out[MAX_SLOTS]      # when the last timed callback of the slot returned
-cdef int64_t _gap_sum[MAX_SLOTS]    # sum of the gaps from one callback's return to the next one's start
-cdef uint32_t _gap_n[MAX_SLOTS]     # ... and their number (one thread's consecutive hits only)
+# the gaps from one callback's return to the next one's start (one thread's consecutive hits),
+# summed per quarter of the timed hits: a quarter that the thread spent preempted (a busy
+# machine: milliseconds in one gap) is left out by the median of the quarters (_burst_span)
+DEF QUARTERS = 4
+cdef int64_t _gap_sum[MAX_SLOTS][QUARTERS]
+cdef uint32_t _gap_n[MAX_SLOTS][QUARTERS]
 cdef unsigned long _last_tid[MAX_SLOTS]
+# a random number of extra hits (0..SKIP_SPAN-1) before a slot's timed hits, drawn per window:
+# the timed hits land at a random depth of the loop, not always at its start (a loop entered
+# right after a syscall runs its first few hundred iterations ~15% slower: cold caches)
+DEF SKIP_SPAN = 1024
+cdef uint32_t _skip[MAX_SLOTS]
+cdef uint32_t _rng = 2463534242
+
+
+cdef inline uint32_t _next_skip() noexcept nogil:
+    global _rng
+    _rng ^= _rng << 13
+    _rng ^= _rng >> 17
+    _rng ^= _rng << 5
+    return _rng % SKIP_SPAN
 cdef unsigned long _thread[MAX_SLOTS]
 cdef unsigned long _thread2[MAX_SLOTS]
 cdef int _n_slots = 0
@@ -336,9 +359,9 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     _hits[s] = 0
     _thread[s] = 0
     _thread2[s] = 0
-    _gap_sum[s] = 0
-    _gap_n[s] = 0
+    _clear_gaps(s)
     _last_tid[s] = 0
+    _skip[s] = _next_skip()
     _step_t0[s] = 0
     _step_n[s] = 0
     _long_n[s] = 0
@@ -349,11 +372,42 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     return s
 
 
+cdef inline void _clear_gaps(int s) noexcept nogil:
+    cdef int q
+    for q in range(QUARTERS):
+        _gap_sum[s][q] = 0
+        _gap_n[s][q] = 0
+
+
+cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
+    """The timed gaps of slot s as h - WARM gaps of the median quarter's mean (0: none timed)."""
+    cdef double m[QUARTERS]
+    cdef double t
+    cdef int n = 0
+    cdef int i, j
+    for i in range(QUARTERS):
+        if _gap_n[s][i]:
+            m[n] = _gap_sum[s][i] / <double>_gap_n[s][i]
+            n += 1
+    if n == 0:
+        return 0
+    for i in range(1, n):        # insertion sort of at most 4
+        t = m[i]
+        j = i - 1
+        while j >= 0 and m[j] > t:
+            m[j + 1] = m[j]
+            j -= 1
+        m[j + 1] = t
+    t = m[n // 2] if n % 2 else (m[n // 2 - 1] + m[n // 2]) / 2
+    return <int64_t>(t * (h - WARM_HITS))
+
+
 cdef inline object _hit(object code, int offset, int kind, int dest):
     """Count one hit; return DISABLE when the slot has had K hits in this window."""
     global _raw, _errors, last_error, _last_slot
     cdef int64_t t_in = _now()      # first: the gap to the last return excludes this callback's work
     cdef int s
+    cdef int q
     cdef uint32_t h
     cdef unsigned long tid = PyThread_get_thread_ident()
     _raw += 1
@@ -379,16 +433,19 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
         _thread[s] = tid
     elif tid != _thread[s] and _thread2[s] == 0:
         _thread2[s] = tid
-    # the rate: the gaps between hits WARM..K of one thread, each from the return of one callback
-    # to the start of the next (the first hits after a re-arm are slow)
-    if h > WARM_HITS and tid == _last_tid[s]:
-        _gap_sum[s] += t_in - _t_out[s]
-        _gap_n[s] += 1
+    # the rate: the gaps between the last K - WARM hits of one thread, each from the return of one
+    # callback to the start of the next (after WARM + a random skip: the first hits are slow)
+    if h > WARM_HITS + _skip[s] and tid == _last_tid[s]:
+        q = <int>((h - WARM_HITS - _skip[s] - 1) * QUARTERS // (_k - WARM_HITS))
+        if q >= QUARTERS:
+            q = QUARTERS - 1
+        _gap_sum[s][q] += t_in - _t_out[s]
+        _gap_n[s][q] += 1
     _last_tid[s] = tid
-    if h >= _k:
+    if h >= _k + _skip[s]:
         _rearm[<Py_ssize_t><void*>code] = code
         return _DISABLE
-    if h >= WARM_HITS:
+    if h >= WARM_HITS + _skip[s]:
         _t_out[s] = _now()
     return None
 
@@ -542,7 +599,7 @@ cdef void _build_hits() noexcept nogil:
         h = _hits[s]
         if h:
             # "span": the gaps of the K - WARM timed hits (scaled when another thread interleaved)
-            i64 = (_gap_sum[s] * <int64_t>(h - WARM_HITS) // _gap_n[s]) if h >= _k and _gap_n[s] else 0
+            i64 = _burst_span(s, h) if h >= _k + _skip[s] else 0
             memcpy(rec, &s, 4)
             memcpy(rec + 4, &h, 4)
             memcpy(rec + 8, &_t_first[s], 8)
@@ -555,9 +612,9 @@ cdef void _build_hits() noexcept nogil:
             _hits[s] = 0
             _thread[s] = 0
             _thread2[s] = 0
-            _gap_sum[s] = 0
-            _gap_n[s] = 0
+            _clear_gaps(s)
             _last_tid[s] = 0
+            _skip[s] = _next_skip()
             n_hits += 1
     if _out != NULL:
         memcpy(_out + 32, &n_hits, 4)
@@ -609,6 +666,9 @@ cdef void _build_steps() noexcept nogil:
             n += 1
     if _out != NULL:
         memcpy(_out + at, &n, 4)
+    # then this process's calibrated dispatch costs (0.0 until _calibrate_here ran)
+    _put(&_out, &_out_len, &_out_cap, &_cal_near, 8)
+    _put(&_out, &_out_len, &_out_cap, &_cal_far, 8)
 
 
 cdef void _build_gc() noexcept nogil:
@@ -626,8 +686,11 @@ cdef void _build_gc() noexcept nogil:
 
 
 cdef object _drain_python():
-    """Under the GIL: re-arm the codes with a disabled location, collect the extra sources."""
+    """Under the GIL: re-arm the codes with a disabled location, collect the extra sources; the
+    first time, calibrate the dispatch cost here."""
     global _errors, last_error
+    if not _cal_done:
+        _calibrate_here()
     codes = list(_rearm.values())
     _rearm.clear()
     mon = _sys.monitoring
@@ -958,8 +1021,7 @@ def _after_fork_child() -> None:
         _hits[s] = 0
         _thread[s] = 0
         _thread2[s] = 0
-        _gap_sum[s] = 0
-        _gap_n[s] = 0
+        _clear_gaps(s)
         _last_tid[s] = 0
     for s in range(3):
         _gc_count[s] = 0
@@ -1047,64 +1109,113 @@ def add_source(fn) -> None:
     _extra_sources.append(fn)
 
 
-def calibrate(int n=2000, int trials=7, loop=None, bint far=True) -> float:
-    """What one counted JUMP adds to the gap between two timed hits (ns): the interpreter's
-    dispatch to the callback and back, measured on a private loop as the mean gap less the bare
-    loop's time per iteration. The callback's own work is outside the gaps (bridges/channel.py
-    subtracts this from each gap). `far`: the loop sits past offset 256, so both of the
-    callback's offsets are new ints (CPython 3.13 here: ~63 ns far, ~37 ns near; loop bodies move
-    the near figure by +-3 ns). Run in the gyroscope process (same interpreter and machine as the
-    program): the program pays nothing for it."""
-    global _DISABLE, _k, _active
+# ---- the dispatch cost of a callback --------------------------------------------------------
+cdef int64_t _cal_out = 0
+cdef int64_t _cal_sum = 0
+cdef uint32_t _cal_n = 0
+cdef double _cal_near = 0.0      # this process's own calibration (ns), shipped with every window
+cdef double _cal_far = 0.0
+cdef bint _cal_done = False
+_cal_codes = {}
+
+
+def _cal_jump(code, int offset, int dest):
+    """The calibration's JUMP callback: the same kind of function as on_jump (a Cython def with
+    the same arguments and the same first test), timing the gaps exactly as _hit does."""
+    global _cal_out, _cal_sum, _cal_n
+    cdef int64_t t_in = _now()
+    if not _active or dest >= offset:
+        return None
+    if _cal_out:
+        _cal_sum += t_in - _cal_out
+        _cal_n += 1
+    _cal_out = _now()
+    return None
+
+
+cdef object _cal_loop(bint far):
+    """A private loop `calib(n)`, past offset 256 when `far` (both of the callback's offsets are
+    then new ints)."""
+    f = _cal_codes.get(far)
+    if f is None:
+        ns = {}
+        pad = "    x = 0\n" * (200 if far else 1)
+        exec(compile(f"def calib(n):\n{pad}    for i in range(n):\n        x += 1\n", "<gyroscope-calibration>",
+                     "exec"), ns)
+        f = _cal_codes[far] = ns["calib"]
+    return f
+
+
+cdef double _dispatch_ns(object f, int n, int trials) except -1.0:
+    """The median over trials of (mean gap between timed JUMP hits of f's loop) less (f's bare time
+    per iteration), on a free sys.monitoring tool id; 0.0 when none is free."""
+    global _cal_out, _cal_sum, _cal_n, _active
     mon = _sys.monitoring
-    ns = {}
-    pad = "    x = 0\n" * (200 if far else 1)
-    exec(compile(f"def calib(n):\n{pad}    for i in range(n):\n        x += 1\n", "<gyroscope-calibration>",
-                 "exec"), ns)
-    f = ns["calib"] if loop is None else loop     # loop(n): another loop, to check the calibration
-    code = f.__code__
     tool = -1
-    for t in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID):
+    for t in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID, 1):
         if mon.get_tool(t) is None:
             tool = t
             break
-    if tool < 0 or _started:
+    if tool < 0:
         return 0.0
     import time
     clock = time.perf_counter_ns
+    code = f.__code__
+    was_active = _active
+    got = []
     mon.use_tool_id(tool, "gyroscope-calibration")
-    saved_k = _k
-    cdef double best_bare = 1e18
-    cdef double best_gap = 1e18
     try:
-        _DISABLE = mon.DISABLE
-        _k = 1 << 30
         _active = True
-        mon.register_callback(tool, mon.events.JUMP, on_jump)
+        mon.register_callback(tool, mon.events.JUMP, _cal_jump)
         f(n)
         for _ in range(trials):
             t0 = clock()
             f(n)
-            best_bare = min(best_bare, (clock() - t0) / n)
+            bare = (clock() - t0) / n
+            _cal_out = 0
+            _cal_sum = 0
+            _cal_n = 0
             mon.set_local_events(tool, code, mon.events.JUMP)
-            for s in range(_n_slots):
-                _gap_sum[s] = 0
-                _gap_n[s] = 0
-                _hits[s] = 0
             f(n)
             mon.set_local_events(tool, code, 0)
-            for s in range(_n_slots):
-                if _gap_n[s] > n // 2:
-                    best_gap = min(best_gap, _gap_sum[s] / <double>_gap_n[s])
+            if _cal_n > n // 2:
+                got.append(_cal_sum / <double>_cal_n - bare)
     finally:
         mon.register_callback(tool, mon.events.JUMP, None)
         mon.free_tool_id(tool)
-        _active = False
-        _k = saved_k
-        _reset_counters()
-    if best_gap >= 1e18:
+        _active = was_active
+    if not got:
         return 0.0
-    return max(0.0, best_gap - best_bare)
+    got.sort()
+    return max(0.0, got[len(got) // 2])
+
+
+def calibrate(int n=2000, int trials=7, loop=None, bint far=True) -> float:
+    """What one counted JUMP adds to the gap between two timed hits (ns): the interpreter's
+    dispatch to the callback and back, measured on a private loop as the mean gap less the bare
+    loop's time per iteration (median of the trials). The callback's own work is outside the
+    gaps (bridges/channel.py subtracts this from each gap). `far`: the loop sits past offset 256,
+    so both of the callback's offsets are new ints (CPython 3.13 here: ~58-73 ns far, ~34-46 ns
+    near, from one process to another; loop bodies move it by +-3 ns within one). `loop(n)`:
+    another loop instead, to check the calibration. The gyroscope process runs it as a fallback;
+    each program process calibrates itself once (_calibrate_here)."""
+    return _dispatch_ns(_cal_loop(far) if loop is None else loop, n, trials)
+
+
+cdef void _calibrate_here():
+    """Under the GIL, at the first window of this process: its own dispatch costs, near and far
+    (~1-2 ms once: the program's layout and caches, not the gyroscope process's, which differ by
+    up to ~10 ns per callback)."""
+    global _cal_near, _cal_far, _cal_done, _errors, last_error
+    if _cal_done:
+        return
+    _cal_done = True
+    try:
+        _cal_near = _dispatch_ns(_cal_loop(False), 1000, 5)
+        _cal_far = _dispatch_ns(_cal_loop(True), 1000, 5)
+    except BaseException as e:
+        _errors += 1
+        last_error = repr(e)
 
 
 cdef void _reset_counters():

@@ -13,7 +13,8 @@ Conventions of the events (see bridges/events.py):
   iterations without the callbacks (rate = (count - 1) / duration): the gaps between hits WARM
   to K (each from the return of one callback to the start of the next), less the calibrated
   dispatch cost of a callback per gap (`dispatch_ns`: (near, far), by how many of the jump's
-  offsets are past the small-int cache).
+  offsets are past the small-int cache), measured by each process on itself at its first window
+  (shipped with every window), else by the gyroscope process.
 - GC: the collections of one generation in the window (`count`), `duration_ns` their pause.
 Entities of the program's first process have pid 0; those of other processes carry their pid.
 """
@@ -63,6 +64,7 @@ class ProcessInfo:
     callback_errors: int = 0
     slots: dict[int, tuple[int, int, int, int, str, str]] = field(default_factory=dict)
     far: dict[int, int] = field(default_factory=dict)   # slot -> offsets past 256 (0-2; see dispatch_ns)
+    dispatch_ns: tuple[float, float] | None = None      # the process's own (near, far) calibration
     natives: dict[int, int] = field(default_factory=dict)   # thread ident -> native id
 
 
@@ -222,11 +224,12 @@ class ChannelServer:
             pass
         return obs
 
-    def _duration(self, span: int, count: int, far: int) -> int:
+    def _duration(self, span: int, count: int, far: int, own: tuple[float, float] | None = None) -> int:
         """The time of count - 1 iterations without the callbacks, from the gaps of the K - WARM
-        timed ones (module docstring); uncalibrated (dispatch_ns None): the gaps as they are."""
+        timed ones (module docstring), less the process's `own` calibrated dispatch cost, else the
+        gyroscope process's; uncalibrated: the gaps as they are."""
         n = count - WARM
-        near, far_ns = self.dispatch_ns or (0.0, 0.0)
+        near, far_ns = own or self.dispatch_ns or (0.0, 0.0)
         cost = near + (far_ns - near) * far / 2
         per = max(span - n * cost, span / 8) / n
         return max(1, int(per * (count - 1)))
@@ -347,6 +350,11 @@ class ChannelServer:
         if pos + 4 <= len(payload):
             (n_steps,) = struct.unpack_from("=I", payload, pos)
             steps = [_STEP.unpack_from(payload, pos + 4 + i * _STEP.size) for i in range(n_steps)]
+            pos += 4 + n_steps * _STEP.size
+        if pos + 16 <= len(payload):
+            near, far = struct.unpack_from("=dd", payload, pos)
+            if near > 0 and far > 0:
+                proc.dispatch_ns = (near, far)
         epid = self._entity_pid(proc)
         events: list[Event] = []
         unpriced: list[tuple[Event, int, int, int]] = []
@@ -358,7 +366,7 @@ class ChannelServer:
             thread2 = proc.natives.get(ident2, ident2) if ident2 else 0
             dur = 0
             if span > 0 and count > WARM:
-                dur = self._duration(span, count, proc.far.get(slot, 0))
+                dur = self._duration(span, count, proc.far.get(slot, 0), proc.dispatch_ns)
             role = "iter" if ekind == EventKind.LOOP_ITER else "call"
             if thread2 and count > 1:
                 ev = Event(ent, role, ekind, thread, t_first, count - 1, dur)
@@ -366,7 +374,7 @@ class ChannelServer:
             else:
                 ev = Event(ent, role, ekind, thread, t_first, count, dur)
             events.append(ev)
-            if dur and self.dispatch_ns is None:   # priced again once calibrated (poll)
+            if dur and proc.dispatch_ns is None and self.dispatch_ns is None:   # priced again at poll
                 unpriced.append((ev, span, count, proc.far.get(slot, 0)))
         for g, (count, total, _longest, first) in enumerate(gcs):
             if count:

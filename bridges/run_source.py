@@ -1,10 +1,12 @@
 """The Source of `gyroscope run`: the in-process bridge's counters (bridges/channel.py) plus the
 program's stacks sampled from outside by py-spy (bridges/pyspy.py), merged per window.
 
-Sampling starts as soon as the program is spawned, in a background thread: py-spy retries
-until the interpreter is initialised (its first sample comes ~15 ms after the spawn, where
-waiting for the bridge's hello and the session's imports left the first 50-200 ms of a program
-unsampled). The program is never made to wait for it.
+Sampling starts as soon as the program's bridge connects (`ready_fd`, the session's listening
+socket, turns readable: the interpreter is initialised, so py-spy finds it at once), in a
+background thread that gyroscope's own imports wait for: the first sample comes ~10-20 ms after
+the program's first line (waiting for the decoded hello behind the session's imports left the
+first 50-200 ms unsampled; starting py-spy before the interpreter is up costs up to ~120 ms in
+py-spy's own retries). The program is never made to wait for it.
 Sampling is not biased by the interpreter lock (py-spy reads the process's memory), and it
 costs the program nothing but the memory reads.
 """
@@ -20,15 +22,19 @@ from gyroscope.bridges.procfs import is_alive
 if TYPE_CHECKING:
     from gyroscope.bridges.channel import ChannelServer
 
+READY_TIMEOUT_S = 1.0   # a program whose bridge never connects is sampled after this anyway
+
 
 class RunSource:
     name = "run"
 
     def __init__(self, channel: ChannelServer | None, pid: int, own_code: Callable[[str], bool],
-                 rate_hz: float | None = None, sampling: bool = True, subprocesses: bool = True) -> None:
+                 rate_hz: float | None = None, sampling: bool = True, subprocesses: bool = True,
+                 ready_fd: int | None = None) -> None:
         """`channel` may be set later (`gyroscope run` starts the sampler before it imports the
-        channel), but before the first poll."""
+        channel), but before the first poll. `ready_fd`: readable once the program is up."""
         self.channel = channel
+        self.ready_fd = ready_fd
         self.pid = pid
         self.own_code = own_code
         self.rate_hz = rate_hz
@@ -60,6 +66,12 @@ class RunSource:
 
     def _start_sampler_now(self) -> None:
         from gyroscope.bridges.pyspy import DEFAULT_RATE_HZ, PySpySource
+        if self.ready_fd is not None:
+            import select
+            try:
+                select.select([self.ready_fd], [], [], READY_TIMEOUT_S)
+            except (OSError, ValueError):
+                pass
         if not is_alive(self.pid):   # the program already ended: nothing left to sample
             return
         try:
