@@ -16,7 +16,7 @@ a cell fed one constant word cannot exceed 0.56, and short-lived cells with few 
 (a 0.3 s crunch thread) look "dispersed". So an action is taken when the direct measurements
 show it matters; the structural scores travel with it and rank decisions of the same action.
   specialize_hot_loop: a loop (or a function with no hot loop of its own) of the program's own
-  code with
+  code, or a library loop the program's time went to, with
     cpu_share       >= 0.25  its share of the program's sampled running time;
     running_share   >= 0.05  it ran for >= 5% of the session's wall time (run_s_total /
                              duration_s, or its running samples / the session's samples);
@@ -25,6 +25,11 @@ show it matters; the structural scores travel with it and rank decisions of the 
                              neither for half the session (wait_s_total / (duration_s x threads))
                              nor for half the time they spend in the function (blocked / (blocked
                              + running) over the function's entities) -- see idle_share();
+    native_share    <  0.7   its time is not mostly in native calls (agent/measure.py);
+    library_share   <  0.7   nor in library code it calls (sampled leaves): then the library's
+                             loop where that time went is the candidate (it is decided under the
+                             same rule, in whatever file it lives, with the program's line that
+                             leads to it in the summary), never the entry point that calls it;
     and it does not enclose a contended lock of its function (starts on or before the lock's
     line, runs in threads that wait on it): that is lock hand-over churn (threads queued for
     the GIL behind the lock are sampled as running), and the action there is contention.
@@ -70,6 +75,7 @@ CONT_MIN_WAITS = 2
 
 HOT_KINDS = ("loop", "function")
 HOT_MAX_NATIVE_SHARE = 0.7   # a loop whose time is mostly in native calls has no Python to specialize
+HOT_MAX_LIBRARY_SHARE = 0.7  # ... nor one whose time is mostly in library code it calls: that library's loop is
 CONTENTION_KINDS = ("lock",)
 # an asyncio event loop is a shared resource too: a coroutine step that holds its thread
 # >= 100 ms (bridges/_inproc.pyx LONG_STEP_NS) delays every other task of the loop
@@ -182,6 +188,7 @@ def _measure_evidence(m: Measurements, context: Context) -> dict[str, Any]:
     return {**exact,
         "cpu_share": round(_finite(m.cpu_share), 4),
         "native_share": round(_finite(float(m.extra.get("native_share", 0.0))), 4),
+        "library_share": round(_finite(float(m.extra.get("library_share", 0.0))), 4),
         "running_share": round(_running_share(m, samples, duration), 4),
         "samples_running": m.samples_running,
         "iterations": m.iterations,
@@ -210,7 +217,8 @@ def measured_action(kind: str, ev: dict[str, Any]) -> str:
     """The measurement half of the rule (module docstring)."""
     if kind in HOT_KINDS and (ev["cpu_share"] >= HOT_MIN_CPU_SHARE and ev["running_share"] >= HOT_MIN_RUNNING_SHARE
                               and ev["samples_running"] >= HOT_MIN_SAMPLES
-                              and ev.get("native_share", 0.0) < HOT_MAX_NATIVE_SHARE):
+                              and ev.get("native_share", 0.0) < HOT_MAX_NATIVE_SHARE
+                              and ev.get("library_share", 0.0) < HOT_MAX_LIBRARY_SHARE):
         return HOT
     if kind in CONTENTION_KINDS and (ev["waiting_threads"] >= CONT_MIN_WAITING_THREADS
                                      and ev["wait_share"] >= CONT_MIN_WAIT_SHARE
@@ -229,9 +237,11 @@ def decide(entities: Sequence[EntityRecord], context: Context) -> list[Decision]
     out: list[Decision] = []
     for ent in entities:
         exact_lock = bool(ent.kind in CONTENTION_KINDS and ent.measurements.extra.get("exact"))
+        library_loop = bool(ent.measurements.extra.get("library"))
         # a profiled lock is decided wherever it was created (library locks too: logging's handler
-        # lock); everything else only in the program's own code
-        if not exact_lock and not context.all_code and not is_own_code(ent):
+        # lock), a library's loop where the program's time went (bridges/stacks.py library_loop);
+        # everything else only in the program's own code
+        if not (exact_lock or library_loop) and not context.all_code and not is_own_code(ent):
             continue
         if ent.kind == "function" and ent.function == "<module>":
             continue   # a module body is an entry point (a console script, `import x; x.main()`), never the answer

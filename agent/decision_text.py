@@ -76,11 +76,18 @@ def _is_stdlib(file: str) -> bool:
 
 
 def _caller(path: CallPath | None) -> Frame | None:
-    """The nearest caller in the program's own code (or a library), skipping the standard library's
-    plumbing (threading's Thread.run, asyncio's event loop) when something else calls the place."""
+    """The nearest caller in the program's own code (bridges/owncode.py: a library's loop is
+    reached from the program's line that leads to it), else in a library, skipping the standard
+    library's plumbing (threading's Thread.run, asyncio's event loop) when something else calls
+    the place."""
     if path is None or len(path.frames) < 2:
         return None
+    from gyroscope.bridges.owncode import looks_like_program
     callers = path.frames[:-1]
+    if not looks_like_program(path.frames[-1].file):
+        for f in reversed(callers):
+            if looks_like_program(f.file):
+                return f
     for f in reversed(callers):
         if not _is_stdlib(f.file):
             return f

@@ -52,6 +52,8 @@ MAX_CALL_SITES = 32     # waiting call sites kept per lock entity
 @dataclass(slots=True)
 class EntityStats:
     exact_hits: int = 0          # loop iterations (or calls) counted in windows that did not saturate
+    via_ns: int = 0              # running time whose leaf was library code this entity called
+    library: bool = False        # a library's loop, seen through the program's calls (stacks.library_loop)
     saturated_hits: int = 0      # hits counted in windows that saturated (K each): a lower bound
     rates: list[float] = field(default_factory=list)
     call_exact: int = 0
@@ -194,6 +196,11 @@ class Measurements:
             elif k == EventKind.SAMPLE_RUN:
                 st.samples_running += ev.count
                 st.run_ns += ev.duration_ns
+                if ev.role == "lib":      # a library loop, inclusive: its time is also its caller's
+                    st.library = True
+                    continue
+                if ev.role == "via":      # the program's frame, running in library code it called
+                    st.via_ns += ev.duration_ns
                 self.total_running += ev.count
                 self.total_run_ns += ev.duration_ns
             elif k == EventKind.SAMPLE_GIL:
@@ -239,7 +246,11 @@ class Measurements:
             "waits": st.waits,
             "waiting_threads": len(st.waiting_threads),
             "run_s_total": st.run_ns / 1e9,
+            # of the running time, the share spent in library code it called (sampled leaves)
+            "library_share": (st.via_ns / st.run_ns) if st.run_ns else 0.0,
         }
+        if st.library:
+            out["library"] = True
         if st.lock is not None:
             out.update(st.lock.as_dict())
         return out

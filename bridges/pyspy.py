@@ -66,7 +66,7 @@ from gyroscope.bridges.events import (
 )
 from gyroscope.bridges.owncode import looks_like_program
 from gyroscope.bridges.pyspy_record import ChunkedRecorder, Span
-from gyroscope.bridges.stacks import Frame, classify, waiting_leaf
+from gyroscope.bridges.stacks import Frame, classify, library_loop, waiting_leaf
 
 SUPPORTED_PYTHONS = "CPython 2.3-2.7 and 3.3-3.14"   # what py-spy 0.4.x can read
 DUMP_TIMEOUT_S = 10.0
@@ -169,6 +169,9 @@ class _Thread:
 
 
 _ROLE = {EventKind.SAMPLE_RUN: "run", EventKind.SAMPLE_GIL: "run", EventKind.SAMPLE_WAIT: "wait"}
+# roles of running samples whose leaf is library code (bridges/stacks.py library_loop): "via" on
+# the program's frame (its time is in what it calls), "lib" on the library's loop
+ROLE_VIA, ROLE_LIB = "via", "lib"
 
 
 class PySpySource:
@@ -218,7 +221,8 @@ class PySpySource:
         self._bridge_tids: set[int] = set()   # gyroscope's own shipper thread in a `run` program
         self._threads: dict[int, _Thread] = {}
         self._gone: dict[int, int] = {}      # threads no longer in /proc -> when they were missed
-        self._events: dict[tuple[Entity, EventKind, int], list] = {}
+        self._events: dict[tuple[Entity, EventKind, int, str], list] = {}
+        self._lib_loops: dict[tuple[Frame, ...], Entity | None] = {}
         self._stacks: dict[tuple[int, int, tuple[Frame, ...], str], list] = {}
         self._classified: dict[tuple[tuple[Frame, ...], str], tuple[Entity, EventKind] | None] = {}
         self._episodes: list[Event] = []
@@ -431,13 +435,13 @@ class PySpySource:
                 continue
             ent, kind = got
             dur = cpu if state == StackState.RUN else ns
-            ekey = (ent, kind, st.tid)
-            acc = self._events.get(ekey)
-            if acc is None:
-                self._events[ekey] = [frac, dur, t0]
-            else:
-                acc[0] += frac
-                acc[1] += dur
+            role = _ROLE[kind]
+            if kind == EventKind.SAMPLE_RUN and span.frames and not self.own_code(span.frames[0].file):
+                role = ROLE_VIA     # running in library code the program's frame called
+                lib = self._library_loop(span.frames)
+                if lib is not None:
+                    self._add_event((lib, kind, st.tid, ROLE_LIB), frac, dur, t0)
+            self._add_event((ent, kind, st.tid, role), frac, dur, t0)
             if kind == EventKind.SAMPLE_WAIT:
                 self.wait_ns[ent] = self.wait_ns.get(ent, 0) + ns
                 if ns * 2 >= wall:
@@ -452,6 +456,24 @@ class PySpySource:
             st.wait_last_ns = t1
         else:
             self._end_episode(st)
+
+    def _add_event(self, key: tuple[Entity, EventKind, int, str], frac: float, dur: int, t0: int) -> None:
+        acc = self._events.get(key)
+        if acc is None:
+            self._events[key] = [frac, dur, t0]
+        else:
+            acc[0] += frac
+            acc[1] += dur
+
+    def _library_loop(self, frames: tuple[Frame, ...]) -> Entity | None:
+        if frames not in self._lib_loops:
+            if len(self._lib_loops) > 50_000:
+                self._lib_loops.clear()
+            ent = library_loop(list(frames), self.own_code)
+            if ent is not None and self.entity_pid:
+                ent = dataclasses.replace(ent, pid=self.entity_pid)
+            self._lib_loops[frames] = ent
+        return self._lib_loops[frames]
 
     def _classify(self, frames: tuple[Frame, ...], state: str) -> tuple[Entity, EventKind] | None:
         key = (frames, state)
@@ -504,8 +526,8 @@ class PySpySource:
                        for tid, ps in self._proc_threads.items() if tid in names}
         n_samples = int(round(samples))
         self.total_samples += n_samples
-        events = [Event(ent, _ROLE[kind], kind, tid, acc[2], max(1, round(acc[0])), acc[1])
-                  for (ent, kind, tid), acc in events_acc.items()]
+        events = [Event(ent, role, kind, tid, acc[2], max(1, round(acc[0])), acc[1])
+                  for (ent, kind, tid, role), acc in events_acc.items()]
         stacks = [StackSample(pid, tid, acc[3], frames, state, max(1, round(acc[0])), acc[1], acc[2])
                   for (pid, tid, frames, state), acc in stacks_acc.items()]
         obs = Observation(self._t_last, now, life + events + episodes, threads, n_samples, raw, 0, errors,

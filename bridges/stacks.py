@@ -26,6 +26,11 @@ Idle, the same stack is the event loop waiting (select) at that call site.
 
 `with cond:` on a Condition is an acquire of its underlying lock, and the text cannot tell a
 Condition from a Lock: with-statements are reported as "lock".
+
+A running stack whose leaf is library code is also where the time is (`library_loop`): the
+sampler charges it to the program's frame as above (role "via": its time is in code it calls)
+and to the innermost library loop on the way (role "lib"), so that a hot loop is named wherever
+it lives, with the program's line that leads to it.
 """
 from __future__ import annotations
 
@@ -168,6 +173,21 @@ def qualified(frame: Frame) -> tuple[str, int, int | None]:
     first = loc.first_line if name == loc.qualname else (frame.first_line or frame.line)
     header = loc.loop_header if name == loc.qualname else None
     return name, first, header
+
+
+def library_loop(frames: list[Frame], is_own_code: Callable[[str], bool]) -> Entity | None:
+    """Where the time of a running stack is when it is not in the program's own code: the
+    innermost frame between the leaf and the program's innermost frame that sits in a loop of its
+    function (a library's hot loop: pygments' RegexLexer.get_tokens_unprocessed, networkx's
+    shortest paths), as a "loop" entity in that library file. None when the leaf is the program's
+    own code, no frame is, or no library frame is in a loop (a thin wrapper over C code)."""
+    for f in frames:
+        if is_own_code(f.file):
+            return None
+        name, _first, header = qualified(f)
+        if header is not None:
+            return Entity(EntityKind.LOOP, f.file, name, header)
+    return None
 
 
 def classify(frames: list[Frame], idle: bool, gil: bool | None,
