@@ -350,7 +350,7 @@ def _write_outputs(args: argparse.Namespace, result: Any, status: int) -> int:
         except (OSError, TypeError, ValueError) as e:
             print(f"gyroscope: error: cannot write {args.json}: {getattr(e, 'strerror', None) or e}", file=err)
             status = status or 2
-    if status != 0 and not result.errors and all(e.kind == "gc" for e in result.entities):
+    if status != 0 and not result.errors and all(e.kind in ("gc", "thread") for e in result.entities):
         return status   # the program failed before doing anything (python said why): nothing to add
     try:
         print_summary(result, err, quiet=bool(getattr(args, "quiet", False)))

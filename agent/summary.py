@@ -4,7 +4,7 @@ Order: decisions first, each as a sentence ("the loop at app.py:12 in `crunch` t
 program's sampled CPU at 800.0k iterations/s; reached from main (app.py:34)"), the hottest call path
 that leads to it (from the session's sampled stacks, agent/profiles/paths.py) and one line of key
 evidence (scores, measurements); then the top loops
-(cpu share, iterations/s), the top waits (total / mean wait, waiting threads), then the counters
+(cpu share, the share of it in library or native calls, iterations/s), the top waits (total / mean wait, waiting threads), then the counters
 (samples, events, dropped, errors). Rendered with rich; plain text (no ANSI codes) when the
 stream is not a terminal. The renderer of agent/render.py ("summary") wraps print_summary.
 """
@@ -25,6 +25,17 @@ def _isatty(stream: TextIO) -> bool:
         return bool(stream.isatty())
     except Exception:  # noqa: BLE001
         return False
+
+
+def _in_calls(x: dict) -> str:
+    """The share of a loop's or function's time spent in what it calls rather than its own
+    bytecode: library code (sampled leaves, `library_share`) or native code (`native_share`, an
+    estimate from exact counts), e.g. "lib 97%", "native 82%"; "" when neither is >= 5%."""
+    lib, nat = float(x.get("library_share", 0.0) or 0.0), float(x.get("native_share", 0.0) or 0.0)
+    parts = [f"lib {lib:.0%}"] if lib >= 0.05 else []
+    if nat >= 0.05:
+        parts.append(f"native {nat:.0%}")
+    return ", ".join(parts)
 
 
 def _table(title: str, tty: bool):
@@ -170,13 +181,13 @@ def print_summary(result: SessionResult, stream: TextIO, quiet: bool = False) ->
     loops = top_loops(result)
     if loops:
         t = _table("Top loops", tty)
-        for col in ("kind", "function", "where", "cpu share", "iterations/s", "threads"):
-            t.add_column(col, justify="right" if col in ("cpu share", "iterations/s", "threads") else "left",
-                         overflow="fold")
+        right = ("cpu share", "in calls", "iterations/s", "threads")
+        for col in ("kind", "function", "where", "cpu share", "in calls", "iterations/s", "threads"):
+            t.add_column(col, justify="right" if col in right else "left", overflow="fold")
         for e in loops:
             m = e.measurements
             t.add_row(e.kind, e.function, f"{short_path(e.file)}:{e.line}", f"{m.cpu_share:.1%}",
-                      fmt_num(m.iterations_per_s), str(len(e.threads)))
+                      _in_calls(m.extra), fmt_num(m.iterations_per_s), str(len(e.threads)))
         con.print(t)
     waits = top_waits(result)
     if waits:

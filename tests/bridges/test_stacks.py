@@ -336,3 +336,32 @@ def test_event_loop_bookkeeping_is_not_the_programs_work(fx):
     sel = Frame("/usr/lib/python3.12/selectors.py", "EpollSelector.select", 468)
     ent, kind = classify([sel] + loop_only, idle=True, gil=False, is_own_code=fx.is_own)
     assert (ent.kind, ent.detail, ent.line, kind) == (EntityKind.WAIT, "select", 3, EventKind.SAMPLE_WAIT)
+
+
+LIBRARY = textwrap.dedent('''\
+    def tokens(text):
+        out = []
+        for ch in text:
+            out.append(ch.upper())
+        return out
+
+
+    def thin(text):
+        return text.upper()
+''')
+
+
+def test_library_loop_is_where_the_time_is(fx, tmp_path):
+    """A running stack whose leaf is library code: the innermost library frame in a loop is the
+    library's loop; a thin library wrapper (no loop) or a leaf in the program's own code is None."""
+    from gyroscope.bridges.stacks import library_loop
+    lib = tmp_path / "site-packages" / "somelib.py"
+    lib.parent.mkdir()
+    lib.write_text(LIBRARY)
+    own_line = line_of(fx, "cond.wait(30)")
+    own = Frame(fx.PATH, "cond_wait", own_line)
+    in_loop = Frame(str(lib), "tokens", 4)           # out.append(...) inside the for loop
+    ent = library_loop([Frame("<builtin>", "list.append", 0), in_loop, own], fx.is_own)
+    assert ent is not None and (ent.kind, ent.file, ent.function, ent.line) == (EntityKind.LOOP, str(lib), "tokens", 3)
+    assert library_loop([Frame(str(lib), "thin", 10), own], fx.is_own) is None
+    assert library_loop([own, in_loop], fx.is_own) is None
