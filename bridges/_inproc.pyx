@@ -207,6 +207,7 @@ cdef bint _active = False
 cdef dict _slot_of = {}        # key -> slot
 watched = {}                   # id(code) -> code, the program's code objects being watched
 _rearm = {}                    # id(code) -> code, codes with a location disabled this window
+cdef bint _rearm_pending = False
 _DISABLE = None
 _predicate = None              # callable(filename) -> bool: is this the program's own code?
 _tool = -1
@@ -404,7 +405,7 @@ cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
 
 cdef inline object _hit(object code, int offset, int kind, int dest):
     """Count one hit; return DISABLE when the slot has had K hits in this window."""
-    global _raw, _errors, last_error, _last_slot
+    global _raw, _errors, last_error, _last_slot, _rearm_pending
     cdef int64_t t_in = _now()      # first: the gap to the last return excludes this callback's work
     cdef int s
     cdef int q
@@ -444,6 +445,7 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
     _last_tid[s] = tid
     if h >= _k + _skip[s]:
         _rearm[<Py_ssize_t><void*>code] = code
+        _rearm_pending = True
         return _DISABLE
     if h >= WARM_HITS + _skip[s]:
         _t_out[s] = _now()
@@ -686,21 +688,11 @@ cdef void _build_gc() noexcept nogil:
 
 
 cdef object _drain_python():
-    """Under the GIL: re-arm the codes with a disabled location, collect the extra sources; the
-    first time, calibrate the dispatch cost here."""
+    """Under the GIL: collect the extra sources; the first time, calibrate the dispatch cost here.
+    (The disabled locations are re-armed later in the window: _rearm_codes.)"""
     global _errors, last_error
     if not _cal_done:
         _calibrate_here()
-    codes = list(_rearm.values())
-    _rearm.clear()
-    mon = _sys.monitoring
-    for code in codes:
-        try:
-            mon.set_local_events(_tool, code, 0)
-            mon.set_local_events(_tool, code, LOCAL_EVENTS)
-        except BaseException as e:
-            _errors += 1
-            last_error = repr(e)
     extras = []
     for src in _extra_sources:
         try:
@@ -711,6 +703,25 @@ cdef object _drain_python():
             _errors += 1
             last_error = repr(e)
     return extras
+
+
+cdef void _rearm_codes():
+    """Under the GIL: re-arm the codes with a disabled location. The shipper does it at a random
+    moment of the window, not right after the drain: the timed hits that follow must not
+    coincide with gyroscope's own work on the window just shipped (decoding it on the other core
+    slowed them by ~10%)."""
+    global _errors, last_error, _rearm_pending
+    _rearm_pending = False
+    codes = list(_rearm.values())
+    _rearm.clear()
+    mon = _sys.monitoring
+    for code in codes:
+        try:
+            mon.set_local_events(_tool, code, 0)
+            mon.set_local_events(_tool, code, LOCAL_EVENTS)
+        except BaseException as e:
+            _errors += 1
+            last_error = repr(e)
 
 
 cdef void _ship_window() noexcept nogil:
@@ -824,10 +835,22 @@ def live_decisions():
     return _live_cache
 
 
+cdef bint _wait_until(int64_t deadline) noexcept nogil:
+    """Sleep until the deadline (monotonic ns); True when the shipper must stop instead."""
+    cdef timespec ts
+    ts.tv_sec = deadline // 1000000000
+    ts.tv_nsec = deadline % 1000000000
+    pthread_mutex_lock(&_wake_mu)
+    while not _stop_shipper and not _exiting and _now() < deadline:
+        pthread_cond_timedwait(&_wake, &_wake_mu, &ts)
+    pthread_mutex_unlock(&_wake_mu)
+    return _stop_shipper or _exiting or _sock < 0
+
+
 cdef void* _shipper_main(void* arg) noexcept nogil:
     global _shipper_tid
-    cdef timespec ts
     cdef int64_t deadline
+    cdef int64_t rearm_at
     cdef int64_t wait_ns = _window_ns // 8 if _window_ns >= 80000000 else _window_ns
     _shipper_tid = syscall(SYS_gettid)
     # named, so the sampler can leave this thread out of the program's profile (bridges/pyspy.py)
@@ -835,16 +858,16 @@ cdef void* _shipper_main(void* arg) noexcept nogil:
     while True:
         # the first windows of a process are short (1/8, 1/4, 1/2 of a window, then whole ones):
         # a short-lived process (a pool worker that is terminated) still ships what it did
-        pthread_mutex_lock(&_wake_mu)
         deadline = _now() + wait_ns
+        rearm_at = deadline - wait_ns + wait_ns * (200 + <int64_t>(_next_skip() * 600 // SKIP_SPAN)) // 1000
         if wait_ns < _window_ns:
             wait_ns = wait_ns * 2 if wait_ns * 2 < _window_ns else _window_ns
-        ts.tv_sec = deadline // 1000000000
-        ts.tv_nsec = deadline % 1000000000
-        while not _stop_shipper and not _exiting and _now() < deadline:
-            pthread_cond_timedwait(&_wake, &_wake_mu, &ts)
-        pthread_mutex_unlock(&_wake_mu)
-        if _stop_shipper or _exiting or _sock < 0:
+        if _wait_until(rearm_at):   # 20-80% into the window: re-arm what the last window disabled
+            break
+        if _rearm_pending:
+            with gil:
+                _rearm_codes()
+        if _wait_until(deadline):
             break
         _ship_window()
         _receive()
