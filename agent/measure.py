@@ -6,18 +6,22 @@ counts), calls, samples running / waiting, CPU share, wait time, wait episodes a
 distinct threads that waited.
 
 What the numbers are (and are not):
-- iterations_per_s: the median over windows of the rate of a loop's iterations 8..K after each
-  re-arm (the first ones after a re-instrumentation are slow), with the calibrated cost of
-  one callback per iteration removed (bridges/channel.py). It is a burst estimate, biased:
-  benchmarks/accuracy.py measures -9% .. +180% on tight loops (bodies of ~50 ns, where the
-  calibrated callback cost, measured on another loop, is as large as the body and the
-  subtraction is off by tens of ns); loops with heavier bodies are less affected.
+- iterations_per_s: the median over windows of a loop's rate per second of its running (CPU)
+  time, from timed hits: after each re-arm (at a random moment of the window) and WARM + a random
+  skip of hits, the gaps between K - WARM consecutive hits of one thread, each from the return of
+  one callback to the start of the next, less the dispatch cost of a callback that the process
+  measured on itself (bridges/_inproc.pyx, bridges/channel.py). An estimate: benchmarks/accuracy.py
+  measures -13% .. +3% (medians of 3) on tight loops of ~40-55 ns per iteration, where the
+  dispatch cost (~35 ns) is as large as the body; loops with heavier bodies are less affected.
 - iterations: exact when the loop never ran K times in a window (`iterations_exact`); else the
   windows that did not saturate count exactly and the rest is the median rate times the loop's
   sampled running time beyond them (see _extrapolate; a loop that encloses other loops gets no
-  running samples of its own, so its count is then the hits seen: a lower bound). The error is the
-  rate's bias plus the running time's (benchmarks/accuracy.py measures both).
-- cpu_share: the entity's CPU time over the process's CPU time. From outside (py-spy +
+  running samples of its own, so its count is then the hits seen: a lower bound). The error is
+  the rate's plus the running time's; the running time misses what the loop did before py-spy's
+  first sample (~10-20 ms after the program's first line), so loops that start with the program
+  are undercounted by that much (benchmarks/accuracy.py: -17% .. +0.4% on 0.3-0.5 s programs).
+- cpu_share: the entity's CPU time over the process's CPU time (while sampled: from about the
+  program's first line; the interpreter's start-up has no Python frame). From outside (py-spy +
   /proc, bridges/pyspy.py) a SAMPLE_RUN's duration is the CPU time the kernel counted for that
   thread, spread over its running samples, and the denominator is the CPU time of every sampled
   stack (library-only threads included): a share of the process's CPU. A thread waiting for the

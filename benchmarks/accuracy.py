@@ -13,8 +13,9 @@ measure and of its tolerance). Conventions:
 - counts and rates: relative error (got / truth - 1); both are checked only for loops that ran
   >= 0.2 s (issue 13), the others are reported; CPU shares: points (got - truth, in shares of 1). The truth share of a
   function is its CPU time inside (thread_time, measured by the program) over the process's CPU
-  time at the end (process_time; start-up included): a share of the process's CPU, as
-  gyroscope's is; gyroscope's share is the sum of the `cpu_share` of the program's entities in
+  time from the program's first line to its end (process_time): a share of the process's CPU,
+  as gyroscope's is (the interpreter's start-up before the first line has no Python frame for
+  any sampler); gyroscope's share is the sum of the `cpu_share` of the program's entities in
   that function; the peers' share is the function's inclusive time over the program's
   (pyinstrument: wall time) or its samples over all samples (py-spy: running threads only);
 - locks: matched by creation site (the line `NAME = threading.X(...)` of the program);
@@ -125,10 +126,12 @@ def _creation_line(name: str, var: str) -> int:
 
 
 def _truth_shares(truth: dict[str, Any]) -> dict[str, float]:
-    """A function's share of the process's CPU time (its CPU time inside over the process's, both
-    measured by the program), as gyroscope's cpu_share is; without process_cpu_s, of the regions'."""
+    """A function's share of the process's CPU time from the program's first line (its CPU time
+    inside over the process's since then, both measured by the program), as gyroscope's cpu_share
+    is (the interpreter's start-up before it has no Python frame: no sampler can attribute it);
+    without process_cpu_s, of the regions'."""
     cpu = truth.get("cpu", {})
-    total = truth.get("process_cpu_s") or sum(cpu.values())
+    total = (truth.get("process_cpu_s", 0.0) - truth.get("process_cpu_start_s", 0.0)) or sum(cpu.values())
     return {f: t / total for f, t in cpu.items()} if total else {}
 
 
