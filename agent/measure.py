@@ -132,6 +132,11 @@ def _extrapolate(exact: int, saturated: int, rates: list[float], run_ns: int) ->
     return max(float(exact + saturated), exact + rate * rest_s), rate
 
 
+# What an estimated count or rate may be off by, relative (benchmarks/accuracy.py, medians of 3 on
+# 0.3-0.5 s programs of tight loops, 2026-12-01: rates -13% .. +9%, counts -17% .. +12% on a
+# machine shared with other work; the module docstring says where the errors come from).
+ESTIMATE_ERROR = {"iterations_per_s": 0.15, "iterations": 0.20}
+
 BYTECODE_NS_PER_ITERATION = 2_000   # at most this much of a loop body's own bytecode per iteration
 BYTECODE_NS_PER_CALL = 10_000       # ... and of a function's own lines (outside its loops) per call
 
@@ -238,6 +243,9 @@ class Measurements:
             "iterations": int(round(iterations)),
             "iterations_per_s": float(ips),
             "iterations_exact": not st.saturated_hits,
+            # the expected relative error of what is estimated (0.0: exact, or nothing to estimate)
+            "iterations_error": ESTIMATE_ERROR["iterations"] if st.saturated_hits else 0.0,
+            "iterations_per_s_error": ESTIMATE_ERROR["iterations_per_s"] if st.rates else 0.0,
             "native_share": (_native_share(iterations, st.saturated_hits, st.run_ns) if ent.kind == "loop" else
                              _native_share(calls, st.call_saturated, st.run_ns, BYTECODE_NS_PER_CALL)),
             "calls": int(round(calls)),
