@@ -600,7 +600,7 @@ cdef void _build_hits() noexcept nogil:
     for s in range(_n_slots):
         h = _hits[s]
         if h:
-            # "span": the gaps of the K - WARM timed hits (scaled when another thread interleaved)
+            # "span": the timed gaps as hits - WARM of the median quarter's mean (_burst_span)
             i64 = _burst_span(s, h) if h >= _k + _skip[s] else 0
             memcpy(rec, &s, 4)
             memcpy(rec + 4, &h, 4)
@@ -1175,7 +1175,7 @@ cdef double _dispatch_ns(object f, int n, int trials) except -1.0:
     global _cal_out, _cal_sum, _cal_n, _active
     mon = _sys.monitoring
     tool = -1
-    for t in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID, 1):
+    for t in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID):   # never the debugger's or coverage's
         if mon.get_tool(t) is None:
             tool = t
             break

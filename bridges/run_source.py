@@ -49,7 +49,9 @@ class RunSource:
 
     def start(self) -> None:
         """Start the sampler (again: nothing)."""
-        if self.sampling and self._starter is None:
+        if not self.sampling:
+            self._spawned.set()
+        elif self._starter is None:
             self._starter = threading.Thread(target=self._start_sampler, name="gyroscope-sampler-start", daemon=True)
             self._starter.start()
 
