@@ -198,6 +198,7 @@ class PolicyQueue:
 
 
 _live: weakref.WeakSet = weakref.WeakSet()
+_executors = itertools.count(1)
 _exiting = False
 
 
@@ -244,8 +245,10 @@ class CoherenceExecutor(Executor):
         as at least one worker is among them (else anywhere: never stranded).
     Tasks already pending when a new set of decisions arrives are re-routed, keeping their age.
     A lane stays once created (a decision that disappears between report cycles does not undo
-    it). Each lane created appends an Action to `actions` (see _new_lane); its "tasks" and
-    "routed" grow as tasks are routed.
+    it). Each lane created appends an Action to `actions` ("route_to_lane" for a lock's lane,
+    "run_on_protected_threads" for a protected hot loop; see _action_locked); its "tasks" and
+    "routed" grow as tasks are routed. Under `gyroscope run` the same Actions go into the
+    session (schedulers/live.py report()).
     Nothing is dropped; the starvation bound of the module docstring holds with the spread of
     bases S = 2 + LANE_BONUS (a lane task also waits for its lane's room, which its own lane's
     earlier tasks free up in FIFO-by-rank order).
@@ -283,6 +286,7 @@ class CoherenceExecutor(Executor):
         self.hot_tasks = 0
         self.protected = 0
         self._natives: set[int] = set()   # native ids of the worker threads
+        self._index = next(_executors)
         _live.add(self)
 
     @property
@@ -394,30 +398,39 @@ class CoherenceExecutor(Executor):
             lane.action["tasks"].append(name)
         return lane
 
-    def _new_lane(self, rule: Rule) -> Lane:
-        """Create the lane of a decided lock and record its Action:
-        {"action": "executor_lane", "lock": {file, function, line, detail}, "limit", "workers",
-         "tasks": [qualified names routed, first 32], "routed": n, "decision_version", "t_s"}."""
-        action = {"action": "executor_lane", "lock": {"file": rule.file, "function": rule.function,
-                                                       "line": rule.key[2], "detail": rule.detail},
-                  "limit": self.lane_limit, "workers": self._max_workers, "tasks": [], "routed": 0,
-                  "decision_version": self._version, "t_s": round(time.monotonic() - _T0, 6)}
-        lane = self._lanes[rule.key] = Lane(rule.key, self.lane_limit, action)
+    def _action_locked(self, name: str, rule: Rule, limit: int, **more: Any) -> dict[str, Any]:
+        """The Action of a new lane (agent/model.py Action/LaneInfo, as a plain dict):
+        {"action": name, "entity": {kind, file, function, line, detail}, "limit", "workers",
+         "tasks": [qualified names routed, first 32], "routed": n, "executor", "decision_version",
+         "reason", "t_s" (since this module's import), "t_unix", **more}. It is also reported to
+        the session (live.report: nothing when not under gyroscope); "tasks" and "routed" grow as
+        tasks are routed, and the session gets their last values."""
+        d = rule.decision
+        kind = str(d.get("kind") or d.get("entity_kind") or "")
+        action = {"action": name,
+                  "entity": {"kind": kind, "file": rule.file, "function": rule.function, "line": rule.key[2],
+                             "detail": rule.detail},
+                  "limit": limit, "workers": self._max_workers, "tasks": [], "routed": 0, "executor": self._index,
+                  "decision_version": self._version,
+                  "reason": f"{rule.action} on {kind or 'entity'} {rule.function} ({rule.file}:{rule.key[2]})",
+                  "t_s": round(time.monotonic() - _T0, 6), "t_unix": time.time(), **more}
         self.actions.append(action)
+        live.report(action)
+        return action
+
+    def _new_lane(self, rule: Rule) -> Lane:
+        """Create the lane of a decided lock; its Action is "route_to_lane" (_action_locked)."""
+        action = self._action_locked("route_to_lane", rule, self.lane_limit)
+        lane = self._lanes[rule.key] = Lane(rule.key, self.lane_limit, action)
         return lane
 
     def _new_protected(self, rule: Rule) -> Lane:
-        """The lane of a protected hot loop's tasks, and its Action:
-        {"action": "executor_protect_hot", "entity": {kind, file, function, line}, "threads": [...],
-         "tasks": [...], "routed": n, "decision_version", "t_s"}."""
-        action = {"action": "executor_protect_hot",
-                  "entity": {"kind": str(rule.decision.get("kind") or rule.decision.get("entity_kind") or ""),
-                             "file": rule.file, "function": rule.function, "line": rule.key[2]},
-                  "threads": sorted(rule.protected), "tasks": [], "routed": 0,
-                  "decision_version": self._version, "t_s": round(time.monotonic() - _T0, 6)}
+        """The lane of a protected hot loop's tasks; its Action is "run_on_protected_threads" with
+        "threads": the native ids its tasks may run on (_action_locked)."""
+        action = self._action_locked("run_on_protected_threads", rule, self._max_workers,
+                                     threads=sorted(rule.protected))
         lane = self._lanes[("protected", *rule.key)] = Lane(("protected", *rule.key), self._max_workers, action,
                                                             only=rule.protected)
-        self.actions.append(action)
         return lane
 
     # ---- workers --------------------------------------------------------------------------

@@ -10,6 +10,16 @@ place the program reads them:
     inject(decisions | None)    set decisions by hand (tests, programs driving a scheduler
                                 themselves, benchmarks before the return path exists); None
                                 clears the injected set and goes back to the bridge's
+    report(action)              the other direction: a change the program made because of the
+                                decisions (CoherenceExecutor's lanes), for the session's Actions
+
+report(action) keeps a reference to the dict (the caller may go on updating it, e.g. the count of
+tasks routed) and registers, once, a source with the bridge (`_inproc.add_source`): once per
+window, and once more at the program's exit, the bridge calls it under the GIL and ships the
+actions that changed since the last window as one EXTRA frame ("actions", [(index, dict)]; the
+index is the action's place in this process's list, so gyroscope keeps the latest copy of each).
+When not under gyroscope it does nothing (no bridge: nothing kept). At most MAX_REPORTED actions
+per process are kept; later ones are counted and dropped. It never raises.
 
 Cost: when not under gyroscope, `sys.modules.get` finds no bridge and the injected list is
 returned: no I/O, no import (this module imports only `sys`). It never raises: a bridge whose
@@ -27,6 +37,8 @@ import sys
 from typing import Any
 
 _BRIDGE = "gyroscope.bridges._inproc"
+
+MAX_REPORTED = 256
 
 _injected: list[dict[str, Any]] = []
 _injected_version = 0
@@ -78,3 +90,47 @@ def inject(new: list[dict[str, Any]] | None) -> None:
         _injected, _use_injected = [], False
     else:
         _injected, _use_injected = [dict(d) for d in new], True
+
+
+_reported: list[dict[str, Any]] = []    # live references (report())
+_shipped: dict[int, bytes] = {}         # what was last shipped of each (its marshal), by index
+_source_added = False
+reported_dropped = 0
+
+
+def report(action: dict[str, Any]) -> None:
+    """Record a change the program made because of a live decision, for the session's Actions
+    (agent/model.py Action; the dict holds marshal-able values: str, int, float, lists, dicts).
+    Nothing happens when not under gyroscope. Never raises."""
+    global _source_added, reported_dropped
+    mod = sys.modules.get(_BRIDGE)
+    if mod is None:
+        return
+    try:
+        if not _source_added:
+            mod.add_source(_drain)
+            _source_added = True
+        if len(_reported) >= MAX_REPORTED:
+            reported_dropped += 1
+            return
+        _reported.append(action)
+    except Exception:  # noqa: BLE001 - the feedback path must never break the program
+        pass
+
+
+def _drain() -> tuple[str, list[tuple[int, dict[str, Any]]]] | None:
+    """The bridge's source (under the GIL, once per window): the reported actions that changed
+    since the last call, as copies (marshal'd whole, so a dict another thread updates is copied
+    in one piece)."""
+    import marshal  # builtin, already loaded by the bridge
+    out = []
+    for i, a in enumerate(list(_reported)):
+        try:
+            b = marshal.dumps(a)
+        except Exception:  # noqa: BLE001 - a value marshal cannot write: not shipped
+            continue
+        if _shipped.get(i) == b:
+            continue
+        _shipped[i] = b
+        out.append((i, marshal.loads(b)))
+    return ("actions", out) if out else None
