@@ -91,6 +91,7 @@ class Session:
         # opt-in actuator: lower the priority of threads the decisions mark; restored at stop()
         self.priorities = None
         self._lowered: set[int] = set()
+        self._lowered_ok: set[int] = set()   # threads actually lowered (their Action is ok)
         if act_priorities:
             from gyroscope.schedulers.priorities import PriorityActuator
             self.priorities = PriorityActuator()
@@ -291,11 +292,19 @@ class Session:
         for d in decisions:
             rec = by_id.get(d.entity_id)
             if rec is not None:
-                self._live[d.entity_id] = live_decision(d, rec)
+                self._live[d.entity_id] = live_decision(d, rec, self._protected(d, rec))
         try:
             feedback(list(self._live.values()))
         except Exception as e:
             self._error(f"feedback: {type(e).__name__}: {e}")
+
+    def _protected(self, d: Decision, rec: EntityRecord) -> list[int] | None:
+        """`--act priorities`: the threads of a hot loop that the priority actuator left at normal
+        priority while it lowered others (plan_priorities never lowers a hot loop's threads);
+        None without the actuator, for other decisions, or while no thread was lowered."""
+        if self.priorities is None or d.action != "specialize_hot_loop" or not self._lowered_ok:
+            return None
+        return [t for t in rec.threads if t not in self._lowered]
 
     def _act_on_priorities(self, decisions: list[Decision]) -> None:
         from gyroscope.schedulers.priorities import plan_priorities
@@ -307,7 +316,9 @@ class Session:
                                                             all_threads=program)
                     if t not in self._lowered]
             self._lowered.update(t for t, _ in plan)
-            self.actions.extend(self._action(a) for a in self.priorities.lower_many(plan))
+            done = [self._action(a) for a in self.priorities.lower_many(plan)]
+            self.actions.extend(done)
+            self._lowered_ok.update(a.thread for a in done if a.ok)
         except Exception as e:
             self._error(f"priorities: {type(e).__name__}: {e}")
 
@@ -444,15 +455,21 @@ def program_action(d: dict[str, Any], pid: int, unix0: float) -> Action:
                   ok=True, t_s=t_s, pid=pid, lane=lane)
 
 
-def live_decision(d: Decision, rec: EntityRecord) -> dict[str, Any]:
-    """A decision as the program reads it (gyroscope.schedulers.live): plain values only."""
+def live_decision(d: Decision, rec: EntityRecord, protected: list[int] | None = None) -> dict[str, Any]:
+    """A decision as the program reads it (gyroscope.schedulers.live): plain values only.
+    `protected` (hot loops under `--act priorities`): the threads kept at normal priority while
+    others were lowered, sent as "protected_threads" (CoherenceExecutor runs the loop's tasks
+    only there); absent otherwise."""
     m = rec.measurements
     sites = m.extra.get("call_sites") or []
-    return {"action": d.action, "kind": rec.kind, "file": d.file, "function": d.function, "line": d.line,
+    out = {"action": d.action, "kind": rec.kind, "file": d.file, "function": d.function, "line": d.line,
             "detail": rec.detail, "pid": rec.pid, "threads": list(rec.threads),
             "created_at": [rec.file, rec.line, rec.function],
             "call_sites": [[cs.get("file", ""), int(cs.get("line", 0))] for cs in sites if isinstance(cs, dict)],
             "measurements": {k: v for k, v in m.to_json().items() if isinstance(v, (int, float, str))}}
+    if protected is not None:
+        out["protected_threads"] = list(protected)
+    return out
 
 
 def _py(v: Any) -> Any:

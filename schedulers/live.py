@@ -29,7 +29,9 @@ Decision dicts (agent/actuators.py, plus what the return path adds):
   action "specialize_hot_loop" | "mitigate_contention"; kind ("loop", "function", "lock",
   "wait", ...); file; function (qualified name); line; detail (lock kind for locks); pid;
   threads [native ids]; call_sites [[file, line], ...] (locks: where threads waited; may be
-  empty); measurements {...}.
+  empty); measurements {...}; protected_threads [native ids] (specialize_hot_loop under
+  `gyroscope run --act priorities`, once the actuator has lowered other threads: the loop's
+  threads, left at normal priority; absent otherwise).
 """
 from __future__ import annotations
 

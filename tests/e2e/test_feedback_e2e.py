@@ -107,3 +107,70 @@ def test_executor_lanes_are_actions_in_the_session(tmp_path):
     bare = subprocess.run([PY, str(app), "1"], capture_output=True, text=True, timeout=120)
     assert bare.returncode == 0, bare.stderr
     assert json.loads(bare.stdout) == {"version": 0, "actions": []}
+
+
+PROTECT_PROGRAM = """\
+import json, sys, threading, time
+from concurrent.futures import wait
+from gyroscope.schedulers import CoherenceExecutor, live
+
+log_lock = threading.Lock()
+stop = threading.Event()
+
+def crunch(n):
+    s = 0
+    for i in range(n):
+        s += (i * i) % 7
+    return s, threading.get_native_id()
+
+def append_log():
+    while not stop.is_set():
+        with log_lock:
+            time.sleep(0.001)
+
+writers = [threading.Thread(target=append_log) for _ in range(3)]
+[t.start() for t in writers]
+ex = CoherenceExecutor(2)
+deadline = time.time() + float(sys.argv[1])
+protected = None
+while time.time() < deadline and protected is None:
+    wait([ex.submit(crunch, 200_000) for _ in range(4)])
+    for d in live.decisions():
+        if d.get("action") == "specialize_hot_loop" and d.get("function") == "crunch" and d.get("protected_threads"):
+            protected = d["protected_threads"]
+after = [f.result()[1] for f in [ex.submit(crunch, 20_000) for _ in range(20)]]
+stop.set()
+[t.join() for t in writers]
+ex.shutdown()
+print(json.dumps({"protected": protected, "ran_on": sorted(set(after)), "workers": sorted(ex._natives),
+                  "actions": ex.actions}))
+"""
+
+
+@pytest.mark.slow
+def test_act_priorities_sends_protected_threads_and_the_executor_uses_them(tmp_path):
+    """`--act priorities`: the hot loop's decision reaches the program with "protected_threads"
+    (its threads, which the actuator left at normal priority while lowering the others); the
+    executor then runs the loop's tasks only there, and the session has that Action."""
+    app = tmp_path / "protect.py"
+    app.write_text(PROTECT_PROGRAM)
+    out = tmp_path / "s.json"
+    p = subprocess.run([GYRO, "run", "-q", "--act", "priorities", "--json", str(out), str(app), "20"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    prog = json.loads(p.stdout)
+    protected = prog["protected"]
+    assert protected, "no specialize_hot_loop decision with protected_threads reached the program"
+    assert set(protected) <= set(prog["workers"])                  # the hot loop ran on executor workers
+    assert set(prog["ran_on"]) <= set(protected)                    # afterwards: only on protected ones
+    doc = json.loads(out.read_text())
+    lowered = {a["thread"] for a in doc["actions"] if a["action"] == "lower_priority" and a["ok"]}
+    assert lowered and not lowered & set(protected)
+    (act,) = [a for a in doc["actions"] if a["action"] == "run_on_protected_threads"]
+    assert act["lane"]["threads"] == sorted(protected) and act["lane"]["entity"]["function"] == "crunch"
+    assert act["lane"]["routed"] == prog["actions"][0]["routed"] >= 20
+    hot = [d for d in doc["decisions"] if d["action"] == "specialize_hot_loop" and d["function"] == "crunch"]
+    assert hot
+    plain = subprocess.run([GYRO, "run", "-q", str(app), "3"], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["protected"] is None            # without --act: never sent
