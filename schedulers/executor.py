@@ -274,6 +274,12 @@ class CoherenceExecutor(Executor):
         self._cond = threading.Condition(self._mu)
         self._submit_mu = threading.Lock()   # submitters and shutdown only: never held by a worker
         self._inbox: collections.deque[tuple[Task, bool]] = collections.deque()
+        # plain mode: only submit() so far and no live rule: every task has the same base, no key,
+        # no chi6, no urgency, so the policy's order is the submission order; the workers then
+        # take the inbox's head without the policy lock (ThreadPoolExecutor's cost). Left for
+        # good at the first submit_with / submit_task or the first live rule.
+        self._fifo = True
+        self._fifo_dispatched: dict[int, int] = {}   # per worker (each writes only its own count)
         self._threads: list[threading.Thread] = []
         self._idle = 0                  # workers waiting that no notify has signalled yet (_wake_locked)
         self._shutdown = False
@@ -296,8 +302,9 @@ class CoherenceExecutor(Executor):
     @property
     def stats(self) -> dict[str, int]:
         with self._mu:
-            return {"dispatched": self._queue.dispatched, "deferred": self._queue.deferred_total,
-                    "batches": self.batches_run, "tasks_in_multi_batches": self.tasks_batched,
+            fifo = sum(self._fifo_dispatched.values())
+            return {"dispatched": self._queue.dispatched + fifo, "deferred": self._queue.deferred_total,
+                    "batches": self.batches_run + fifo, "tasks_in_multi_batches": self.tasks_batched,
                     "pending": self._pending_locked(), "lanes": len(self._lanes), "routed": self.routed,
                     "hot_tasks": self.hot_tasks, "protected": self.protected}
 
@@ -305,7 +312,7 @@ class CoherenceExecutor(Executor):
         return len(self._queue) + len(self._inbox) + sum(len(lane.heap) for lane in self._lanes.values())
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        return self._submit(Task(fn, args, kwargs, coherence=self._default), hinted=False)
+        return self._submit(Task(fn, args, kwargs, coherence=self._default), hinted=False, plain=True)
 
     def submit_with(self, fn: Callable[..., Any], /, *args: Any, coherence: float | None = None,
                     data: Any = None, urgency: int = 0, key: Hashable | None = None,
@@ -320,7 +327,7 @@ class CoherenceExecutor(Executor):
     def submit_task(self, task: Task) -> Future:
         return self._submit(task, hinted=True)
 
-    def _submit(self, task: Task, hinted: bool) -> Future:
+    def _submit(self, task: Task, hinted: bool, plain: bool = False) -> Future:
         """Append to the inbox without taking the policy lock (workers move the inbox into the
         policy before every pick, so the order is the one the lock would give: no pick happens
         between a submit and the move, and the stamps are taken then). The policy lock is taken
@@ -333,6 +340,8 @@ class CoherenceExecutor(Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _exiting:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            if not plain:
+                self._fifo = False   # a hint: the order is the policy's from now on
             self._inbox.append((task, hinted))
             if self._idle == 0 and len(self._threads) < self._max_workers:
                 t = threading.Thread(target=self._worker, name=f"{self._prefix}_{len(self._threads)}", daemon=True)
@@ -350,6 +359,10 @@ class CoherenceExecutor(Executor):
         for a task of a full lane (the lane's next free slot takes it)."""
         self._refresh_locked()
         inbox = self._inbox
+        if self._fifo:   # plain mode: the workers take the inbox in order; nothing goes to the policy
+            if wake and self._idle and inbox:
+                self._wake_locked()
+            return
         while inbox:
             task, hinted = inbox.popleft()
             lane = self._place_locked(task, hinted, new=True)
@@ -384,6 +397,8 @@ class CoherenceExecutor(Executor):
             self._classifier = Classifier(rules_from(live.decisions()))
         except Exception:  # noqa: BLE001 - malformed decisions: schedule as a plain pool
             self._classifier = Classifier([])
+        if self._classifier.rules:
+            self._fifo = False
         if not self._classifier.rules or not len(self._queue):
             return
         hinted = self._hinted
@@ -496,16 +511,31 @@ class CoherenceExecutor(Executor):
         lane completion cost ~25% more context switches than ThreadPoolExecutor.)"""
         lane: Lane | None = None
         me = threading.get_native_id()
+        counts = self._fifo_dispatched
         with self._mu:
             self._natives.add(me)
+            counts.setdefault(me, 0)
         while True:
+            if self._fifo and (not self._use_live or live.version() == self._version):
+                try:   # plain mode: the oldest task, no policy lock (a deque's popleft is atomic)
+                    task = self._inbox.popleft()[0]
+                except IndexError:
+                    pass
+                else:
+                    counts[me] += 1
+                    task.run()
+                    del task
+                    continue
             with self._mu:
                 freed, lane = lane, None
                 if freed is not None:
                     freed.running -= 1
                 while True:
                     self._flush_locked(wake=False)
-                    pick = self._pick_locked(me)
+                    if self._fifo:
+                        pick = (None, [self._inbox.popleft()[0]]) if self._inbox else None
+                    else:
+                        pick = self._pick_locked(me)
                     if pick is not None:
                         break
                     if self._shutdown and not self._pending_locked():
@@ -520,11 +550,17 @@ class CoherenceExecutor(Executor):
                 if (freed is not None and freed is not lane and freed.heap and freed.running < freed.limit
                         and self._idle):
                     self._wake_locked()
-                self.batches_run += 1
+                if self._fifo:
+                    counts[me] += 1
+                    hinted = None
+                else:
+                    self.batches_run += 1
+                    hinted = self._hinted
                 if len(batch) > 1:
                     self.tasks_batched += len(batch)
             for task in batch:
-                self._hinted.discard(task.seq)
+                if hinted is not None:
+                    hinted.discard(task.seq)
                 task.run()
             del batch, task, pick
 

@@ -241,3 +241,26 @@ def test_shutdown_racing_submits_runs_or_cancels_each_task_once():
     assert all(f.done() for f in accepted)   # shutdown(wait=True) returned: run or cancelled
     ok = [f for f in accepted if not f.cancelled()]
     assert len(ran) == len(ok) and len(set(ran)) == len(ran)
+
+
+def test_plain_mode_is_the_policy_order_and_a_hint_switches_to_the_policy():
+    """submit() only and no decision: the workers take tasks in submission order without the
+    policy lock (the policy's order for tasks without hints). A hinted task then ranks among
+    the plain tasks still pending exactly as the policy says."""
+    order, gate = [], threading.Event()
+    with CoherenceExecutor(1) as ex:
+        first = ex.submit(gate.wait)
+        while ex.stats["pending"]:
+            pass
+        futs = [ex.submit(order.append, i) for i in range(5)]
+        futs.append(ex.submit_with(order.append, "urgent", coherence=0.9))
+        futs += [ex.submit(order.append, i) for i in range(5, 8)]
+        gate.set()
+        wait(futs + [first])
+        assert ex.stats["dispatched"] == 10
+    assert order == ["urgent", 0, 1, 2, 3, 4, 5, 6, 7]
+    plain = []
+    with CoherenceExecutor(1) as ex:
+        wait([ex.submit(plain.append, i) for i in range(200)])
+        assert ex.stats["dispatched"] == 200
+    assert plain == list(range(200))
