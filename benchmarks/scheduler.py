@@ -417,13 +417,18 @@ def _identity(i: int) -> int:
 
 
 def executor_overhead(n: int = 20000, reps: int = 5, workers: int = 4) -> dict:
-    """Per-task cost of each executor on trivial tasks (in this process, no decisions), median of reps."""
-    res: dict[str, list[float]] = {"thread": [], "coherence": []}
+    """Per-task cost of each executor on trivial tasks (in this process, no decisions), median of
+    reps: ThreadPoolExecutor, CoherenceExecutor with submit() only (its plain mode: submission
+    order, no policy lock) and with submit_with(coherence=0.5) (the policy: heap, lanes, lock)."""
+    res: dict[str, list[float]] = {"thread": [], "coherence": [], "coherence_policy": []}
     for _ in range(reps):
         for kind in res:
             ex = ThreadPoolExecutor(workers) if kind == "thread" else CoherenceExecutor(workers)
             t = time.perf_counter()
-            wait([ex.submit(_identity, i) for i in range(n)])
+            if kind == "coherence_policy":
+                wait([ex.submit_with(_identity, i, coherence=0.5) for i in range(n)])
+            else:
+                wait([ex.submit(_identity, i) for i in range(n)])
             res[kind].append(time.perf_counter() - t)
             ex.shutdown()
     return {f"{k}_us_per_task": 1e6 * statistics.median(v) / n for k, v in res.items()}
@@ -479,8 +484,10 @@ def bench_feedback(args: argparse.Namespace) -> dict:
             out["live"] = _compare(args, tmp, under, None, live_mode=True)
     _print_feedback(args, out, modes)
     out["overhead"] = executor_overhead(workers=args.workers)
+    o = out["overhead"]
     print("executor cost per trivial task (20,000 tasks, no decisions, in this process, median of 5): ThreadPool "
-          f"{out['overhead']['thread_us_per_task']:.1f} us, Coherence {out['overhead']['coherence_us_per_task']:.1f} us")
+          f"{o['thread_us_per_task']:.1f} us, Coherence {o['coherence_us_per_task']:.1f} us (submit: plain mode), "
+          f"{o['coherence_policy_us_per_task']:.1f} us (submit_with: the policy)")
     return out
 
 
