@@ -38,7 +38,7 @@ from typing import Any
 
 from gyroscope.schedulers import live
 from gyroscope.schedulers.coherence import coherence_score
-from gyroscope.schedulers.matching import Classifier, Rule, rules_from, unwrap
+from gyroscope.schedulers.matching import Classifier, Rule, real_path, rules_from, unwrap
 
 DEFAULT_COHERENCE = 0.5
 DEFER_BELOW = 0.3
@@ -46,6 +46,7 @@ AGING_STEP = 0.01
 BASE_SPREAD = 2.0
 LANE_BONUS = 100   # hundredths: a lane head ranks 1.0 above its base
 _T0 = time.monotonic()
+_OWN_FILE = real_path(__file__)
 
 
 @dataclass(slots=True)
@@ -401,7 +402,9 @@ class CoherenceExecutor(Executor):
             return
         self._version = v
         try:
-            self._classifier = Classifier(rules_from(live.decisions()))
+            # a decision on this module's own code (its policy lock, contended by its workers) is
+            # nothing a task can be routed for: it would only take the pool out of plain mode
+            self._classifier = Classifier([r for r in rules_from(live.decisions()) if r.file != _OWN_FILE])
         except Exception:  # noqa: BLE001 - malformed decisions: schedule as a plain pool
             self._classifier = Classifier([])
         if self._classifier.rules:

@@ -427,3 +427,16 @@ def test_report_ships_the_changed_actions_once_per_window():
                                  [1, {"action": "route_to_lane", "routed": 5, "tasks": ["f"]}]]]
     assert second == ["actions", [[0, {"action": "route_to_lane", "routed": 1, "tasks": ["g"]}]]]
     assert third is None and fourth is None
+
+
+def test_a_decision_on_the_executors_own_lock_changes_nothing():
+    """Under load gyroscope may decide the executor's own policy lock (its workers queue on it);
+    no task is routed for it and the pool stays in plain mode (submission order, no lock)."""
+    from gyroscope.schedulers import executor as executor_mod
+    code = CoherenceExecutor._worker.__code__
+    live.inject([{"action": "mitigate_contention", "kind": "lock", "file": executor_mod.__file__,
+                  "function": code.co_qualname, "line": code.co_firstlineno + 20, "call_sites": [],
+                  "detail": "lock"}])
+    with CoherenceExecutor(2) as ex:
+        assert [f.result(timeout=30) for f in [ex.submit(locked_write, i) for i in range(10)]] == list(range(10))
+        assert ex.stats["lanes"] == 0 and ex._fifo
