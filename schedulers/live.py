@@ -47,7 +47,7 @@ _injected_version = 0
 _use_injected = False
 
 
-def _from_bridge() -> tuple[int, list[dict[str, Any]]] | None:
+def _from_bridge(copy: bool = True) -> tuple[int, list[dict[str, Any]]] | None:
     mod = sys.modules.get(_BRIDGE)
     if mod is None:
         return None
@@ -56,7 +56,7 @@ def _from_bridge() -> tuple[int, list[dict[str, Any]]] | None:
         return None
     try:
         ver, decs = fn()
-        return int(ver), list(decs or ())
+        return int(ver), (list(decs or ()) if copy else decs)
     except Exception:  # noqa: BLE001 - the feedback path must never break the program
         return None
 
@@ -76,7 +76,7 @@ def version() -> int:
     An injected set takes a number above the bridge's current one, so a reader that compares
     versions for inequality sees every change."""
     if not _use_injected:
-        got = _from_bridge()
+        got = _from_bridge(copy=False)   # read at every executor pick: no copy of the list
         if got is not None:
             return got[0]
     return _injected_version
