@@ -224,6 +224,7 @@ class Lane:
     heap: list = field(default_factory=list)
     running: int = 0
     only: frozenset[int] | None = None
+    last_fn: Any = None   # the callable last routed here (its name is in the Action's "tasks")
 
 
 class CoherenceExecutor(Executor):
@@ -455,9 +456,11 @@ class CoherenceExecutor(Executor):
         if hinted and new:
             self._hinted.add(task.seq)
         lane.action["routed"] += 1
-        name = task_name(task.fn)
-        if name not in lane.action["tasks"] and len(lane.action["tasks"]) < 32:
-            lane.action["tasks"].append(name)
+        if task.fn is not lane.last_fn:   # the same callable again (the common case): named already
+            lane.last_fn = task.fn
+            name = task_name(task.fn)
+            if name not in lane.action["tasks"] and len(lane.action["tasks"]) < 32:
+                lane.action["tasks"].append(name)
         return lane
 
     def _action_locked(self, name: str, rule: Rule, limit: int, **more: Any) -> dict[str, Any]:
