@@ -381,16 +381,65 @@ class Decision(_Record):
 
 
 @dataclass(slots=True)
-class Action(_Record):
-    """A change gyroscope made to the program (opt-in actuators, schedulers/priorities.py).
+class LaneTarget(_Record):
+    """The decided entity an executor action is about (Action.lane.entity).
 
-    action      "lower_priority" | "restore_priority"
-    thread, pid the thread (native id) and its process
-    mechanism   "nice" | "sched_batch" | "affinity"
-    from_, to   the value before and after (JSON "from" / "to")
+    kind, file, function, line, detail   as in the decision (the lock for route_to_lane, the hot
+                                         loop for run_on_protected_threads)
+    """
+    kind: str = ""
+    file: str = ""
+    function: str = ""
+    line: int = 0
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class LaneInfo(_Record):
+    """What a CoherenceExecutor lane does (schedulers/executor.py), as the program last shipped it.
+
+    entity     the decided lock (route_to_lane) or hot loop (run_on_protected_threads)
+    tasks      the callables routed to the lane, "qualname (file:first line)", the first 32
+    routed     how many tasks were routed to it (at the end of the session: in all)
+    limit      at most this many of its tasks run at once (route_to_lane; the pool's size for
+               run_on_protected_threads)
+    workers    the executor's max_workers
+    threads    run_on_protected_threads: the native ids of the threads its tasks may run on
+    executor   which executor of the process (1, 2, ... in creation order)
+    decision_version   live.version() of the decisions that created it
+    """
+    entity: LaneTarget = field(default_factory=LaneTarget)
+    tasks: list[str] = field(default_factory=list)
+    routed: int = 0
+    limit: int = 0
+    workers: int = 0
+    threads: list[int] = field(default_factory=list)
+    executor: int = 0
+    decision_version: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Action(_Record):
+    """A change gyroscope made to the program, or the program made because of gyroscope's live
+    decisions.
+
+    action      "lower_priority" | "restore_priority" (the opt-in priority actuator,
+                schedulers/priorities.py, `run --act priorities`);
+                "route_to_lane" (a CoherenceExecutor created a lane for a lock decided
+                mitigate_contention: the tasks that take the lock run at most `lane.limit` at a
+                time) | "run_on_protected_threads" (the tasks of a specialize_hot_loop entity run
+                only on the threads `--act priorities` protects); both shipped by the program
+                (schedulers/live.py report()), one Action per lane, with its final counts
+    thread, pid the thread (native id; 0 for executor actions) and its process
+    mechanism   "nice" | "sched_batch" | "affinity" | "executor_lane"
+    from_, to   the value before and after (JSON "from" / "to"); executor lanes: how many of the
+                lane's tasks could run at once before (the pool's workers) and after (its limit)
     reason      why (the decision that asked for it)
     ok, error   whether it was done, and why not
-    t_s         when, seconds since the actuator started
+    t_s         when, seconds since the actuator (priorities) or the session (executor lanes) started
+    lane        executor actions: the lane (LaneInfo); null for the others
     """
     _json_names: ClassVar[dict[str, str]] = {"from_": "from"}
     action: str
@@ -403,6 +452,7 @@ class Action(_Record):
     error: str | None = None
     t_s: float = 0.0
     pid: int = 0
+    lane: LaneInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

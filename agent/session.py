@@ -30,6 +30,8 @@ from gyroscope.agent.model import (
     Counters,
     Decision,
     EntityRecord,
+    LaneInfo,
+    LaneTarget,
     ProcessRecord,
     SessionResult,
     Slcp,
@@ -84,11 +86,15 @@ class Session:
         self.process = ProcessRecord(pid=os.getpid() if pid is None else pid, command=list(command or []),
                                      python=platform.python_version() if python is None else python)
         self.actions: list[Action] = []
+        # what the program changed because of live decisions (CoherenceExecutor's lanes), by
+        # (pid, index): the latest copy of each (Observation.actions)
+        self._program_actions: dict[tuple[int, int], dict[str, Any]] = {}
         self.pool = _make_pool(pool_capacity, ledger)
         self.timeline: list[WaitInterval] = []
         # opt-in actuator: lower the priority of threads the decisions mark; restored at stop()
         self.priorities = None
         self._lowered: set[int] = set()
+        self._lowered_ok: set[int] = set()   # threads actually lowered (their Action is ok)
         if act_priorities:
             from gyroscope.schedulers.priorities import PriorityActuator
             self.priorities = PriorityActuator()
@@ -199,6 +205,8 @@ class Session:
         c.events += len(obs.events)
         c.samples += obs.samples
         c.dropped += obs.dropped
+        for pid, idx, rec in obs.actions:
+            self._program_actions[(pid, idx)] = rec
         for tid, info in obs.threads.items():
             self.threads[tid] = ThreadRecord(id=tid, name=info.name, cpu_s=info.cpu_ns / 1e9)
         touched = self.measure.update(obs)
@@ -288,11 +296,19 @@ class Session:
         for d in decisions:
             rec = by_id.get(d.entity_id)
             if rec is not None:
-                self._live[d.entity_id] = live_decision(d, rec)
+                self._live[d.entity_id] = live_decision(d, rec, self._protected(d, rec))
         try:
             feedback(list(self._live.values()))
         except Exception as e:
             self._error(f"feedback: {type(e).__name__}: {e}")
+
+    def _protected(self, d: Decision, rec: EntityRecord) -> list[int] | None:
+        """`--act priorities`: the threads of a hot loop that the priority actuator left at normal
+        priority while it lowered others (plan_priorities never lowers a hot loop's threads);
+        None without the actuator, for other decisions, or while no thread was lowered."""
+        if self.priorities is None or d.action != "specialize_hot_loop" or not self._lowered_ok:
+            return None
+        return [t for t in rec.threads if t not in self._lowered]
 
     def _act_on_priorities(self, decisions: list[Decision]) -> None:
         from gyroscope.schedulers.priorities import plan_priorities
@@ -304,7 +320,9 @@ class Session:
                                                             all_threads=program)
                     if t not in self._lowered]
             self._lowered.update(t for t, _ in plan)
-            self.actions.extend(self._action(a) for a in self.priorities.lower_many(plan))
+            done = [self._action(a) for a in self.priorities.lower_many(plan)]
+            self.actions.extend(done)
+            self._lowered_ok.update(a.thread for a in done if a.ok)
         except Exception as e:
             self._error(f"priorities: {type(e).__name__}: {e}")
 
@@ -366,6 +384,18 @@ class Session:
                                  threads=len(self.threads), samples=self.counters.samples,
                                  source=self.source_name, window_s=self.window_s, all_code=self.all_code)
 
+    def _lane_actions(self) -> list[Action]:
+        """The Actions the program shipped (schedulers/live.py report(), CoherenceExecutor lanes),
+        one per lane with its last counts, in the order they were created."""
+        out = []
+        for (pid, _idx), d in self._program_actions.items():
+            try:
+                out.append(program_action(d, pid, self._unix0))
+            except Exception as e:   # a malformed record from the program: one error line, never fatal
+                self._error(f"program action: {type(e).__name__}: {e}")
+        out.sort(key=lambda a: a.t_s)
+        return out
+
     @staticmethod
     def _action(rec: dict[str, Any]) -> Action:
         return Action.from_json(rec, "action")
@@ -401,24 +431,49 @@ class Session:
             setattr(counters, k, v)
         counters.timeline_dropped = self.timeline_dropped
         src_cpu = getattr(self.source, "agent_cpu_ns", lambda: 0)()
+        actions = list(self.actions) + self._lane_actions()   # before `errors` is copied: it may add some
         return SessionResult(
             source=self.source_name, processes=[proc], started_unix_s=self._unix0,
             duration_s=(time.monotonic_ns() - self._t0) / 1e9, window_s=self.window_s, windows=self.windows,
             counters=counters, errors=list(self.errors), entities=entities, decisions=decisions,
-            actions=list(self.actions), timeline=list(self.timeline),
+            actions=actions, timeline=list(self.timeline),
             agent=AgentInfo(cpu_s=(self._agent_cpu_ns + src_cpu) / 1e9, version=__version__),
             extra={"profile": self.stacks.to_json()})
 
 
-def live_decision(d: Decision, rec: EntityRecord) -> dict[str, Any]:
-    """A decision as the program reads it (gyroscope.schedulers.live): plain values only."""
+def program_action(d: dict[str, Any], pid: int, unix0: float) -> Action:
+    """An executor lane as the program shipped it (schedulers/executor.py _action_locked) -> Action:
+    from_ = the pool's workers, to = the lane's limit (how many of its tasks may run at once)."""
+    ent = d.get("entity") or {}
+    lane = LaneInfo(entity=LaneTarget(kind=str(ent.get("kind") or ""), file=str(ent.get("file") or ""),
+                                      function=str(ent.get("function") or ""), line=int(ent.get("line") or 0),
+                                      detail=str(ent.get("detail") or "")),
+                    tasks=[str(t) for t in d.get("tasks") or ()], routed=int(d.get("routed") or 0),
+                    limit=int(d.get("limit") or 0), workers=int(d.get("workers") or 0),
+                    threads=[int(t) for t in d.get("threads") or ()], executor=int(d.get("executor") or 0),
+                    decision_version=int(d.get("decision_version") or 0))
+    t_unix = d.get("t_unix")
+    t_s = round(float(t_unix) - unix0, 6) if isinstance(t_unix, (int, float)) else 0.0
+    return Action(action=str(d.get("action") or "route_to_lane"), thread=0, mechanism="executor_lane",
+                  from_=lane.workers, to=lane.limit, reason=f"{d.get('reason') or ''}: {lane.routed} tasks routed",
+                  ok=True, t_s=t_s, pid=pid, lane=lane)
+
+
+def live_decision(d: Decision, rec: EntityRecord, protected: list[int] | None = None) -> dict[str, Any]:
+    """A decision as the program reads it (gyroscope.schedulers.live): plain values only.
+    `protected` (hot loops under `--act priorities`): the threads kept at normal priority while
+    others were lowered, sent as "protected_threads" (CoherenceExecutor runs the loop's tasks
+    only there); absent otherwise."""
     m = rec.measurements
     sites = m.extra.get("call_sites") or []
-    return {"action": d.action, "kind": rec.kind, "file": d.file, "function": d.function, "line": d.line,
+    out = {"action": d.action, "kind": rec.kind, "file": d.file, "function": d.function, "line": d.line,
             "detail": rec.detail, "pid": rec.pid, "threads": list(rec.threads),
             "created_at": [rec.file, rec.line, rec.function],
             "call_sites": [[cs.get("file", ""), int(cs.get("line", 0))] for cs in sites if isinstance(cs, dict)],
             "measurements": {k: v for k, v in m.to_json().items() if isinstance(v, (int, float, str))}}
+    if protected is not None:
+        out["protected_threads"] = list(protected)
+    return out
 
 
 def _py(v: Any) -> Any:

@@ -2,12 +2,12 @@
 
   .venv/bin/python benchmarks/scheduler.py [--json OUT]
       [--section feedback|seed003|executor|priorities|all] [--tasks N] [--workers W] [--reps R]
-      [--seconds S] [--no-gyroscope]
+      [--mode injected|live|both] [--live-tasks N] [--window S] [--seconds S] [--no-gyroscope]
 
 feedback (the default; issue 16): the executor fed by gyroscope's decisions. Every measured run
-is a child process started as `gyroscope run benchmarks/scheduler.py --child ...` (or plain
-python with --no-gyroscope), ThreadPoolExecutor and CoherenceExecutor alternating, same workers,
-median of R:
+is a child process started as `gyroscope run [--window S] benchmarks/scheduler.py --child ...`
+(or plain python with --no-gyroscope, injected mode only), ThreadPoolExecutor and
+CoherenceExecutor alternating, same workers, median of R:
   contention: half the tasks write a shared dict under one lock (held ~1.2 ms: ~0.2 ms of pure
     Python, then a 1 ms write modelled as a sleep), half sleep 2 ms (I/O) then compute ~0.45 ms.
     Measured by the program: lock wait (perf_counter around
@@ -15,12 +15,17 @@ median of R:
     involuntary, delta over the workload), wall time.
   nocontention: the same tasks without the lock (the writes go to per-task dicts) and no
     decisions: the cost of the executor itself.
-  Decisions: the return path gyroscope -> program (live.decisions()) brings them only after the
-  first report cycles (~1 s), longer than these short workloads, so the decisions come from a
-  learning run first: the contention workload on a ThreadPoolExecutor under `gyroscope run
-  --json`, whose mitigate_contention decisions are then injected into each child (live.inject) at
-  its start, before any task runs; a child whose live.decisions() is already non-empty uses those
-  and says so (tests/e2e/test_feedback_e2e.py shows the live path itself).
+  Two ways the decisions reach the pool, side by side (--mode both, the default):
+  injected: `--tasks` tasks (default 600, shorter than gyroscope's first report cycle), so the
+    decisions come from a learning run first: the contention workload on a ThreadPoolExecutor
+    under `gyroscope run --json`, whose mitigate_contention decisions are then injected into each
+    child (live.inject) at its start, after an untimed warm-up run of 1/10 of the tasks.
+  live: `--live-tasks` tasks (default 6000, ~4 s), no injection and no warm-up: the pool starts
+    without decisions; gyroscope's first report cycles (every 5 windows: ~1 s with the default
+    0.2 s window, ~0.25 s with --window 0.05) send them back while it runs and the executor
+    re-routes what is pending (it learns online). Besides the whole run, the child reports
+    when the first decisions arrived (checked in the pool's completion callbacks) and the
+    wall time, lock wait and context switches from then on ("_after").
 seed003: seed 003's claim (coherence ordering gives 20-40% fewer context switches), re-tested with
   decisions instead of hints: the executor section's workload, with a specialize_hot_loop
   decision on the numeric task injected (coherence-first for those tasks), in this process.
@@ -216,19 +221,25 @@ IO_S = 0.002
 
 
 class LockWait:
-    """Lock wait time measured by the program itself: perf_counter around acquire()."""
+    """Lock wait time measured by the program itself: perf_counter around acquire(). Also keeps
+    each acquire's (start, wait) so a live run can split the waits at the decisions' arrival."""
 
     def __init__(self) -> None:
         self.total = 0.0
         self.hold = 0.0
         self.n = 0
+        self.each: list[tuple[float, float]] = []
         self.mu = threading.Lock()
 
-    def add(self, dt: float, hold: float) -> None:
+    def reset(self) -> None:
+        self.total, self.hold, self.n, self.each = 0.0, 0.0, 0, []
+
+    def add(self, t: float, dt: float, hold: float) -> None:
         with self.mu:
             self.total += dt
             self.hold += hold
             self.n += 1
+            self.each.append((t, dt))
 
 
 WAITS = LockWait()
@@ -248,7 +259,7 @@ def write_shared(i: int) -> int:
     finally:
         t2 = time.perf_counter()
         LOCK.release()
-    WAITS.add(t1 - t, t2 - t1)
+    WAITS.add(t, t1 - t, t2 - t1)
     return acc
 
 
@@ -276,15 +287,38 @@ def _rusage_ctx() -> int:
     return r.ru_nvcsw + r.ru_nivcsw
 
 
-def run_pool(pool: str, workload: str, tasks: int, workers: int) -> dict:
-    """One measured run in this process: submit all tasks in one burst, wait for all."""
+class _Arrival:
+    """When the first live decisions arrived during a run (live mode), and the context switches
+    until then. A poll of live.version() on a timer thread would add context switches to both
+    pools, so the pool's own completion callbacks check it (once known: one compare per task)."""
+
+    def __init__(self, t0: float, v0: int) -> None:
+        self.t0, self.v0, self.at, self.ctx = t0, v0, None, None
+
+    def __call__(self, _f: object) -> None:
+        if self.at is None:
+            from gyroscope.schedulers import live
+            if live.version() != self.v0 and live.decisions():
+                self.ctx = _rusage_ctx()
+                self.at = time.perf_counter() - self.t0
+
+
+def run_pool(pool: str, workload: str, tasks: int, workers: int, watch_live: bool = False) -> dict:
+    """One measured run in this process: submit all tasks in one burst, wait for all.
+    watch_live: also say when the live decisions arrived and split the lock waits there."""
+    from gyroscope.schedulers import live
     writer = write_shared if workload == "contention" else write_private
     fns = [writer if i % 2 == 0 else fetch_then_compute for i in range(tasks)]
     ex = ThreadPoolExecutor(workers) if pool == "thread" else CoherenceExecutor(workers)
-    WAITS.total, WAITS.hold, WAITS.n = 0.0, 0.0, 0
+    WAITS.reset()
     c0 = _rusage_ctx()
     t0 = time.perf_counter()
+    u0 = time.time()
+    arrival = _Arrival(t0, live.version()) if watch_live else None
     futs = [ex.submit(fn, i) for i, fn in enumerate(fns)]
+    if arrival is not None:
+        for f in futs:
+            f.add_done_callback(arrival)
     wait(futs)
     wall = time.perf_counter() - t0
     c1 = _rusage_ctx()
@@ -293,17 +327,30 @@ def run_pool(pool: str, workload: str, tasks: int, workers: int) -> dict:
         f.result()
     out = {"wall_s": wall, "lock_wait_s": WAITS.total, "lock_waits": WAITS.n, "ctx_switches": c1 - c0,
            "lock_hold_ms_mean": 1e3 * WAITS.hold / WAITS.n if WAITS.n else 0.0}
+    if arrival is not None:
+        at = arrival.at
+        out["decisions_at_s"] = at
+        out["lock_wait_after_s"] = sum(dt for t, dt in WAITS.each if at is not None and t - t0 >= at)
+        out["lock_wait_before_s"] = out["lock_wait_s"] - out["lock_wait_after_s"]
+        out["wall_after_s"] = wall - at if at is not None else None
+        out["ctx_switches_after"] = c1 - arrival.ctx if arrival.ctx is not None else None
     if pool != "thread":
         out["stats"] = ex.stats
         out["actions"] = ex.actions
+        lanes = [a for a in ex.actions if a.get("action") == "route_to_lane"]
+        out["lane_at_s"] = (lanes[0]["t_unix"] - u0) if lanes else None
     return out
 
 
 def child_main(args: argparse.Namespace) -> int:
-    """--child: one measured run (under gyroscope run or python); writes its numbers to --out."""
+    """--child: one measured run (under gyroscope run or python); writes its numbers to --out.
+    --live: no injection and no warm-up: the pool starts without decisions and picks them up
+    when gyroscope sends them (the first report cycles)."""
     from gyroscope.schedulers import live
     source = "none"
-    if live.decisions():
+    if args.live:
+        source = "live"
+    elif live.decisions():
         source = "live"
     elif args.decisions:
         with open(args.decisions) as f:
@@ -311,25 +358,29 @@ def child_main(args: argparse.Namespace) -> int:
         if decs:
             live.inject(decs)
             source = "injected"
-    run_pool(args.pool, args.child, max(8, args.tasks // 10), args.workers)  # warm-up (untimed)
-    res = run_pool(args.pool, args.child, args.tasks, args.workers)
+    if not args.live:
+        run_pool(args.pool, args.child, max(8, args.tasks // 10), args.workers)  # warm-up (untimed)
+    res = run_pool(args.pool, args.child, args.tasks, args.workers, watch_live=args.live)
     res["decisions_source"] = source
-    res["decisions"] = len(live.decisions())
+    res["decisions"] = [{k: d.get(k) for k in ("action", "kind", "function", "line")} for d in live.decisions()]
     with open(args.out, "w") as f:
         json.dump(res, f, default=str)
     return 0
 
 
 def _child(workload: str, pool: str, args: argparse.Namespace, decisions: str | None, tmp: str,
-           under_gyroscope: bool, json_out: str | None = None) -> dict:
+           under_gyroscope: bool, json_out: str | None = None, live_mode: bool = False) -> dict:
     import subprocess
     out = os.path.join(tmp, f"{workload}-{pool}.json")
     here = os.path.abspath(__file__)
-    cmd = [here, "--child", workload, "--pool", pool, "--tasks", str(args.tasks), "--workers",
-           str(args.workers), "--out", out] + (["--decisions", decisions] if decisions else [])
+    tasks = args.live_tasks if live_mode else args.tasks
+    cmd = [here, "--child", workload, "--pool", pool, "--tasks", str(tasks), "--workers",
+           str(args.workers), "--out", out] + (["--decisions", decisions] if decisions else []) + (
+        ["--live"] if live_mode else [])
     if under_gyroscope:
         gyro = os.path.join(os.path.dirname(sys.executable), "gyroscope")
-        cmd = [gyro, "run", "-q"] + (["--json", json_out] if json_out else []) + cmd
+        cmd = [gyro, "run", "-q"] + (["--window", str(args.window)] if args.window else []) + (
+            ["--json", json_out] if json_out else []) + cmd
     else:
         cmd = [sys.executable] + cmd
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
@@ -366,59 +417,114 @@ def _identity(i: int) -> int:
 
 
 def executor_overhead(n: int = 20000, reps: int = 5, workers: int = 4) -> dict:
-    """Per-task cost of each executor on trivial tasks (in this process, no decisions), median of reps."""
-    res: dict[str, list[float]] = {"thread": [], "coherence": []}
+    """Per-task cost of each executor on trivial tasks (in this process, no decisions), median of
+    reps: ThreadPoolExecutor, CoherenceExecutor with submit() only (its plain mode: submission
+    order, no policy lock) and with submit_with(coherence=0.5) (the policy: heap, lanes, lock)."""
+    res: dict[str, list[float]] = {"thread": [], "coherence": [], "coherence_policy": []}
     for _ in range(reps):
         for kind in res:
             ex = ThreadPoolExecutor(workers) if kind == "thread" else CoherenceExecutor(workers)
             t = time.perf_counter()
-            wait([ex.submit(_identity, i) for i in range(n)])
+            if kind == "coherence_policy":
+                wait([ex.submit_with(_identity, i, coherence=0.5) for i in range(n)])
+            else:
+                wait([ex.submit(_identity, i) for i in range(n)])
             res[kind].append(time.perf_counter() - t)
             ex.shutdown()
     return {f"{k}_us_per_task": 1e6 * statistics.median(v) / n for k, v in res.items()}
 
 
+METRICS = ("wall_s", "lock_wait_s", "ctx_switches", "lock_hold_ms_mean")
+LIVE_METRICS = ("decisions_at_s", "wall_after_s", "lock_wait_after_s", "ctx_switches_after")
+GOALS = {"lock_wait_s": 0.5, "ctx_switches": 0.8, "wall_s": 1.0}
+
+
+def _median(vals: list) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _compare(args: argparse.Namespace, tmp: str, under: bool, dpath: str | None, live_mode: bool) -> dict:
+    """Both workloads, ThreadPoolExecutor and CoherenceExecutor alternating, median of reps."""
+    out: dict = {}
+    metrics = METRICS + (LIVE_METRICS if live_mode else ())
+    for workload in ("contention", "nocontention"):
+        runs: dict[str, list[dict]] = {"thread": [], "coherence": []}
+        for _ in range(args.reps):
+            for pool in runs:
+                runs[pool].append(_child(workload, pool, args, dpath if workload == "contention" else None,
+                                         tmp, under, live_mode=live_mode))
+        med = {p: {m: _median([r.get(m) for r in v]) for m in metrics} for p, v in runs.items()}
+        ratio = {m: (med["coherence"][m] / med["thread"][m] if med["thread"][m] else None) for m in metrics}
+        out[workload] = {"median": med, "ratio_coherence_over_thread": ratio, "runs": runs}
+    c, n = out["contention"]["ratio_coherence_over_thread"], out["nocontention"]["ratio_coherence_over_thread"]
+    out["goals"] = {f"contention {m} <= {g}x": (c[m] is not None and c[m] <= g) for m, g in GOALS.items()}
+    out["goals"]["nocontention wall_s <= 1.02x"] = n["wall_s"] is not None and n["wall_s"] <= 1.02
+    return out
+
+
 def bench_feedback(args: argparse.Namespace) -> dict:
+    """The two ways the decisions reach the executor, side by side (--mode injected|live|both)."""
     import tempfile
     under = not args.no_gyroscope
-    out: dict = {"tasks": args.tasks, "workers": args.workers, "reps": args.reps, "under_gyroscope": under}
+    modes = ("injected", "live") if args.mode == "both" else (args.mode,)
+    if "live" in modes and not under:
+        raise SystemExit("scheduler benchmark: --mode live needs gyroscope run (drop --no-gyroscope)")
+    out: dict = {"tasks": args.tasks, "live_tasks": args.live_tasks, "workers": args.workers, "reps": args.reps,
+                 "under_gyroscope": under, "window_s": args.window, "modes": list(modes)}
     with tempfile.TemporaryDirectory(prefix="gyro-sched-") as tmp:
-        decs, info = learn_decisions(args, tmp)
-        out["learned"] = info
-        dpath = os.path.join(tmp, "decisions.json")
-        with open(dpath, "w") as f:
-            json.dump(decs, f)
-        for workload in ("contention", "nocontention"):
-            runs: dict[str, list[dict]] = {"thread": [], "coherence": []}
-            for _ in range(args.reps):
-                for pool in runs:
-                    runs[pool].append(_child(workload, pool, args, dpath if workload == "contention" else None,
-                                             tmp, under))
-            metrics = ("wall_s", "lock_wait_s", "ctx_switches", "lock_hold_ms_mean")
-            med = {p: {m: statistics.median(r[m] for r in v) for m in metrics} for p, v in runs.items()}
-            ratio = {m: (med["coherence"][m] / med["thread"][m] if med["thread"][m] else None) for m in metrics}
-            out[workload] = {"median": med, "ratio_coherence_over_thread": ratio, "runs": runs}
-    goals = {"lock_wait_s": 0.5, "ctx_switches": 0.8, "wall_s": 1.0}
-    c, n = out["contention"]["ratio_coherence_over_thread"], out["nocontention"]["ratio_coherence_over_thread"]
-    out["goals"] = {f"contention {m} <= {g}x": (c[m] is not None and c[m] <= g) for m, g in goals.items()}
-    out["goals"]["nocontention wall_s <= 1.02x"] = n["wall_s"] <= 1.02
-    src = {r.get("decisions_source") for r in out["contention"]["runs"]["coherence"]}
-    print(f"\nfeedback: {args.tasks} tasks (1/2 write under one lock ~1.2 ms, 1/2 sleep 2 ms + compute ~0.45 ms), "
-          f"{args.workers} workers, median of {args.reps}, each run a child under "
-          f"{'gyroscope run' if under else 'python'}; decisions {sorted(src)} from a learning run: "
-          + "; ".join(f"{d['action']} {d['function']}:{d['line']}" for d in info["decisions"]))
-    print(f"{'workload':<14}{'metric':<18}{'ThreadPool':>12}{'Coherence':>12}{'ratio':>8}")
-    for w in ("contention", "nocontention"):
-        for m in ("wall_s", "lock_wait_s", "ctx_switches", "lock_hold_ms_mean"):
-            r = out[w]["ratio_coherence_over_thread"][m]
-            print(f"{w:<14}{m:<18}{out[w]['median']['thread'][m]:>12.4f}{out[w]['median']['coherence'][m]:>12.4f}"
-                  f"{(f'{r:.3f}' if r is not None else '-'):>8}")
-    for g, ok in out["goals"].items():
-        print(f"  goal {g}: {'met' if ok else 'NOT met'}")
+        if "injected" in modes:
+            decs, info = learn_decisions(args, tmp)
+            out["learned"] = info
+            dpath = os.path.join(tmp, "decisions.json")
+            with open(dpath, "w") as f:
+                json.dump(decs, f)
+            out["injected"] = _compare(args, tmp, under, dpath, live_mode=False)
+        if "live" in modes:
+            out["live"] = _compare(args, tmp, under, None, live_mode=True)
+    _print_feedback(args, out, modes)
     out["overhead"] = executor_overhead(workers=args.workers)
-    print("executor cost per trivial task (20,000 tasks, no decisions, median of 5): ThreadPool "
-          f"{out['overhead']['thread_us_per_task']:.1f} us, Coherence {out['overhead']['coherence_us_per_task']:.1f} us")
+    o = out["overhead"]
+    print("executor cost per trivial task (20,000 tasks, no decisions, in this process, median of 5): ThreadPool "
+          f"{o['thread_us_per_task']:.1f} us, Coherence {o['coherence_us_per_task']:.1f} us (submit: plain mode), "
+          f"{o['coherence_policy_us_per_task']:.1f} us (submit_with: the policy)")
     return out
+
+
+def _print_feedback(args: argparse.Namespace, out: dict, modes: tuple[str, ...]) -> None:
+    win = f"--window {args.window}" if args.window else "the default window (0.2 s, a report cycle per 1 s)"
+    print(f"\nfeedback: 1/2 of the tasks write under one lock (~1.2 ms), 1/2 sleep 2 ms + compute ~0.45 ms; "
+          f"{args.workers} workers; median of {args.reps}; each run a child under "
+          f"{'gyroscope run' if out['under_gyroscope'] else 'python'} with {win}")
+    if "injected" in modes:
+        info = out["learned"]
+        print(f"  injected: {args.tasks} tasks; decisions from a learning run, injected at the child's start: "
+              + "; ".join(f"{d['action']} {d['function']}:{d['line']}" for d in info["decisions"]))
+    if "live" in modes:
+        runs = out["live"]["contention"]["runs"]
+        at = [r.get("decisions_at_s") for p in runs for r in runs[p]]
+        lane = [r.get("lane_at_s") for r in runs["coherence"]]
+        print(f"  live: {args.live_tasks} tasks; no injection, no warm-up: the decisions arrive while the pool runs "
+              f"(at {', '.join('-' if a is None else f'{a:.2f}' for a in at)} s into the runs; the lane created at "
+              f"{', '.join('-' if a is None else f'{a:.2f}' for a in lane)} s)")
+    head = f"{'workload':<14}{'metric':<19}"
+    for m in modes:
+        head += f"{m + ' Thread':>16}{'Coherence':>11}{'ratio':>8}"
+    print(head)
+    for w in ("contention", "nocontention"):
+        for metric in METRICS + LIVE_METRICS:
+            if metric in LIVE_METRICS and (w != "contention" or "live" not in modes):
+                continue
+            row = f"{w:<14}{metric:<19}"
+            for m in modes:
+                med, r = out[m][w]["median"], out[m][w]["ratio_coherence_over_thread"]
+                t, c = med["thread"].get(metric), med["coherence"].get(metric)
+                row += (f"{'-' if t is None else f'{t:.4f}':>16}{'-' if c is None else f'{c:.4f}':>11}"
+                        f"{'-' if r.get(metric) is None else f'{r[metric]:.3f}':>8}")
+            print(row)
+    for m in modes:
+        for g, ok in out[m]["goals"].items():
+            print(f"  {m}: goal {g}: {'met' if ok else 'NOT met'}")
 
 
 def bench_seed003(n: int, workers: int, reps: int) -> dict:
@@ -458,6 +564,12 @@ def main() -> int:
     ap.add_argument("--pool", choices=("thread", "coherence"), default="thread", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--decisions", help=argparse.SUPPRESS)
+    ap.add_argument("--live", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", choices=("injected", "live", "both"), default="both",
+                    help="feedback: decisions injected from a learning run, learned live, or both side by side")
+    ap.add_argument("--live-tasks", type=int, default=6000,
+                    help="feedback, live mode: tasks per run (long enough for the decisions to arrive mid-run)")
+    ap.add_argument("--window", type=float, help="feedback: gyroscope run --window for the children")
     ap.add_argument("--tasks", type=int, default=600)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)

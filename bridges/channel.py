@@ -100,6 +100,7 @@ class ChannelServer:
         self._events: list[Event] = []
         self._lock_windows: list[LockWindow] = []
         self.lockstats: dict[int, LockStats] = {}   # per process: the profiled locks' sites
+        self._actions: list[tuple[int, int, dict[str, Any]]] = []   # (pid, index, action): live.report()
         self._lock = threading.Lock()
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.listener, selectors.EVENT_READ, None)
@@ -243,11 +244,12 @@ class ChannelServer:
                 self._unpriced = []
             events, self._events = self._events, []
             locks, self._lock_windows = self._lock_windows, []
+            actions, self._actions = self._actions, []
             raw, self._raw = self._raw, 0
             dropped, self._dropped = self._dropped, 0
             errors, self.errors = self.errors, []
         obs = Observation(self._t_last, now, events=events, raw_events=raw, dropped=dropped, errors=errors,
-                          locks=locks)
+                          locks=locks, actions=actions)
         self._t_last = now
         return obs
 
@@ -307,6 +309,9 @@ class ChannelServer:
             obj = marshal.loads(payload)
             if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == "locks":
                 self._locks(proc, obj[1], obj[2], obj[3])
+            elif isinstance(obj, tuple) and len(obj) == 2 and obj[0] == "actions":   # schedulers/live.py
+                with self._lock:
+                    self._actions.extend((proc.pid, int(i), a) for i, a in obj[1] if isinstance(a, dict))
             else:
                 raise ValueError(f"an unknown EXTRA record ({type(obj).__name__})")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class EntityKind:
@@ -166,6 +166,9 @@ class Observation:
     stacks: list[StackSample] = field(default_factory=list)   # sampled call stacks (profiles)
     pid: int = 0              # the process observed (0: the session's only process)
     locks: list[LockWindow] = field(default_factory=list)     # exact lock figures (profiled locks)
+    # what the program changed because of live decisions (schedulers/live.py report()):
+    # (pid, index in that process, the action dict as last shipped)
+    actions: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
 
 
 class Source(Protocol):

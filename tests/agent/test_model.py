@@ -259,3 +259,40 @@ def test_every_field_is_documented_in_its_class():
         doc = cls.__doc__ or ""
         missing = [f.name for f in dataclasses.fields(cls) if f.name != "extra" and f.name not in doc]
         assert not missing, f"{cls.__name__}: {missing} not documented"
+
+
+# ---- the program's Actions (CoherenceExecutor lanes shipped by schedulers/live.py) ---------------
+def _lane(routed: int, tasks: list[str], t_unix: float) -> dict:
+    return {"action": "route_to_lane", "entity": {"kind": "lock", "file": "/tmp/app/app.py",
+                                                  "function": "write_shared", "line": 12, "detail": "lock"},
+            "limit": 1, "workers": 4, "tasks": tasks, "routed": routed, "executor": 1, "decision_version": 2,
+            "reason": "mitigate_contention on lock write_shared (/tmp/app/app.py:12)", "t_s": 0.5,
+            "t_unix": t_unix}
+
+
+def test_program_actions_become_one_action_per_lane_with_the_last_counts(tmp_path):
+    """Observation.actions carry (pid, index, dict) each window the program's copy changed; the
+    session keeps the latest copy of each lane and turns it into a typed Action."""
+    import time as _time
+    t0 = _time.time()
+    first = Observation(0, 10, actions=[(4242, 0, _lane(3, ["write_shared (/tmp/app/app.py:10)"], t0 + 1.0))])
+    later = Observation(10, 20, actions=[(4242, 0, _lane(40, ["write_shared (/tmp/app/app.py:10)", "other"], t0 + 1.0)),
+                                         (4242, 1, {"action": "route_to_lane", "entity": "not a dict"})])
+    s = Session(ListSource([first, later]), [], window_s=0.01, command=["app.py"])
+    s.start()
+    _time.sleep(0.1)
+    r = s.stop(0)
+    (a,) = [a for a in r.actions if a.action == "route_to_lane"]
+    assert a.pid == 4242 and a.thread == 0 and a.mechanism == "executor_lane" and a.ok
+    assert (a.from_, a.to) == (4, 1) and "40 tasks routed" in a.reason
+    assert a.lane is not None and a.lane.routed == 40 and a.lane.tasks[-1] == "other"
+    assert a.lane.entity.function == "write_shared" and a.lane.entity.line == 12 and a.lane.limit == 1
+    assert 0.5 < a.t_s < 1.5                                    # seconds since the session started
+    assert any("program action" in e for e in r.errors)        # the malformed one: one line, no crash
+    path = tmp_path / "s.json"
+    r.save(path)
+    back = SessionResult.load(path)
+    assert back.actions == r.actions
+    doc = json.loads(path.read_text())
+    (j,) = [x for x in doc["actions"] if x["action"] == "route_to_lane"]
+    assert j["lane"]["entity"]["kind"] == "lock" and j["lane"]["routed"] == 40

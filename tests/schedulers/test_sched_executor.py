@@ -187,3 +187,80 @@ def test_shutdown_wait_runs_pending():
 def test_invalid_max_workers():
     with pytest.raises(ValueError):
         CoherenceExecutor(0)
+
+
+def test_concurrent_submitters_lose_no_wakeup():
+    """Submits do not take the policy lock (an inbox the workers move into the policy); idle
+    workers are woken exactly when needed: with several threads submitting in small bursts
+    separated by idle gaps, every task runs exactly once and nothing is left waiting."""
+    import time
+    ran: list[int] = []
+    with CoherenceExecutor(3) as ex:
+        def submitter(base: int) -> list:
+            futs = []
+            for burst in range(40):
+                futs += [ex.submit(ran.append, base + burst * 10 + k) for k in range(10)]
+                if burst % 4 == 0:
+                    time.sleep(0.001)   # the workers go idle in between
+            return futs
+        with CoherenceExecutor(4) as submitters:
+            all_futs = [f for fs in submitters.map(submitter, range(0, 4000, 1000)) for f in fs]
+        done, not_done = wait(all_futs, timeout=60)
+        assert not not_done
+        assert ex.stats["pending"] == 0
+    assert sorted(ran) == sorted(b + i for b in range(0, 4000, 1000) for i in range(400))
+
+
+def test_shutdown_racing_submits_runs_or_cancels_each_task_once():
+    """A submit either lands before shutdown (its task runs, or is cancelled with
+    cancel_futures) or raises RuntimeError after it; nothing runs twice or hangs."""
+    ran: list[int] = []
+    ex = CoherenceExecutor(2)
+    accepted, refused = [], 0
+    stop = threading.Event()
+
+    def submitter() -> None:
+        nonlocal refused
+        i = 0
+        while not stop.is_set():
+            try:
+                accepted.append(ex.submit(ran.append, i))
+            except RuntimeError:
+                refused += 1
+                return
+            i += 1
+
+    t = threading.Thread(target=submitter)
+    t.start()
+    while len(accepted) < 2000:
+        pass
+    ex.shutdown(wait=True, cancel_futures=True)
+    stop.set()
+    t.join(timeout=30)
+    assert refused == 1
+    assert all(f.done() for f in accepted)   # shutdown(wait=True) returned: run or cancelled
+    ok = [f for f in accepted if not f.cancelled()]
+    assert len(ran) == len(ok) and len(set(ran)) == len(ran)
+
+
+def test_plain_mode_is_the_policy_order_and_a_hint_switches_to_the_policy():
+    """submit() only and no decision: the workers take tasks in submission order without the
+    policy lock (the policy's order for tasks without hints). A hinted task then ranks among
+    the plain tasks still pending exactly as the policy says."""
+    order, gate = [], threading.Event()
+    with CoherenceExecutor(1) as ex:
+        first = ex.submit(gate.wait)
+        while ex.stats["pending"]:
+            pass
+        futs = [ex.submit(order.append, i) for i in range(5)]
+        futs.append(ex.submit_with(order.append, "urgent", coherence=0.9))
+        futs += [ex.submit(order.append, i) for i in range(5, 8)]
+        gate.set()
+        wait(futs + [first])
+        assert ex.stats["dispatched"] == 10
+    assert order == ["urgent", 0, 1, 2, 3, 4, 5, 6, 7]
+    plain = []
+    with CoherenceExecutor(1) as ex:
+        wait([ex.submit(plain.append, i) for i in range(200)])
+        assert ex.stats["dispatched"] == 200
+    assert plain == list(range(200))

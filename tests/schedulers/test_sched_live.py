@@ -184,8 +184,8 @@ def test_lane_from_injected_decision_bounds_the_lock_tasks_and_others_run_beside
     assert RUNNING["lane_max"] == 1                 # lane_limit 1: never two lock tasks at once
     assert stats["lanes"] == 1 and stats["routed"] == 20
     (act,) = actions
-    assert act["action"] == "executor_lane" and act["limit"] == 1 and act["routed"] == 20
-    assert act["lock"]["function"] == "locked_write" and act["lock"]["detail"] == "threading.Lock"
+    assert act["action"] == "route_to_lane" and act["limit"] == 1 and act["routed"] == 20
+    assert act["entity"]["function"] == "locked_write" and act["entity"]["detail"] == "threading.Lock"
     assert any(t.startswith("locked_write") for t in act["tasks"])
 
 
@@ -366,7 +366,7 @@ def test_protected_hot_tasks_run_only_on_the_protected_workers():
         assert {f.result(timeout=30) for f in hot} == {keep}
         assert {f.result(timeout=30) for f in plain} - {keep}
         assert ex.stats["protected"] == 20
-        (act,) = [a for a in ex.actions if a["action"] == "executor_protect_hot"]
+        (act,) = [a for a in ex.actions if a["action"] == "run_on_protected_threads"]
         assert act["threads"] == [keep] and act["routed"] == 20 and act["entity"]["function"] == "hot_numeric"
     live.inject([_decision(hot_numeric, action="specialize_hot_loop", kind="loop", line_offset=2,
                            protected_threads=[1])])   # not one of this executor's workers
@@ -391,3 +391,52 @@ def test_under_gyroscope_run_without_decisions_the_executor_is_a_thread_pool(tmp
     assert r.returncode == 0, r.stderr
     decs, bridge, out, lanes = json.loads(r.stdout)
     assert decs == [] and bridge is True and out == [i * i for i in range(10)] and lanes == 0
+
+
+def test_report_keeps_nothing_when_not_under_gyroscope():
+    assert "gyroscope.bridges._inproc" not in sys.modules
+    before = list(live._reported)
+    live.report({"action": "route_to_lane", "routed": 1})
+    assert live._reported == before and live._drain() is None
+
+
+REPORT_PROGRAM = """\
+import json, sys
+from gyroscope.bridges import _inproc          # the bridge module, loaded but not started
+from gyroscope.schedulers import live
+a = {"action": "route_to_lane", "routed": 0, "tasks": []}
+b = {"action": "route_to_lane", "routed": 5, "tasks": ["f"]}
+live.report(a); live.report(b)
+out = [live._drain()]
+a["routed"] += 1; a["tasks"].append("g")       # the executor goes on updating its dict
+out.append(live._drain())
+out.append(live._drain())                       # nothing changed: nothing shipped
+live.report({"action": "x", "bad": object()})   # not marshal-able: skipped, never raised
+out.append(live._drain())
+print(json.dumps(out))
+"""
+
+
+def test_report_ships_the_changed_actions_once_per_window():
+    """live.report() registers one source with the bridge; each call ships only the actions that
+    changed since the last one, as (index, copy)."""
+    r = subprocess.run([sys.executable, "-c", REPORT_PROGRAM], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    first, second, third, fourth = json.loads(r.stdout)
+    assert first == ["actions", [[0, {"action": "route_to_lane", "routed": 0, "tasks": []}],
+                                 [1, {"action": "route_to_lane", "routed": 5, "tasks": ["f"]}]]]
+    assert second == ["actions", [[0, {"action": "route_to_lane", "routed": 1, "tasks": ["g"]}]]]
+    assert third is None and fourth is None
+
+
+def test_a_decision_on_the_executors_own_lock_changes_nothing():
+    """Under load gyroscope may decide the executor's own policy lock (its workers queue on it);
+    no task is routed for it and the pool stays in plain mode (submission order, no lock)."""
+    from gyroscope.schedulers import executor as executor_mod
+    code = CoherenceExecutor._worker.__code__
+    live.inject([{"action": "mitigate_contention", "kind": "lock", "file": executor_mod.__file__,
+                  "function": code.co_qualname, "line": code.co_firstlineno + 20, "call_sites": [],
+                  "detail": "lock"}])
+    with CoherenceExecutor(2) as ex:
+        assert [f.result(timeout=30) for f in [ex.submit(locked_write, i) for i in range(10)]] == list(range(10))
+        assert ex.stats["lanes"] == 0 and ex._fifo
