@@ -172,8 +172,12 @@ cdef unsigned long _last_tid[MAX_SLOTS]
 # a random number of extra hits (0..SKIP_SPAN-1) before a slot's timed hits, drawn per window:
 # the timed hits land at a random depth of the loop, not always at its start (a loop entered
 # right after a syscall runs its first few hundred iterations ~15% slower: cold caches)
-DEF SKIP_SPAN = 1024
-cdef uint32_t _skip[MAX_SLOTS]
+DEF SKIP_SPAN = 256
+DEF CALL_WARM = 8      # calls, resumes: timed from the 8th hit, DISABLEd at the 64th (CALL_K)
+DEF CALL_K = 64
+cdef uint32_t _base[MAX_SLOTS]      # WARM_HITS for a loop, CALL_WARM for the others
+cdef uint32_t _warm[MAX_SLOTS]      # this window: the hits before the timed ones (base + skip)
+cdef uint32_t _lim[MAX_SLOTS]       # this window: DISABLE at this hit
 cdef uint32_t _rng = 2463534242
 
 
@@ -183,6 +187,18 @@ cdef inline uint32_t _next_skip() noexcept nogil:
     _rng ^= _rng >> 17
     _rng ^= _rng << 5
     return _rng % SKIP_SPAN
+
+
+cdef inline void _draw(int s) noexcept nogil:
+    """The slot's hit budget for a new window: a loop is timed after WARM + a random skip, for
+    K - WARM hits; a call or resume after CALL_WARM, up to CALL_K (no skip: cheaper, and only a
+    call count depends on it)."""
+    if _base[s] == WARM_HITS:
+        _warm[s] = WARM_HITS + _next_skip()
+        _lim[s] = _warm[s] + (_k - WARM_HITS)
+    else:
+        _warm[s] = CALL_WARM
+        _lim[s] = CALL_K
 cdef unsigned long _thread[MAX_SLOTS]
 cdef unsigned long _thread2[MAX_SLOTS]
 cdef int _n_slots = 0
@@ -362,7 +378,8 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     _thread2[s] = 0
     _clear_gaps(s)
     _last_tid[s] = 0
-    _skip[s] = _next_skip()
+    _base[s] = WARM_HITS if kind == 0 else CALL_WARM
+    _draw(s)
     _step_t0[s] = 0
     _step_n[s] = 0
     _long_n[s] = 0
@@ -381,7 +398,8 @@ cdef inline void _clear_gaps(int s) noexcept nogil:
 
 
 cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
-    """The timed gaps of slot s as h - WARM gaps of the median quarter's mean (0: none timed)."""
+    """The timed gaps of slot s as (h - its base warm-up) x the median quarter's mean gap (0: none
+    timed): bridges/channel.py divides by the same."""
     cdef double m[QUARTERS]
     cdef double t
     cdef int n = 0
@@ -400,7 +418,7 @@ cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
             j -= 1
         m[j + 1] = t
     t = m[n // 2] if n % 2 else (m[n // 2 - 1] + m[n // 2]) / 2
-    return <int64_t>(t * (h - WARM_HITS))
+    return <int64_t>(t * (h - _base[s]))
 
 
 cdef inline object _hit(object code, int offset, int kind, int dest):
@@ -436,18 +454,18 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
         _thread2[s] = tid
     # the rate: the gaps between the last K - WARM hits of one thread, each from the return of one
     # callback to the start of the next (after WARM + a random skip: the first hits are slow)
-    if h > WARM_HITS + _skip[s] and tid == _last_tid[s]:
-        q = <int>((h - WARM_HITS - _skip[s] - 1) * QUARTERS // (_k - WARM_HITS))
+    if h > _warm[s] and tid == _last_tid[s]:
+        q = <int>((h - _warm[s] - 1) * QUARTERS // (_lim[s] - _warm[s]))
         if q >= QUARTERS:
             q = QUARTERS - 1
         _gap_sum[s][q] += t_in - _t_out[s]
         _gap_n[s][q] += 1
     _last_tid[s] = tid
-    if h >= _k + _skip[s]:
+    if h >= _lim[s]:
         _rearm[<Py_ssize_t><void*>code] = code
         _rearm_pending = True
         return _DISABLE
-    if h >= WARM_HITS + _skip[s]:
+    if h >= _warm[s]:
         _t_out[s] = _now()
     return None
 
@@ -601,7 +619,7 @@ cdef void _build_hits() noexcept nogil:
         h = _hits[s]
         if h:
             # "span": the timed gaps as hits - WARM of the median quarter's mean (_burst_span)
-            i64 = _burst_span(s, h) if h >= _k + _skip[s] else 0
+            i64 = _burst_span(s, h) if h >= _lim[s] else 0
             memcpy(rec, &s, 4)
             memcpy(rec + 4, &h, 4)
             memcpy(rec + 8, &_t_first[s], 8)
@@ -616,7 +634,7 @@ cdef void _build_hits() noexcept nogil:
             _thread2[s] = 0
             _clear_gaps(s)
             _last_tid[s] = 0
-            _skip[s] = _next_skip()
+            _draw(s)
             n_hits += 1
     if _out != NULL:
         memcpy(_out + 32, &n_hits, 4)
@@ -1227,15 +1245,15 @@ def calibrate(int n=2000, int trials=7, loop=None, bint far=True) -> float:
 
 cdef void _calibrate_here():
     """Under the GIL, at the first window of this process: its own dispatch costs, near and far
-    (~1-2 ms once: the program's layout and caches, not the gyroscope process's, which differ by
+    (~1 ms once: the program's layout and caches, not the gyroscope process's, which differ by
     up to ~10 ns per callback)."""
     global _cal_near, _cal_far, _cal_done, _errors, last_error
     if _cal_done:
         return
     _cal_done = True
     try:
-        _cal_near = _dispatch_ns(_cal_loop(False), 1000, 5)
-        _cal_far = _dispatch_ns(_cal_loop(True), 1000, 5)
+        _cal_near = _dispatch_ns(_cal_loop(False), 600, 5)
+        _cal_far = _dispatch_ns(_cal_loop(True), 600, 5)
     except BaseException as e:
         _errors += 1
         last_error = repr(e)

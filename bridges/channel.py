@@ -36,7 +36,7 @@ from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LockW
 from gyroscope.bridges.lockstats import LockStats
 
 T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA, T_LIVE = 1, 2, 3, 4, 5, 16
-WARM = 256   # bridges/_inproc.pyx WARM_HITS
+WARM, CALL_WARM = 256, 8   # bridges/_inproc.pyx WARM_HITS (loops) and CALL_WARM (the other slots)
 _KIND_EVENT = {0: EventKind.LOOP_ITER, 1: EventKind.CALL, 2: EventKind.RESUME, 3: EventKind.YIELD}
 _SLOT = struct.Struct("=IIiiiII")
 _HIT = struct.Struct("=IIqqQQ")
@@ -89,7 +89,7 @@ class ChannelServer:
         # (near, far): bridges/_inproc.pyx calibrate(), set by `gyroscope run` once the program
         # runs; the windows decoded before that are priced again at the next poll
         self.dispatch_ns = dispatch_ns
-        self._unpriced: list[tuple[Event, int, int, int]] = []
+        self._unpriced: list[tuple[Event, int, int, int, int]] = []
         self._main_pid = main_pid_getter or (lambda: 0)
         if not isinstance(listener, socket.socket):
             listener = socket.socket(fileno=listener.detach())
@@ -225,11 +225,12 @@ class ChannelServer:
             pass
         return obs
 
-    def _duration(self, span: int, count: int, far: int, own: tuple[float, float] | None = None) -> int:
-        """The time of count - 1 iterations without the callbacks, from the gaps of the K - WARM
-        timed ones (module docstring), less the process's `own` calibrated dispatch cost, else the
-        gyroscope process's; uncalibrated: the gaps as they are."""
-        n = count - WARM
+    def _duration(self, span: int, count: int, far: int, own: tuple[float, float] | None = None,
+                  warm: int = WARM) -> int:
+        """The time of count - 1 iterations without the callbacks, from the gaps of the timed ones
+        (span = (count - warm) x the mean gap; module docstring), less the process's `own`
+        calibrated dispatch cost, else the gyroscope process's; uncalibrated: the gaps as they are."""
+        n = count - warm
         near, far_ns = own or self.dispatch_ns or (0.0, 0.0)
         cost = near + (far_ns - near) * far / 2
         per = max(span - n * cost, span / 8) / n
@@ -239,8 +240,8 @@ class ChannelServer:
         now = time.monotonic_ns()
         with self._lock:
             if self._unpriced and self.dispatch_ns is not None:
-                for ev, span, count, far in self._unpriced:
-                    ev.duration_ns = self._duration(span, count, far)
+                for ev, span, count, far, warm in self._unpriced:
+                    ev.duration_ns = self._duration(span, count, far, None, warm)
                 self._unpriced = []
             events, self._events = self._events, []
             locks, self._lock_windows = self._lock_windows, []
@@ -362,7 +363,7 @@ class ChannelServer:
                 proc.dispatch_ns = (near, far)
         epid = self._entity_pid(proc)
         events: list[Event] = []
-        unpriced: list[tuple[Event, int, int, int]] = []
+        unpriced: list[tuple[Event, int, int, int, int]] = []
         for slot, count, t_first, span, ident, ident2 in hits:
             ent, ekind = self._entity(proc, epid, slot)
             if ent is None:
@@ -370,8 +371,9 @@ class ChannelServer:
             thread = proc.natives.get(ident, ident)
             thread2 = proc.natives.get(ident2, ident2) if ident2 else 0
             dur = 0
-            if span > 0 and count > WARM:
-                dur = self._duration(span, count, proc.far.get(slot, 0), proc.dispatch_ns)
+            warm = WARM if ekind == EventKind.LOOP_ITER else CALL_WARM
+            if span > 0 and count > warm:
+                dur = self._duration(span, count, proc.far.get(slot, 0), proc.dispatch_ns, warm)
             role = "iter" if ekind == EventKind.LOOP_ITER else "call"
             if thread2 and count > 1:
                 ev = Event(ent, role, ekind, thread, t_first, count - 1, dur)
@@ -380,7 +382,7 @@ class ChannelServer:
                 ev = Event(ent, role, ekind, thread, t_first, count, dur)
             events.append(ev)
             if dur and proc.dispatch_ns is None and self.dispatch_ns is None:   # priced again at poll
-                unpriced.append((ev, span, count, proc.far.get(slot, 0)))
+                unpriced.append((ev, span, count, proc.far.get(slot, 0), warm))
         for g, (count, total, _longest, first) in enumerate(gcs):
             if count:
                 key = (epid, g)

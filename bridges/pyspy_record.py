@@ -49,12 +49,13 @@ from gyroscope.bridges.events import Frame
 
 STOP_TIMEOUT_S = 10.0
 FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to chunk_s, doubling
-# A program gyroscope started (`ramp`) is sampled fast while it is young, so that a 0.3 s program
-# gets ~300 samples, not 30: its first chunks (0.5, 1, 2 s) at 10x, 5x, 2.5x the rate, then the rate.
-# py-spy's CPU on a spinning target, % of one core (2 s, chrometrace --idle --nonblocking):
-# 1.5% at 100 Hz, 4.5% at 250, 8% at 500, 22% at 1000; the ramp costs ~0.25 s of CPU in all,
-# spent in the first 3.5 s, on py-spy's side.
-RAMP_X = ((0.75, 10.0), (1.75, 5.0), (3.75, 2.5))   # (until s after the recorder started, factor)
+# A program gyroscope started (`ramp`) is sampled faster while it is young, so that a 0.3 s
+# program gets ~120 samples, not 30: its first chunks (0.5 s, 1 s) at 4x and 2x the rate, then
+# the rate. py-spy's CPU on a spinning target, % of one core (2 s, chrometrace --idle
+# --nonblocking): 1.5% at 100 Hz, 4.5% at 250, 8% at 500, 22% at 1000. 10x/5x/2.5x was tried:
+# the 1 s pyperformance runs then paid ~5% more (py-spy beside them on 2 cores) and the chunks'
+# parsing at the end.
+RAMP_X = ((0.75, 4.0), (1.75, 2.0))   # (until s after the recorder started, factor)
 # Every chunk's rate is the nominal one times a factor of this cycle: a program whose work
 # repeats with a period commensurate with a fixed sampling period (two functions alternating
 # every ~2.8 ms, sampled every 10 ms) would be seen at the same phase every time (aliasing: one

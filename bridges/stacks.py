@@ -180,14 +180,29 @@ def library_loop(frames: list[Frame], is_own_code: Callable[[str], bool]) -> Ent
     innermost frame between the leaf and the program's innermost frame that sits in a loop of its
     function (a library's hot loop: pygments' RegexLexer.get_tokens_unprocessed, networkx's
     shortest paths), as a "loop" entity in that library file. None when the leaf is the program's
-    own code, no frame is, or no library frame is in a loop (a thin wrapper over C code)."""
+    own code, no frame is, or none of the LIBRARY_DEPTH innermost library frames is in a loop (a
+    thin wrapper over C code; deeper ones would cost a parse of every module on the way, import
+    machinery included, for loops that are not where the time is)."""
+    lib = []
     for f in frames:
         if is_own_code(f.file):
-            return None
-        name, _first, header = qualified(f)
-        if header is not None:
-            return Entity(EntityKind.LOOP, f.file, name, header)
+            break
+        if f.file.startswith("<frozen importlib"):
+            return None      # an import: module bodies run once, their loops are not the answer
+        lib.append(f)
+    else:
+        return None
+    looked = 0
+    for f in lib:
+        if looked < LIBRARY_DEPTH and f.file.endswith(".py"):
+            looked += 1
+            name, _first, header = qualified(f)
+            if header is not None:
+                return Entity(EntityKind.LOOP, f.file, name, header)
     return None
+
+
+LIBRARY_DEPTH = 2
 
 
 def classify(frames: list[Frame], idle: bool, gil: bool | None,
