@@ -20,6 +20,7 @@ A scope's first line is CPython's ``co_firstlineno``: the first decorator line w
 from __future__ import annotations
 
 import ast
+import re
 import threading
 import tokenize
 from dataclasses import dataclass
@@ -92,11 +93,34 @@ def _inner(a: _Scope, b: _Scope) -> bool:
     return (a.end - a.start, -a.start) < (b.end - b.start, -b.start)
 
 
+_MAY_SCOPE = re.compile(r"\b(?:lambda|for)\b")
+
+
 class _Builder(ast.NodeVisitor):
-    def __init__(self, n_lines: int) -> None:
-        module = _Scope("<module>", "<module>", 1, 1, max(n_lines, 1), False, [])
+    """Scopes and loops of a module. Only statements and the expressions whose text can hold a
+    scope (a lambda or a comprehension: "lambda" or "for" on their lines) are walked: the other
+    expressions (most of a module's nodes) cannot add a scope or a loop."""
+
+    def __init__(self, lines: list[str]) -> None:
+        module = _Scope("<module>", "<module>", 1, 1, max(len(lines), 1), False, [])
+        self.lines = lines
         self.scopes: list[_Scope] = [module]
         self.stack: list[tuple[_Scope, bool]] = [(module, False)]   # (scope, is a function-like scope)
+
+    def generic_visit(self, node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr) and not self._may_scope(child):
+                continue
+            self.visit(child)
+
+    def _may_scope(self, node: ast.expr) -> bool:
+        if isinstance(node, (ast.Lambda, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp)):
+            return True
+        start = getattr(node, "lineno", None)
+        if start is None:
+            return True
+        end = getattr(node, "end_lineno", None) or start
+        return _MAY_SCOPE.search("".join(self.lines[start - 1:end])) is not None
 
     def _prefix(self) -> str:
         # scopes nested in an inlined comprehension are named after the comprehension's owner (3.12+)
@@ -201,7 +225,7 @@ def build_file_map(source: str) -> FileMap:
     """A FileMap from source text (raises SyntaxError/ValueError/RecursionError when unparseable)."""
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
-    b = _Builder(len(lines))
+    b = _Builder(lines)
     b._body(b.scopes[0], False, tree.body)
     return FileMap(lines, b.scopes)
 
