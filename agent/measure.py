@@ -137,6 +137,8 @@ def _extrapolate(exact: int, saturated: int, rates: list[float], run_ns: int) ->
 # machine shared with other work; the module docstring says where the errors come from).
 ESTIMATE_ERROR = {"iterations_per_s": 0.15, "iterations": 0.20}
 
+MAX_THREADS_KEPT = 256   # an entity's distinct threads kept (a thread per request must not grow a session)
+
 BYTECODE_NS_PER_ITERATION = 2_000   # at most this much of a loop body's own bytecode per iteration
 BYTECODE_NS_PER_CALL = 10_000       # ... and of a function's own lines (outside its loops) per call
 
@@ -186,7 +188,7 @@ class Measurements:
         for ev in obs.events:
             st = self.get(ev.entity)
             touched.add(ev.entity)
-            if ev.thread:
+            if ev.thread and len(st.threads) < MAX_THREADS_KEPT:
                 st.threads.add(ev.thread)
             k = ev.kind
             if k in _COUNTED:

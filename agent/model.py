@@ -178,6 +178,8 @@ class Counters(_Record):
     gate_bytes_sent                  JSON bytes of what was sent
     gate_records_ungated / gate_bytes_ungated   what sending everything every cycle would have cost
     timeline_dropped                 wait intervals beyond the timeline's cap (10,000)
+    threads_forgotten                thread records beyond the session's cap (4,096; the least
+                                     recently seen go first: a thread per request)
     """
     raw_events: int = 0
     events: int = 0
@@ -190,6 +192,7 @@ class Counters(_Record):
     gate_records_ungated: int = 0
     gate_bytes_ungated: int = 0
     timeline_dropped: int = 0
+    threads_forgotten: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def items(self) -> list[tuple[str, int]]:

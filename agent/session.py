@@ -54,6 +54,7 @@ MAX_ERRORS = 50
 
 
 POOL_CAPACITY = 4096        # kernel cells of a session's pool
+MAX_THREAD_RECORDS = 4096   # threads kept in `threads` (the least recently seen are forgotten)
 POOL_PROFILE = "chirality"  # its resonance profile (cyext.law.PROFILES)
 MAX_TIMELINE = 10_000   # wait intervals kept for the report's per-thread timeline
 
@@ -207,8 +208,12 @@ class Session:
         c.dropped += obs.dropped
         for pid, idx, rec in obs.actions:
             self._program_actions[(pid, idx)] = rec
-        for tid, info in obs.threads.items():
+        for tid, info in obs.threads.items():   # the live ones move to the end; the oldest go first
+            self.threads.pop(tid, None)
             self.threads[tid] = ThreadRecord(id=tid, name=info.name, cpu_s=info.cpu_ns / 1e9)
+        while len(self.threads) > MAX_THREAD_RECORDS:   # a thread per request must not grow a session
+            del self.threads[next(iter(self.threads))]
+            self.counters.threads_forgotten += 1
         touched = self.measure.update(obs)
         self.stacks.add_many(obs.stacks)
         if self._cycle_profiles:

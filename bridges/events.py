@@ -11,6 +11,7 @@ owns one kernel cell (spec 002 §25.1).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol
@@ -184,3 +185,16 @@ class Source(Protocol):
     def stop(self) -> Observation:
         """Stop watching, release every hook, return what was left."""
         ...
+
+
+_THREAD_NUMBER = re.compile(r"^(Thread|thread|Dummy|ThreadPoolExecutor-\d+|asyncio)[-_]\d+")
+
+
+def pooled_thread_name(name: str) -> str | None:
+    """The name shared by a kind of numbered thread ("Thread-8121 (process_request_thread)" ->
+    "Thread-* (process_request_thread)", "ThreadPoolExecutor-0_3" -> "ThreadPoolExecutor-0-*"),
+    None for a thread with a name of its own. A server that starts a thread per request must not
+    grow a session, or a profile, by one thread each."""
+    if not name or not _THREAD_NUMBER.match(name):
+        return None
+    return _THREAD_NUMBER.sub(r"\1-*", name)

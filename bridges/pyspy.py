@@ -63,6 +63,7 @@ from gyroscope.bridges.events import (
     StackSample,
     StackState,
     ThreadInfo,
+    pooled_thread_name,
 )
 from gyroscope.bridges.owncode import looks_like_program
 from gyroscope.bridges.pyspy_record import ChunkedRecorder, Span
@@ -78,7 +79,6 @@ BRIDGE_THREAD = "gyroscope"   # the in-process bridge's native thread (bridges/_
 DEFAULT_CHUNK_S = 4.0
 HISTORY_KEEP_NS = 3_000_000_000
 
-_THREAD_NUMBER = re.compile(r"^(Thread|thread|Dummy|ThreadPoolExecutor-\d+|asyncio)[-_]\d+")
 
 # kept under their old names for the callers of this module
 process_state = procfs.process_state
@@ -397,7 +397,7 @@ class PySpySource:
     def _thread_entity(self, st: _Thread) -> Entity:
         # one entity per kind of thread, not per thread: a server that starts a thread per request
         # ("Thread-8121 (process_request_thread)") must not grow the session by one entity each
-        return Entity(EntityKind.THREAD, "", _THREAD_NUMBER.sub(r"\1-*", st.name), 0,
+        return Entity(EntityKind.THREAD, "", pooled_thread_name(st.name) or st.name, 0,
                       pid=self.entity_pid and st.pid)
 
     def _fold(self, span: Span, t0: int, t1: int, run: int, gil: int, wait: int, cpu: int) -> None:
@@ -490,7 +490,8 @@ class PySpySource:
 
     def _keep_stack(self, thread_name: str, tid: int, frames: tuple[Frame, ...], seconds: float) -> None:
         assert self.stacks is not None
-        key = (f"{thread_name} ({tid})", frames)
+        # a kind of numbered thread is one profile, not one per thread (bounded memory)
+        key = (pooled_thread_name(thread_name) or f"{thread_name} ({tid})", frames)
         if key not in self.stacks and len(self.stacks) >= MAX_STACKS:
             key = (key[0], (Frame("", "(other stacks)", 0),))
             self.stacks_merged += 1

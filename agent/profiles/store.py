@@ -35,12 +35,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gyroscope.bridges.events import Frame, StackSample
+from gyroscope.bridges.events import Frame, StackSample, pooled_thread_name
 
 FORMAT = "gyroscope.profile/1"
 OTHER_STACKS = Frame("", "(other stacks)", 0)
 NO_PYTHON_FRAMES = Frame("", "(no Python frames)", 0)   # a sample of a thread in native code only
 OTHER_THREADS_ID = 0
+POOLED_THREAD_BASE = 1 << 40   # ids of the kinds of numbered threads (events.pooled_thread_name)
 OTHER_THREADS_NAME = "(other threads)"
 STATES = ("run", "gil", "wait")
 
@@ -78,6 +79,7 @@ class StackStore:
         self._stack_ids: dict[tuple[int, ...], int] = {}
         self.frame_refs = 0
         self.threads: dict[tuple[int, int], str] = {}
+        self._pooled: dict[tuple[int, str], int] = {}   # (pid, pooled name) -> its thread id
         # (pid, thread, stack id, state) -> [samples, wall_ns, cpu_ns, lock_wait_ns, lock_hold_ns]
         self.rows: dict[tuple[int, int, int, str], list[int]] = {}
         self.dropped = {"samples_merged": 0, "stacks": 0, "truncated_stacks": 0, "threads": 0, "rows": 0}
@@ -123,6 +125,10 @@ class StackStore:
         return self._intern_stack(tuple(ids))
 
     def _thread(self, pid: int, thread: int, name: str) -> int:
+        pooled = pooled_thread_name(name)
+        if pooled is not None:   # one row set per kind of numbered thread, not per thread
+            thread = self._pooled.setdefault((pid, pooled), POOLED_THREAD_BASE + len(self._pooled))
+            name = pooled
         key = (pid, thread)
         if key in self.threads:
             if name and not self.threads[key]:
