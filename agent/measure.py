@@ -212,6 +212,8 @@ class Measurements:
                     continue
                 if ev.role == "via":      # the program's frame, running in library code it called
                     st.via_ns += ev.duration_ns
+                elif ev.role == "start":  # ran before the first sample (bridges/run_source.py)
+                    self.total_cpu_ns += ev.duration_ns
                 self.total_running += ev.count
                 self.total_run_ns += ev.duration_ns
             elif k == EventKind.SAMPLE_GIL:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gyroscope.bridges.events import Observation
+from gyroscope.bridges.events import Entity, Event, EventKind, Observation
 from gyroscope.bridges.procfs import is_alive
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class RunSource:
         self._starter: threading.Thread | None = None
         self._stopping = threading.Event()
         self._spawned = threading.Event()   # py-spy started, or will not be
+        self._first_hit: dict[tuple[Entity, int], int] | None = {}   # until the first samples
 
     def start(self) -> None:
         """Start the sampler (again: nothing)."""
@@ -102,9 +103,45 @@ class RunSource:
             sampler = self.sampler
             obs.errors.extend(self._errors)
             self._errors = []
+        self._note_first_hits(obs)
         if sampler is not None:
-            _merge(obs, self._dedupe(sampler.poll()))
+            sampled = self._dedupe(sampler.poll())
+            self._credit_start(sampled, sampler)
+            _merge(obs, sampled)
         return obs
+
+    def _note_first_hits(self, obs: Observation) -> None:
+        """The first counted hit of each (entity, thread), until sampling has begun."""
+        if self._first_hit is None:
+            return
+        for ev in obs.events:
+            if ev.kind in (EventKind.LOOP_ITER, EventKind.CALL) and ev.thread:
+                key = (ev.entity, ev.thread)
+                if ev.t_ns < self._first_hit.get(key, ev.t_ns + 1):
+                    self._first_hit[key] = ev.t_ns
+
+    def _credit_start(self, sampled: Observation, sampler: Any) -> None:
+        """The time before py-spy's first sample (10-20 ms after the program's first line) is
+        nobody's in the samples. When a thread's first sample finds it running in an entity the
+        bridge had counted since before that sample, the entity was running in between: that time
+        is credited to it (an event of role "start"; agent/measure.py adds it to the process's CPU
+        as well). Once per thread, at the first samples."""
+        first_ns = sampler.record.first_sample_ns
+        if self._first_hit is None or not first_ns:
+            return
+        first: dict[int, Event] = {}
+        for ev in sampled.events:
+            if ev.kind == EventKind.SAMPLE_RUN and ev.role != "lib" and ev.thread:
+                cur = first.get(ev.thread)
+                if cur is None or ev.t_ns < cur.t_ns:
+                    first[ev.thread] = ev
+        for tid, ev in first.items():
+            hit = self._first_hit.get((ev.entity, tid))
+            if hit is not None and hit < first_ns and ev.t_ns - first_ns <= 2 * sampler.interval_ns:
+                credit = first_ns - hit
+                sampled.events.append(Event(ev.entity, "start", EventKind.SAMPLE_RUN, tid, hit,
+                                            max(1, round(credit / sampler.interval_ns)), credit))
+        self._first_hit = None      # once: later threads start under the sampler
 
     def _dedupe(self, sampled: Observation) -> Observation:
         """A lock wait the profiled locks measured exactly is not counted again from samples (the
@@ -127,8 +164,11 @@ class RunSource:
         with self._lock:
             obs.errors.extend(self._errors)
             self._errors = []
+        self._note_first_hits(obs)
         if sampled is not None:
-            _merge(obs, self._dedupe(sampled))
+            sampled = self._dedupe(sampled)
+            self._credit_start(sampled, sampler)
+            _merge(obs, sampled)
         return obs
 
     def agent_cpu_ns(self) -> int:

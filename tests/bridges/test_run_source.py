@@ -1,0 +1,49 @@
+"""bridges/run_source.py: the time before py-spy's first sample is credited to the entity the
+bridge counted since before it, when the first sample finds its thread running there."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation
+from gyroscope.bridges.run_source import RunSource
+
+LOOP = Entity(EntityKind.LOOP, "/app/prog.py", "spin", 10)
+OTHER = Entity(EntityKind.LOOP, "/app/prog.py", "other", 20)
+MS = 1_000_000
+
+
+def sampler(first_ns: int) -> SimpleNamespace:
+    return SimpleNamespace(record=SimpleNamespace(first_sample_ns=first_ns), interval_ns=10 * MS)
+
+
+def source_with_hits(*events: Event) -> RunSource:
+    src = RunSource(None, 1234, lambda f: True, sampling=False)
+    src._note_first_hits(Observation(0, 0, events=list(events)))
+    return src
+
+
+def run_event(ent: Entity, tid: int, t_ns: int, role: str = "run") -> Event:
+    return Event(ent, role, EventKind.SAMPLE_RUN, tid, t_ns, 3, 30 * MS)
+
+
+def test_running_entity_gets_the_time_before_the_first_sample():
+    src = source_with_hits(Event(LOOP, "iter", EventKind.LOOP_ITER, 7, 100 * MS, 320, 0))
+    sampled = Observation(0, 0, events=[run_event(LOOP, 7, 118 * MS)])
+    src._credit_start(sampled, sampler(118 * MS))
+    start = [e for e in sampled.events if e.role == "start"]
+    assert len(start) == 1 and start[0].entity == LOOP and start[0].duration_ns == 18 * MS
+    # once: later samples of the session credit nothing
+    later = Observation(0, 0, events=[run_event(LOOP, 7, 600 * MS)])
+    src._credit_start(later, sampler(118 * MS))
+    assert not [e for e in later.events if e.role == "start"]
+
+
+def test_no_credit_when_the_first_sample_is_elsewhere_or_late():
+    src = source_with_hits(Event(LOOP, "iter", EventKind.LOOP_ITER, 7, 100 * MS, 320, 0))
+    sampled = Observation(0, 0, events=[run_event(OTHER, 7, 118 * MS)])     # not the counted loop
+    src._credit_start(sampled, sampler(118 * MS))
+    assert not [e for e in sampled.events if e.role == "start"]
+    src = source_with_hits(Event(LOOP, "iter", EventKind.LOOP_ITER, 7, 100 * MS, 320, 0))
+    sampled = Observation(0, 0, events=[run_event(LOOP, 7, 400 * MS)])      # first seen long after
+    src._credit_start(sampled, sampler(118 * MS))
+    assert not [e for e in sampled.events if e.role == "start"]
