@@ -41,6 +41,7 @@ What the numbers are (and are not):
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -118,23 +119,13 @@ class ExactLock:
         }
 
 
-def _time_median(rates: list[tuple[int, float]]) -> float:
-    """The median of the bursts' rates, each weighted by the time it stands for (until the next
-    burst; the last one a whole gap). A process's first windows are 1/8, 1/4 and 1/2 of a window
-    and its first burst runs while gyroscope starts beside it (~2x slower on 2 cores): an
-    unweighted median of a 0.4 s program's few bursts leaned on that start. Of two bursts, the
-    later."""
-    pts = sorted(rates)
-    if len(pts) <= 2:
-        return pts[-1][1]
-    gaps = [b[0] - a[0] for a, b in zip(pts, pts[1:])]
-    weighted = sorted(zip((r for _, r in pts), gaps + [max(gaps)]))
-    half, acc = sum(w for _, w in weighted) / 2, 0
-    for r, w in weighted:
-        acc += w
-        if acc >= half:
-            return r
-    return weighted[-1][0]
+def _burst_median(rates: list[tuple[int, float]]) -> float:
+    """The median of the bursts' rates but the first one's (when there are others): a loop that
+    runs from the program's start has its first burst beside gyroscope's own start-up on the
+    other core, ~2x slower, and a 0.4 s program has only 2-4 bursts. (Weighting the bursts by
+    the time each stands for was tried: the last one's weight made single long loops +61%.)"""
+    pts = [r for _, r in sorted(rates)]
+    return statistics.median(pts[1:] if len(pts) > 1 else pts)
 
 
 def _extrapolate(exact: int, saturated: int, rates: list[tuple[int, float]], run_ns: int) -> tuple[float, float]:
@@ -145,7 +136,7 @@ def _extrapolate(exact: int, saturated: int, rates: list[tuple[int, float]], run
     than the hits seen."""
     if not saturated or not rates:
         return float(exact + saturated), (exact * 1e9 / run_ns if exact and run_ns else 0.0)
-    rate = _time_median(rates)
+    rate = _burst_median(rates)
     rest_s = max(0.0, run_ns / 1e9 - exact / rate)
     return max(float(exact + saturated), exact + rate * rest_s), rate
 
