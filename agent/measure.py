@@ -11,15 +11,15 @@ What the numbers are (and are not):
   skip of hits, the gaps between K - WARM consecutive hits of one thread, each from the return of
   one callback to the start of the next, less the dispatch cost of a callback that the process
   measured on itself (bridges/_inproc.pyx, bridges/channel.py). An estimate: benchmarks/accuracy.py
-  measures -13% .. +3% (medians of 3) on tight loops of ~40-55 ns per iteration, where the
+  measures -10% .. +4% (medians of 3) on tight loops of ~40-55 ns per iteration, where the
   dispatch cost (~35 ns) is as large as the body; loops with heavier bodies are less affected.
 - iterations: exact when the loop never ran K times in a window (`iterations_exact`); else the
   windows that did not saturate count exactly and the rest is the median rate times the loop's
   sampled running time beyond them (see _extrapolate; a loop that encloses other loops gets no
   running samples of its own, so its count is then the hits seen: a lower bound). The error is
-  the rate's plus the running time's; the running time misses what the loop did before py-spy's
-  first sample (~10-20 ms after the program's first line), so loops that start with the program
-  are undercounted by that much (benchmarks/accuracy.py: -17% .. +0.4% on 0.3-0.5 s programs).
+  the rate's plus the running time's (the time before py-spy's first sample, 10-20 ms after
+  the program's first line, is credited to the loop that first sample finds running:
+  bridges/run_source.py); benchmarks/accuracy.py: -13% .. +7% on 0.3-0.5 s programs.
 - cpu_share: the entity's CPU time over the process's CPU time (while sampled: from about the
   program's first line; the interpreter's start-up has no Python frame). From outside (py-spy +
   /proc, bridges/pyspy.py) a SAMPLE_RUN's duration is the CPU time the kernel counted for that
@@ -142,8 +142,8 @@ def _extrapolate(exact: int, saturated: int, rates: list[tuple[int, float]], run
 
 
 # What an estimated count or rate may be off by, relative (benchmarks/accuracy.py, medians of 3 on
-# 0.3-0.5 s programs of tight loops, 2026-12-01: rates -13% .. +9%, counts -17% .. +12% on a
-# machine shared with other work; the module docstring says where the errors come from).
+# 0.3-0.5 s programs of tight loops, 2026-12-01: rates -10% .. +4%, counts -13% .. +7% on a quiet
+# machine, up to twice that on a loaded one; the module docstring says where they come from).
 ESTIMATE_ERROR = {"iterations_per_s": 0.15, "iterations": 0.20}
 
 MAX_THREADS_KEPT = 256   # an entity's distinct threads kept (a thread per request must not grow a session)
