@@ -377,23 +377,31 @@ class _SignalForwarder(threading.Thread):
                 return
             if self.child.returncode is not None:
                 continue
-            if _program_got_it_too(info):
+            if info.si_code == SI_KERNEL:   # the terminal signalled the whole foreground group
                 continue
+            if _from_group_signalling_parent(info):
+                continue    # the program got it from the same sender
             try:
                 os.kill(self.child.pid, info.si_signo)
             except OSError:
                 pass
 
 
-def _program_got_it_too(info: Any) -> bool:
-    """True when the sender evidently signalled the program's process group as well: the terminal
-    (Ctrl-C, Ctrl-\\, hang-up reach the whole foreground group), or our parent when it leads our
-    process group (`timeout` kills its child, then its group)."""
-    if info.si_code == SI_KERNEL:
-        return True
+GROUP_SIGNALLERS = ("timeout",)   # parents that signal their child, then their whole group
+
+
+def _from_group_signalling_parent(info: Any) -> bool:
+    """The signal came from our parent, it leads our process group, and it is a program known to
+    signal its group too (`timeout`: its child, then the group). A script or supervisor that
+    leads the group and kills gyroscope by pid is not one: the program gets the signal from us.
+    (Telling the two apart by a second signal does not work: two SIGTERMs sent back to back
+    merge into one.)"""
     try:
         ppid = os.getppid()
-        return info.si_pid == ppid and os.getpgid(ppid) == ppid == os.getpgrp()
+        if not (info.si_pid == ppid and os.getpgid(ppid) == ppid == os.getpgrp()):
+            return False
+        with open(f"/proc/{ppid}/comm") as f:
+            return f.read().strip() in GROUP_SIGNALLERS
     except OSError:
         return False
 

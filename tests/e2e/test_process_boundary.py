@@ -202,3 +202,34 @@ def test_program_killed_or_os_exit_session_written(tmp_path):
     assert p.returncode == -signal.SIGKILL
     doc = json.loads(out.read_text())
     assert doc["signal"] == signal.SIGKILL and any(e["function"] == "spin" for e in doc["entities"])
+
+
+SIGCOUNT = """\
+import signal, time
+n = [0]
+def on_term(s, f):
+    n[0] += 1
+signal.signal(signal.SIGTERM, on_term)
+t = time.time()
+while time.time() - t < 1.5:
+    time.sleep(0.01)
+print("sigterms", n[0])
+"""
+
+
+@pytest.mark.parametrize("how", ["kill", "timeout"])
+def test_a_group_leading_parent_signals_like_it_would_python(tmp_path, how):
+    """A script that leads its process group and kills gyroscope by pid: the program gets it.
+    `timeout` (signals its child, then its group): the program gets it once, as under python."""
+    prog = write(tmp_path, "sigcount.py", SIGCOUNT)
+    if how == "kill":
+        script = '"$1" $2 "$3" & g=$!; sleep 0.6; kill -TERM $g; wait $g; echo "rc=$?"'
+    else:
+        script = 'timeout 0.6 "$1" $2 "$3"; echo "rc=$?"'
+    got = {}
+    for name, cmd in (("python", [PY, "", str(prog)]), ("gyroscope", [GYRO, "run -q", str(prog)])):
+        p = subprocess.run(["bash", "-c", script, "sh", *cmd], capture_output=True, text=True,
+                           timeout=HANG_S, start_new_session=True)    # bash leads its own group
+        got[name] = p.stdout
+    assert got["gyroscope"] == got["python"], got
+    assert "sigterms 1" in got["python"]
