@@ -33,7 +33,7 @@ def collapsed_lines(store: StackStore, by_thread: bool = True) -> list[str]:
             continue
         parts = [frame_label(store.frames[i]) for i in reversed(store.stacks[stack])]
         if by_thread:
-            parts.insert(0, _clean(f"{store.threads.get((pid, tid), '') or 'thread'} (tid {tid})"))
+            parts.insert(0, _clean(store.thread_label(pid, tid)))
         key = ";".join(parts)
         folded[key] = folded.get(key, 0) + v[0]
     return [f"{k} {n}" for k, n in sorted(folded.items(), key=lambda kv: -kv[1])]

@@ -24,7 +24,7 @@ def flame_tree(store: StackStore, max_nodes: int = 20_000) -> dict[str, Any]:
         if n <= 0:
             continue
         run = n if state == "run" else 0
-        path = [(f"{store.threads.get((pid, tid), '') or 'thread'} (tid {tid})", "")]
+        path = [(store.thread_label(pid, tid), "")]
         for fi in reversed(store.stacks[stack]):
             f = store.frames[fi]
             # the function's identity: file and first line; without a first line (py-spy), the file alone,

@@ -44,8 +44,7 @@ def speedscope_document(store: StackStore, name: str = "gyroscope") -> dict[str,
         weights.append(int(weight))
     profiles = []
     for (pid, tid), (samples, weights) in sorted(per_thread.items()):
-        tname = store.threads.get((pid, tid), "") or "thread"
-        profiles.append({"type": "sampled", "name": f"{tname} (tid {tid}, pid {pid})",
+        profiles.append({"type": "sampled", "name": store.thread_label(pid, tid, pid_too=True),
                          "unit": "nanoseconds" if use_wall else "none", "startValue": 0,
                          "endValue": sum(weights), "samples": samples, "weights": weights})
     return {"$schema": SCHEMA_URL, "shared": {"frames": frames}, "profiles": profiles, "name": name,

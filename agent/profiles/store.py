@@ -124,6 +124,13 @@ class StackStore:
             ids.append(i)
         return self._intern_stack(tuple(ids))
 
+    def thread_label(self, pid: int, tid: int, pid_too: bool = False) -> str:
+        """"NAME (tid N)" ("NAME (tid N, pid P)"); a kind of numbered thread, which stands for
+        every thread of that kind, is "NAME (threads)" ("NAME (threads, pid P)")."""
+        name = self.threads.get((pid, tid), "") or "thread"
+        which = "threads" if tid >= POOLED_THREAD_BASE else f"tid {tid}"
+        return f"{name} ({which}, pid {pid})" if pid_too else f"{name} ({which})"
+
     def _thread(self, pid: int, thread: int, name: str) -> int:
         pooled = pooled_thread_name(name)
         if pooled is not None:   # one row set per kind of numbered thread, not per thread
