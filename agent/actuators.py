@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gyroscope.agent.model import Decision, EntityRecord, Measurements, Scores, Slcp
-from gyroscope.bridges.owncode import looks_like_program
+from gyroscope.bridges.owncode import is_gyroscope, looks_like_program
 
 HOT = "specialize_hot_loop"
 CONTENTION = "mitigate_contention"
@@ -243,6 +243,8 @@ def decide(entities: Sequence[EntityRecord], context: Context) -> list[Decision]
         # everything else only in the program's own code
         if not (exact_lock or library_loop) and not context.all_code and not is_own_code(ent):
             continue
+        if is_gyroscope(ent.file):
+            continue   # gyroscope's own code in the program (the executor's policy lock): not the program's to fix
         if ent.kind == "function" and ent.function == "<module>":
             continue   # a module body is an entry point (a console script, `import x; x.main()`), never the answer
         prof = profile_entity(ent.slcp.to_json() if ent.slcp is not None else {})

@@ -26,6 +26,12 @@ _STDLIB = re.compile(r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]"
 _FIELD = "\x1f"
 
 
+def is_gyroscope(path: str) -> bool:
+    """A file of gyroscope itself (its scheduler's lock, its executor's worker loop inside a
+    program): never the program's, and never a decision's place."""
+    return bool(path) and os.path.isabs(path) and os.path.realpath(path).startswith(GYROSCOPE_DIRS)
+
+
 def looks_like_program(path: str) -> bool:
     """The rule when only a file name is known (a remote target's stack, a saved session's
     entity): anything outside the standard library, site-packages / dist-packages and gyroscope
@@ -34,7 +40,7 @@ def looks_like_program(path: str) -> bool:
         return False
     if "site-packages" in path or "dist-packages" in path:
         return False
-    if os.path.isabs(path) and os.path.realpath(path).startswith(GYROSCOPE_DIRS):
+    if is_gyroscope(path):
         return False
     return _STDLIB.search(path) is None
 _ITEM = "\x1e"

@@ -206,3 +206,15 @@ def test_running_share_prefers_sampled_running_seconds():
     assert d.evidence["running_share"] == pytest.approx(0.1)
     e = ent(1, "loop", "f", 3, cpu_share=1.0, samples_running=20, run_s_total=0.05)
     assert A.decide([e], ctx(5.0, 1, 20)) == []   # 1%: not hot
+
+
+def test_no_decision_on_gyroscopes_own_code():
+    """A hot loop that would be decided in the program's file is not, in gyroscope's own file (the
+    executor's worker loop or policy lock inside a program is not the program's to fix)."""
+    from gyroscope.bridges.owncode import GYROSCOPE_DIRS, is_gyroscope
+    inside = GYROSCOPE_DIRS[-1] + "executor.py"
+    assert is_gyroscope(inside) and not is_gyroscope(WORKLOAD) and not is_gyroscope("")
+    hot = dict(cpu_share=0.9, samples_running=90, iterations_per_s=1e7, iterations=10**7)
+    assert actions(A.decide([ent(1, "loop", "Grid.relax", 16, **hot)], CTX)) == [("specialize_hot_loop", "Grid.relax", 16)]
+    assert A.decide([ent(1, "loop", "Grid.relax", 16, file=inside, **hot)], A.Context(
+        duration_s=2.0, threads=4, samples=200, windows=10, all_code=True)) == []
