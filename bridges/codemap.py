@@ -24,6 +24,7 @@ import re
 import threading
 import tokenize
 from dataclasses import dataclass
+from typing import Any
 
 _COMP_NAMES = {ast.ListComp: "<listcomp>", ast.SetComp: "<setcomp>", ast.DictComp: "<dictcomp>"}
 _LOOP_STMTS = (ast.For, ast.While, ast.AsyncFor)
@@ -237,25 +238,37 @@ class CodeMap:
     def __init__(self, max_files: int = 2048) -> None:
         self.max_files = max_files
         self._files: dict[str, FileMap | None] = {}
+        self._texts: dict[str, list[str] | None] = {}   # files read for their text only (source_line)
         self._located: dict[tuple[str, int, str | None], Location | None] = {}
         self._lock = threading.Lock()
+
+    def _remember(self, cache: dict, key: str, value: Any) -> None:
+        with self._lock:
+            if len(cache) >= self.max_files:
+                for k in list(cache)[: max(1, self.max_files // 4)]:
+                    del cache[k]
+            cache[key] = value
+
+    def _lines(self, path: str) -> list[str] | None:
+        got = self._texts.get(path, False)
+        if got is not False:
+            return got  # type: ignore[return-value]
+        lines = read_source_lines(path) if path and not path.startswith("<") else None
+        self._remember(self._texts, path, lines)
+        return lines
 
     def file_map(self, path: str) -> FileMap | None:
         fm = self._files.get(path, False)
         if fm is not False:
             return fm  # type: ignore[return-value]
         fm = None
-        lines = read_source_lines(path) if path and not path.startswith("<") else None
+        lines = self._lines(path)
         if lines is not None:
             try:
                 fm = build_file_map("".join(lines))
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 fm = FileMap(lines, [])
-        with self._lock:
-            if len(self._files) >= self.max_files:
-                for key in list(self._files)[: max(1, self.max_files // 4)]:
-                    del self._files[key]
-            self._files[path] = fm
+        self._remember(self._files, path, fm)
         return fm
 
     def locate(self, path: str, line: int, name: str | None = None) -> Location | None:
@@ -281,14 +294,18 @@ class CodeMap:
         return loc.loop_header if loc else None
 
     def source_line(self, path: str, line: int) -> str:
-        fm = self.file_map(path)
-        if fm is None or not (1 <= line <= len(fm.lines)):
+        """The text of one line: read, never parsed (a wait's line in threading.py or queue.py
+        needs no map of the module)."""
+        fm = self._files.get(path)
+        lines = fm.lines if fm is not None else self._lines(path)
+        if lines is None or not (1 <= line <= len(lines)):
             return ""
-        return fm.lines[line - 1].strip()
+        return lines[line - 1].strip()
 
     def clear(self) -> None:
         with self._lock:
             self._files.clear()
+            self._texts.clear()
             self._located.clear()
 
 
