@@ -43,6 +43,9 @@ XFAIL: dict[tuple[str, str], tuple[bool, str]] = {
     ("stat_loop", "work.iterations_per_s"): (False, "measured -16%..-9%: the timed hits of this nested "
                                                     "loop run slower than its average"),
     ("hot_loop", "spin.iterations_per_s"): (False, _LOAD + "measured -0.4%..+8.5% quiet"),
+    ("cpu_split", "heavy.iterations_per_s"): (False, "measured -21%..-3% over four series (medians -15%..-4%): "
+                                                     "a loop called 160 times for ~1.4 ms each is timed "
+                                                     "at the start of a call more often than its average"),
     ("cpu_split", "heavy.cpu_share"): (False, "measured -8..+5 points: 2 ms alternations sampled at "
                                               "400-200 Hz in a 0.3 s program"),
     ("cpu_split", "light.cpu_share"): (False, "measured -5.4..-2.1 points: 2 ms alternations sampled at "
