@@ -396,14 +396,14 @@ def _from_group_signalling_parent(info: Any) -> bool:
     leads the group and kills gyroscope by pid is not one: the program gets the signal from us.
     (Telling the two apart by a second signal does not work: two SIGTERMs sent back to back
     merge into one.)"""
+    from gyroscope.bridges.procfs import comm  # after the spawn: nothing extra before the program starts
     try:
         ppid = os.getppid()
         if not (info.si_pid == ppid and os.getpgid(ppid) == ppid == os.getpgrp()):
             return False
-        with open(f"/proc/{ppid}/comm") as f:
-            return f.read().strip() in GROUP_SIGNALLERS
     except OSError:
         return False
+    return comm(ppid) in GROUP_SIGNALLERS
 
 
 def _flush() -> None:

@@ -138,6 +138,15 @@ def exe(pid: int) -> str:
         return ""
 
 
+def comm(pid: int) -> str:
+    """The kernel's name of the process (/proc/PID/comm), "" when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

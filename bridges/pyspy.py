@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 # The exit codes live in the CLI (agent/cli.py EXIT_CODES); these names pick the error class.
 from gyroscope.agent.cli import (  # noqa: E402
@@ -172,6 +173,19 @@ _ROLE = {EventKind.SAMPLE_RUN: "run", EventKind.SAMPLE_GIL: "run", EventKind.SAM
 # roles of running samples whose leaf is library code (bridges/stacks.py library_loop): "via" on
 # the program's frame (its time is in what it calls), "lib" on the library's loop
 ROLE_VIA, ROLE_LIB = "via", "lib"
+
+
+MEMO_MAX = 50_000   # stacks remembered per memo (classification, library loop); then forgotten
+
+
+def _memo(cache: dict, key: Any, compute: Callable[[], Any]) -> Any:
+    """cache[key], computed once; the cache is cleared when it reaches MEMO_MAX entries."""
+    if key in cache:
+        return cache[key]
+    if len(cache) >= MEMO_MAX:
+        cache.clear()
+    got = cache[key] = compute()
+    return got
 
 
 class PySpySource:
@@ -466,27 +480,19 @@ class PySpySource:
             acc[1] += dur
 
     def _library_loop(self, frames: tuple[Frame, ...]) -> Entity | None:
-        if frames not in self._lib_loops:
-            if len(self._lib_loops) > 50_000:
-                self._lib_loops.clear()
+        def compute() -> Entity | None:
             ent = library_loop(list(frames), self.own_code)
-            if ent is not None and self.entity_pid:
-                ent = dataclasses.replace(ent, pid=self.entity_pid)
-            self._lib_loops[frames] = ent
-        return self._lib_loops[frames]
+            return dataclasses.replace(ent, pid=self.entity_pid) if ent is not None and self.entity_pid else ent
+        return _memo(self._lib_loops, frames, compute)
 
     def _classify(self, frames: tuple[Frame, ...], state: str) -> tuple[Entity, EventKind] | None:
-        key = (frames, state)
-        if key in self._classified:
-            return self._classified[key]
-        got = classify(list(frames), idle=state == StackState.WAIT, gil=state != StackState.GIL,
-                       is_own_code=self.own_code)
-        if got is not None and self.entity_pid:
-            got = (dataclasses.replace(got[0], pid=self.entity_pid), got[1])
-        if len(self._classified) > 50_000:
-            self._classified.clear()
-        self._classified[key] = got
-        return got
+        def compute() -> tuple[Entity, EventKind] | None:
+            got = classify(list(frames), idle=state == StackState.WAIT, gil=state != StackState.GIL,
+                           is_own_code=self.own_code)
+            if got is not None and self.entity_pid:
+                got = (dataclasses.replace(got[0], pid=self.entity_pid), got[1])
+            return got
+        return _memo(self._classified, (frames, state), compute)
 
     def _keep_stack(self, thread_name: str, tid: int, frames: tuple[Frame, ...], seconds: float) -> None:
         assert self.stacks is not None
