@@ -21,7 +21,9 @@ transition shim of `AttachError(message, code)` for callers written before the t
 """
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False   # not `from typing import ...`: typing costs ~3 ms before the program starts
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class GyroscopeError(Exception):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import select
 import selectors
 import socket
 import struct
@@ -190,12 +191,19 @@ class ChannelServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._thread is not None and self._thread.is_alive():
-                time.sleep(0.01)
-                if not self._conns:
+                if not self._conns and not self._pending():   # every connection read to its end
                     break
+                time.sleep(0.001)
                 continue
             if self._pump(0.02) == 0 and not self._conns:
                 break
+
+    def _pending(self) -> bool:
+        """A connection waits in the listener's backlog (not accepted yet)."""
+        try:
+            return bool(select.select([self.listener], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def stop(self) -> Observation:
         """Everything left; closes the socket."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import threading
@@ -179,6 +180,7 @@ class ChunkedRecorder:
         self._n = 0
         self._retries = 0
         self._live: list[tuple[subprocess.Popen, str, int]] = []
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def start(self) -> None:
         self.started_ns = time.monotonic_ns()
@@ -190,6 +192,10 @@ class ChunkedRecorder:
         if discard:
             self.on_spans = lambda spans, t_end_ns: None
         self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")   # wakes _wait at once
+        except OSError:
+            pass
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=STOP_TIMEOUT_S + 5)
 
@@ -297,6 +303,13 @@ class ChunkedRecorder:
             self.thread_cpu_ns = time.thread_time_ns()
             self.finished.set()
 
+    def __del__(self) -> None:
+        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def _loop(self) -> None:
         failures = 0
         current = self._spawn()
@@ -353,18 +366,31 @@ class ChunkedRecorder:
             current = nxt
 
     def _wait(self, proc: subprocess.Popen, deadline_ns: int) -> bool:
-        """Wait until the deadline, a stop, or py-spy's own end (True)."""
-        while not self._stop.is_set():
-            self._tick()
-            left = (deadline_ns - time.monotonic_ns()) / 1e9
-            if left <= 0:
-                return False
-            try:
-                proc.wait(timeout=min(left, self.tick_s, max(0.01, self._next_tick - time.monotonic())))
-                return True
-            except subprocess.TimeoutExpired:
-                pass
-        return False
+        """Wait until the deadline, a stop, or py-spy's own end (True). py-spy's end is seen at
+        once through a pidfd (Popen.wait with a timeout polls, up to 50 ms late: the program's
+        last samples then kept `gyroscope run` waiting after the program had ended)."""
+        pidfd = _pidfd(proc.pid)
+        try:
+            while not self._stop.is_set():
+                self._tick()
+                left = (deadline_ns - time.monotonic_ns()) / 1e9
+                if left <= 0:
+                    return False
+                timeout = min(left, self.tick_s, max(0.01, self._next_tick - time.monotonic()))
+                if pidfd is None:
+                    try:
+                        proc.wait(timeout=timeout)
+                        return True
+                    except subprocess.TimeoutExpired:
+                        continue
+                ready, _, _ = select.select([pidfd, self._wake_r], [], [], timeout)
+                if pidfd in ready:
+                    proc.wait()
+                    return True
+            return False
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -395,6 +421,14 @@ class ChunkedRecorder:
             return str(getattr(e, "message", e))
         first = next((ln.strip() for ln in err.splitlines() if ln.strip()), "no output")
         return first
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that turns readable when process `pid` ends (Linux >= 5.3); None elsewhere."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _exits_soon(pid: int, within_s: float = 0.3) -> bool:
