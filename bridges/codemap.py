@@ -20,10 +20,10 @@ A scope's first line is CPython's ``co_firstlineno``: the first decorator line w
 from __future__ import annotations
 
 import ast
-import re
 import threading
 import tokenize
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 _COMP_NAMES = {ast.ListComp: "<listcomp>", ast.SetComp: "<setcomp>", ast.DictComp: "<dictcomp>"}
@@ -94,34 +94,51 @@ def _inner(a: _Scope, b: _Scope) -> bool:
     return (a.end - a.start, -a.start) < (b.end - b.start, -b.start)
 
 
-_MAY_SCOPE = re.compile(r"\b(?:lambda|for)\b")
+# the words without which a node's text cannot hold a scope or a loop (an expression: a lambda
+# or a comprehension; a statement: also a def, a class or a while). Matched as substrings ("format"
+# holds "for"): a false match only walks a node for nothing.
+_EXPR_WORDS = ("for", "lambda")
+_STMT_WORDS = ("for", "lambda", "while", "def", "class")
+_SCOPE_EXPRS = (ast.Lambda, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp)
+
+
+def _running_counts(lines: list[str], words: tuple[str, ...]) -> list[int]:
+    """counts[i] = how many of the first i lines contain one of `words`."""
+    return list(accumulate((any(w in line for w in words) for line in lines), initial=0))
 
 
 class _Builder(ast.NodeVisitor):
-    """Scopes and loops of a module. Only statements and the expressions whose text can hold a
-    scope (a lambda or a comprehension: "lambda" or "for" on their lines) are walked: the other
-    expressions (most of a module's nodes) cannot add a scope or a loop."""
+    """Scopes and loops of a module. Only the nodes whose lines hold one of the words a scope or a
+    loop needs are walked (most statements and expressions of a module cannot add either)."""
 
     def __init__(self, lines: list[str]) -> None:
         module = _Scope("<module>", "<module>", 1, 1, max(len(lines), 1), False, [])
         self.lines = lines
         self.scopes: list[_Scope] = [module]
         self.stack: list[tuple[_Scope, bool]] = [(module, False)]   # (scope, is a function-like scope)
+        self._expr_words = _running_counts(lines, _EXPR_WORDS)
+        self._stmt_words = _running_counts(lines, _STMT_WORDS)
 
     def generic_visit(self, node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.expr) and not self._may_scope(child):
-                continue
-            self.visit(child)
+            if self._may_hold(child):
+                self.visit(child)
 
-    def _may_scope(self, node: ast.expr) -> bool:
-        if isinstance(node, (ast.Lambda, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp)):
+    def _may_hold(self, node: ast.AST) -> bool:
+        """Whether `node` may contain a scope or a loop (its lines hold one of the words)."""
+        if isinstance(node, ast.expr):
+            if isinstance(node, _SCOPE_EXPRS):
+                return True
+            counts = self._expr_words
+        elif isinstance(node, ast.stmt):
+            counts = self._stmt_words
+        else:
             return True
         start = getattr(node, "lineno", None)
         if start is None:
             return True
-        end = getattr(node, "end_lineno", None) or start
-        return _MAY_SCOPE.search("".join(self.lines[start - 1:end])) is not None
+        end = min(getattr(node, "end_lineno", None) or start, len(counts) - 1)
+        return counts[end] > counts[start - 1]
 
     def _prefix(self) -> str:
         # scopes nested in an inlined comprehension are named after the comprehension's owner (3.12+)
@@ -141,7 +158,8 @@ class _Builder(ast.NodeVisitor):
     def _body(self, scope: _Scope, is_func: bool, nodes: list[ast.AST]) -> None:
         self.stack.append((scope, is_func))
         for n in nodes:
-            self.visit(n)
+            if self._may_hold(n):
+                self.visit(n)
         self.stack.pop()
 
     def _decorated(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> int:
@@ -271,6 +289,10 @@ class CodeMap:
         self._remember(self._files, path, fm)
         return fm
 
+    def has_map(self, path: str) -> bool:
+        """Whether `path` was read and parsed already (a lookup costs nothing then)."""
+        return path in self._files
+
     def locate(self, path: str, line: int, name: str | None = None) -> Location | None:
         key = (path, line, name)
         try:
@@ -315,6 +337,11 @@ DEFAULT = CodeMap()
 def locate(path: str, line: int, name: str | None = None) -> Location | None:
     """Scope qualname, its first line and the innermost loop header of `path:line` (None if unknown)."""
     return DEFAULT.locate(path, line, name)
+
+
+def has_map(path: str) -> bool:
+    """Whether `path` is parsed already."""
+    return DEFAULT.has_map(path)
 
 
 def qualname_at(path: str, line: int, name: str | None = None) -> str | None:

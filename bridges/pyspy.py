@@ -53,7 +53,7 @@ from gyroscope.agent.cli import (  # noqa: E402
 
 # One error tree (agent/errors.py): AttachError(message, code) builds the matching subclass.
 from gyroscope.agent.errors import AttachError  # noqa: E402
-from gyroscope.bridges import procfs
+from gyroscope.bridges import codemap, procfs
 from gyroscope.bridges.cpu_attribution import CpuHistory, attribute
 from gyroscope.bridges.events import (
     Entity,
@@ -68,7 +68,7 @@ from gyroscope.bridges.events import (
 )
 from gyroscope.bridges.owncode import looks_like_program
 from gyroscope.bridges.pyspy_record import ChunkedRecorder, Span
-from gyroscope.bridges.stacks import Frame, classify, library_loop, waiting_leaf
+from gyroscope.bridges.stacks import NOT_YET, Frame, classify, library_loop, waiting_leaf
 
 SUPPORTED_PYTHONS = "CPython 2.3-2.7 and 3.3-3.14"   # what py-spy 0.4.x can read
 DUMP_TIMEOUT_S = 10.0
@@ -176,6 +176,7 @@ ROLE_VIA, ROLE_LIB = "via", "lib"
 
 
 MEMO_MAX = 50_000   # stacks remembered per memo (classification, library loop); then forgotten
+LIBRARY_FILE_MIN_SAMPLES = 3   # running samples in a library file before its loops are looked for
 
 
 def _memo(cache: dict, key: Any, compute: Callable[[], Any]) -> Any:
@@ -237,6 +238,7 @@ class PySpySource:
         self._gone: dict[int, int] = {}      # threads no longer in /proc -> when they were missed
         self._events: dict[tuple[Entity, EventKind, int, str], list] = {}
         self._lib_loops: dict[tuple[Frame, ...], Entity | None] = {}
+        self._lib_file_samples: dict[str, int] = {}   # running samples seen per library file not read yet
         self._stacks: dict[tuple[int, int, tuple[Frame, ...], str], list] = {}
         self._classified: dict[tuple[tuple[Frame, ...], str], tuple[Entity, EventKind] | None] = {}
         self._episodes: list[Event] = []
@@ -480,10 +482,25 @@ class PySpySource:
             acc[1] += dur
 
     def _library_loop(self, frames: tuple[Frame, ...]) -> Entity | None:
-        def compute() -> Entity | None:
-            ent = library_loop(list(frames), self.own_code)
-            return dataclasses.replace(ent, pid=self.entity_pid) if ent is not None and self.entity_pid else ent
-        return _memo(self._lib_loops, frames, compute)
+        if frames in self._lib_loops:
+            return self._lib_loops[frames]
+        ent = library_loop(list(frames), self.own_code, ready=self._library_file_ready)
+        if ent is NOT_YET:
+            return None     # not remembered: asked again at the stack's next sample
+        if ent is not None and self.entity_pid:
+            ent = dataclasses.replace(ent, pid=self.entity_pid)
+        return _memo(self._lib_loops, frames, lambda: ent)
+
+    def _library_file_ready(self, path: str) -> bool:
+        """A library file is read (and parsed, ~10 ms for a large module) for its loops once it
+        has been under LIBRARY_FILE_MIN_SAMPLES running samples: a module seen once or twice (an
+        import, a call at start-up) has no loop worth naming, and parsing every such module of
+        a library-heavy program cost ~0.1 s after the program had ended."""
+        n = self._lib_file_samples.get(path, 0) + 1
+        if len(self._lib_file_samples) >= MEMO_MAX:
+            self._lib_file_samples.clear()
+        self._lib_file_samples[path] = n
+        return n >= LIBRARY_FILE_MIN_SAMPLES or codemap.has_map(path)
 
     def _classify(self, frames: tuple[Frame, ...], state: str) -> tuple[Entity, EventKind] | None:
         def compute() -> tuple[Entity, EventKind] | None:

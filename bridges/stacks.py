@@ -71,6 +71,8 @@ LIBRARY_FILE_WAITS: dict[str, str] = {
     "selectors.py": WaitKind.SELECT, "select.py": WaitKind.SELECT,
     "socket.py": WaitKind.SOCKET, "ssl.py": WaitKind.SOCKET,
 }
+# (file, method name) of every LIBRARY_WAITS entry that is a method: what a bare co_name may be
+_BARE_WAIT_NAMES = frozenset((base, qual.rsplit(".", 1)[1]) for base, qual in LIBRARY_WAITS if "." in qual)
 
 # Library frames that dispatch work: running stacks through them with no program frame above are
 # the dispatcher's own work.
@@ -112,8 +114,10 @@ def wait_kind_from_text(text: str) -> str:
 def _library_wait(frame: Frame) -> str | None:
     base = os.path.basename(frame.file)
     w = LIBRARY_WAITS.get((base, frame.function))
-    if w is None and "." not in frame.function and frame.function not in ("<module>",):
-        # a bare co_name (an old sampler): resolve the qualname from the library's source
+    if w is None and (base, frame.function) in _BARE_WAIT_NAMES:
+        # a bare co_name that is a known wait's method name (py-spy gives co_name, not the
+        # qualname, for Python < 3.11): resolve the qualname from the library's source. Only
+        # then: parsing logging/__init__.py for every bare function name cost ~0.1 s a run.
         qual = codemap.qualname_at(frame.file, frame.line, frame.function)
         if qual:
             w = LIBRARY_WAITS.get((base, qual))
@@ -175,14 +179,19 @@ def qualified(frame: Frame) -> tuple[str, int, int | None]:
     return name, first, header
 
 
-def library_loop(frames: list[Frame], is_own_code: Callable[[str], bool]) -> Entity | None:
+NOT_YET = Entity(EntityKind.LOOP, "", "", 0)   # library_loop: a file it would read is not `ready`
+
+
+def library_loop(frames: list[Frame], is_own_code: Callable[[str], bool],
+                 ready: Callable[[str], bool] | None = None) -> Entity | None:
     """Where the time of a running stack is when it is not in the program's own code: the
     innermost frame between the leaf and the program's innermost frame that sits in a loop of its
     function (a library's hot loop: pygments' RegexLexer.get_tokens_unprocessed, networkx's
     shortest paths), as a "loop" entity in that library file. None when the leaf is the program's
     own code, no frame is, or none of the LIBRARY_DEPTH innermost library frames is in a loop (a
     thin wrapper over C code; deeper ones would cost a parse of every module on the way, import
-    machinery included, for loops that are not where the time is)."""
+    machinery included, for loops that are not where the time is). `ready(file)` says whether a
+    library file may be read now; when it says no, the answer is NOT_YET (ask again later)."""
     lib = []
     for f in frames:
         if is_own_code(f.file):
@@ -196,6 +205,8 @@ def library_loop(frames: list[Frame], is_own_code: Callable[[str], bool]) -> Ent
     for f in lib:
         if looked < LIBRARY_DEPTH and f.file.endswith(".py"):
             looked += 1
+            if ready is not None and not ready(f.file):
+                return NOT_YET
             name, _first, header = qualified(f)
             if header is not None:
                 return Entity(EntityKind.LOOP, f.file, name, header)
