@@ -90,11 +90,20 @@ def state24_to_omega12(s: int) -> int:
 
 _w = np.arange(4096, dtype=np.int64)
 _u, _v = (_w >> 6) & 0x3F, _w & 0x3F
-# (4096, 256) uint16: next omega12 for every (omega12, byte)
-# computed in uint16 throughout: int64 temporaries of this shape would cost 8 MiB each, and the
-# watcher's peak RSS is part of what attach costs
-STEP_TABLE = (((_v.astype(np.uint16)[:, None] ^ EPS_A6.astype(np.uint16)[None, :]) << np.uint16(6))
-              | (_u.astype(np.uint16)[:, None] ^ MR_EB.astype(np.uint16)[None, :]))
+
+
+def _step_table() -> np.ndarray:
+    """STEP_TABLE, (4096, 256) uint16: next omega12 for every (omega12, byte). Built on first use
+    (module __getattr__): 2 MiB that a session (the engines step with the byte tables) never
+    reads, and the watcher's RSS is part of what attach costs. In uint16 throughout: int64
+    temporaries of this shape would cost 8 MiB each."""
+    table = globals().get("STEP_TABLE")
+    if table is None:
+        table = (((_v.astype(np.uint16)[:, None] ^ EPS_A6.astype(np.uint16)[None, :]) << np.uint16(6))
+                 | (_u.astype(np.uint16)[:, None] ^ MR_EB.astype(np.uint16)[None, :]))
+        globals()["STEP_TABLE"] = table
+    return table
+
 STATE24 = (((REST_A12 ^ EXPAND6[_u].astype(np.int64)) << 12)
            | (REST_A12 ^ EXPAND6[_v].astype(np.int64))).astype(np.uint32)
 CHI6 = (_u ^ _v).astype(np.uint8)
@@ -143,8 +152,9 @@ def word_signatures(words: np.ndarray) -> np.ndarray:
     """
     words = np.asarray(words, dtype=np.uint8).reshape(-1, 4)
     w = np.zeros(len(words), dtype=np.int64)
-    for k in range(4):
-        w = STEP_TABLE[w, words[:, k]].astype(np.int64)
+    for k in range(4):   # step_omega12, vectorised
+        b = words[:, k]
+        w = (((w & 0x3F) ^ EPS_A6[b]) << 6) | (((w >> 6) & 0x3F) ^ MR_EB[b])
     return w.astype(np.int32)
 
 
@@ -216,10 +226,18 @@ def resonance_key_of(omega12: np.ndarray | int, profile_id: int) -> np.ndarray |
 
 def law_hash() -> str:
     h = _sha256()
-    h.update(STEP_TABLE.astype("<u2").tobytes())
+    h.update(_step_table().astype("<u2").tobytes())
     h.update(SIG1.astype("<u2").tobytes())
     return h.hexdigest()
 
 
-LAW_HASH = law_hash()
-LAW_HASH_BYTES = bytes.fromhex(LAW_HASH)
+def __getattr__(name: str) -> object:
+    """STEP_TABLE, LAW_HASH and LAW_HASH_BYTES are made when first asked for (PEP 562): only
+    snapshots, ledgers and the tests read them."""
+    if name == "STEP_TABLE":
+        return _step_table()
+    if name in ("LAW_HASH", "LAW_HASH_BYTES"):
+        digest = law_hash()
+        globals()["LAW_HASH"], globals()["LAW_HASH_BYTES"] = digest, bytes.fromhex(digest)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
