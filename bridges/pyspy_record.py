@@ -383,8 +383,10 @@ class ChunkedRecorder:
                         return True
                     except subprocess.TimeoutExpired:
                         continue
-                ready, _, _ = select.select([pidfd, self._wake_r], [], [], timeout)
-                if pidfd in ready:
+                poller = select.poll()   # not select(): descriptors past 1024 (many processes watched)
+                poller.register(pidfd, select.POLLIN)
+                poller.register(self._wake_r, select.POLLIN)
+                if any(fd == pidfd for fd, _ in poller.poll(timeout * 1000)):
                     proc.wait()
                     return True
             return False
