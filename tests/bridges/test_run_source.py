@@ -1,5 +1,6 @@
-"""bridges/run_source.py: the time before py-spy's first sample is credited to the entity the
-bridge counted since before it, when the first sample finds its thread running there."""
+"""bridges/run_source.py: the time before py-spy's first sample is shared by the entities the
+bridge counted on a thread since before it, in proportion to their first samples, when the
+first samples find that thread running."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -47,3 +48,15 @@ def test_no_credit_when_the_first_sample_is_elsewhere_or_late():
     sampled = Observation(0, 0, events=[run_event(LOOP, 7, 400 * MS)])      # first seen long after
     src._credit_start(sampled, sampler(118 * MS))
     assert not [e for e in sampled.events if e.role == "start"]
+
+
+def test_two_counted_loops_share_the_start_by_their_samples():
+    src = source_with_hits(Event(LOOP, "iter", EventKind.LOOP_ITER, 7, 100 * MS, 320, 0),
+                           Event(OTHER, "iter", EventKind.LOOP_ITER, 7, 104 * MS, 320, 0))
+    sampled = Observation(0, 0, events=[Event(LOOP, "run", EventKind.SAMPLE_RUN, 7, 118 * MS, 3, 30 * MS),
+                                        Event(OTHER, "run", EventKind.SAMPLE_RUN, 7, 121 * MS, 1, 10 * MS)])
+    src._credit_start(sampled, sampler(118 * MS))
+    start = {e.entity: e.duration_ns for e in sampled.events if e.role == "start"}
+    # 18 ms from the earliest first hit, 3:1 as sampled (the first sample being LOOP's does not
+    # give it all)
+    assert start == {LOOP: 13_500_000, OTHER: 4_500_000}
