@@ -20,6 +20,7 @@ A scope's first line is CPython's ``co_firstlineno``: the first decorator line w
 from __future__ import annotations
 
 import ast
+import re
 import threading
 import tokenize
 from dataclasses import dataclass
@@ -249,6 +250,51 @@ def build_file_map(source: str) -> FileMap:
     return FileMap(lines, b.scopes)
 
 
+_DEF_LINE = re.compile(r"([ \t]*)(?:async[ \t]+)?def[ \t]+(\w+)")
+_SLICE_TRIES = 4     # block ends tried past the first (a string or bracket at a lower indentation)
+
+
+def _indent(text: str) -> int:
+    return len(text) - len(text.lstrip(" \t"))
+
+
+def _block_ends(lines: list[str], start: int, indent: int):
+    """The candidate ends (exclusive, 0-based) of the block of the def at `start`: each following
+    code line indented no deeper than the def (the first is the end unless a string or a bracket
+    runs across it), then the end of the file."""
+    for k in range(start + 1, len(lines)):
+        text = lines[k].lstrip(" \t")
+        if text and not text.startswith("#") and text[0] not in ")]}\n\r" and _indent(lines[k]) <= indent:
+            yield k
+    yield len(lines)
+
+
+def _locate_in_function(lines: list[str], line: int, short: str) -> Location | None:
+    for start in range(min(line, len(lines)) - 1, -1, -1):
+        m = _DEF_LINE.match(lines[start])
+        if m is None or m.group(2) != short:
+            continue
+        indent = len(m.group(1))
+        for tries, end in enumerate(_block_ends(lines, start, indent)):
+            if tries > _SLICE_TRIES:
+                break
+            if end < line:
+                continue         # a string or bracket at a lower indentation, or the block ends above
+            # a nested def parses inside "if 1:" at its own indentation; slice line 1 is then "if 1:"
+            head = ["if 1:\n"] if indent else []
+            try:
+                fm = build_file_map("".join(head + lines[start:end]))
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
+            shift = start - len(head)
+            loc = fm.locate(line - shift, short)
+            if loc is None or loc.qualname.rsplit(".", 1)[-1] != short:
+                break            # the line is not in this def: one further up may hold it
+            return Location(loc.qualname, loc.first_line + shift,
+                            None if loc.loop_header is None else loc.loop_header + shift)
+    return None
+
+
 class CodeMap:
     """A cache of FileMaps, safe to use from several threads. Bounded: past `max_files` the
     oldest entries are forgotten (and re-read when asked again)."""
@@ -288,6 +334,25 @@ class CodeMap:
                 fm = FileMap(lines, [])
         self._remember(self._files, path, fm)
         return fm
+
+    def locate_in_function(self, path: str, line: int, name: str) -> Location | None:
+        """What locate() says of `line` in the function `name` (a co_name or qualname), from that
+        function's source alone: the nearest `def <name>` above the line whose block (by
+        indentation) reaches it, parsed with the same builder. A library frame needs only its
+        loop, and a large module's whole parse costs 10-50 ms where one function's costs well under
+        one. None when the function cannot be cut out and parsed (the caller then parses the file)."""
+        key = (path, line, "\0" + name)
+        try:
+            return self._located[key]
+        except KeyError:
+            pass
+        lines = self._lines(path)
+        loc = _locate_in_function(lines, line, name.rsplit(".", 1)[-1]) if lines else None
+        with self._lock:
+            if len(self._located) >= 16 * self.max_files:
+                self._located.clear()
+            self._located[key] = loc
+        return loc
 
     def has_map(self, path: str) -> bool:
         """Whether `path` was read and parsed already (a lookup costs nothing then)."""
@@ -337,6 +402,11 @@ DEFAULT = CodeMap()
 def locate(path: str, line: int, name: str | None = None) -> Location | None:
     """Scope qualname, its first line and the innermost loop header of `path:line` (None if unknown)."""
     return DEFAULT.locate(path, line, name)
+
+
+def locate_in_function(path: str, line: int, name: str) -> Location | None:
+    """locate() of a line in the function `name`, from that function's source alone (or None)."""
+    return DEFAULT.locate_in_function(path, line, name)
 
 
 def has_map(path: str) -> bool:

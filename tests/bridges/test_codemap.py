@@ -196,3 +196,65 @@ def test_stdlib_qualnames():
     code = threading.Event.wait.__code__
     assert cm.qualname_at(code.co_filename, code.co_firstlineno + 3, "wait") == "Event.wait"
     assert sys.version_info >= (3, 12)
+
+
+SLICED = textwrap.dedent('''\
+    import functools
+
+
+    class Lexer:
+        @functools.cache
+        def tokens(self, text,
+        ):
+            """A docstring
+    with a line at column 0."""
+            out = []
+            for ch in text:
+                def inner(x):
+                    while x:
+                        x -= 1
+                    return x
+                out.append(inner(ch))
+            return out
+
+
+    def tokens(n):
+        return [i for i in range(n)]
+    ''')
+
+
+def test_a_function_alone_gives_the_loops_its_whole_module_gives(tmp_path: Path):
+    """locate_in_function (a library frame's loop from its function's source alone) agrees with
+    the whole module's map on every line of every function: a signature whose closing bracket
+    sits at the def's indentation, a docstring line at column 0, a nested def, a comprehension,
+    two functions of one name. Run over large stdlib modules too."""
+    import logging
+    import subprocess
+
+    from gyroscope.bridges.codemap import _locate_in_function, build_file_map, read_source_lines
+    src = tmp_path / "lexer.py"
+    src.write_text(SLICED)
+    checked = 0
+    for path in (str(src), logging.__file__, subprocess.__file__):
+        lines = read_source_lines(path)
+        whole = build_file_map("".join(lines))
+        for scope in whole.scopes:
+            def_line = next(i for i in range(scope.start, scope.end + 1)
+                            if lines[i - 1].lstrip().startswith(("def ", "async def ", "class ", "lambda", "[", "(")) or
+                            "lambda" in lines[i - 1] or i == scope.end)
+            if scope.inlined or scope.name.startswith("<") or lines[def_line - 1].lstrip().startswith("class "):
+                continue
+            for line in range(def_line, scope.end + 1):
+                full = whole.locate(line, scope.name)
+                if full is None or full.qualname.rsplit(".", 1)[-1] != scope.name:
+                    continue
+                got = _locate_in_function(lines, line, scope.name)
+                assert got is not None, (path, line)
+                assert got.loop_header == full.loop_header, (path, line, got, full)
+                checked += 1
+    assert checked > 3000
+    cm = CodeMap()
+    assert cm.locate_in_function(str(src), 13, "Lexer.tokens").loop_header == 11    # the `for`, not the nested while
+    assert cm.locate_in_function(str(src), 14, "inner").loop_header == 13
+    assert cm.locate_in_function(str(src), 21, "tokens").loop_header == 21        # the second `tokens`
+    assert not cm.has_map(str(src))
