@@ -269,7 +269,11 @@ def _block_ends(lines: list[str], start: int, indent: int):
     yield len(lines)
 
 
-def _locate_in_function(lines: list[str], line: int, short: str) -> Location | None:
+def _locate_in_function(lines: list[str], line: int, short: str,
+                        parsed: dict[tuple[int, int], FileMap | None] | None = None) -> Location | None:
+    """See CodeMap.locate_in_function; `parsed` keeps the slices parsed (by start and end line) for
+    the next line of the same function."""
+    parsed = {} if parsed is None else parsed
     for start in range(min(line, len(lines)) - 1, -1, -1):
         m = _DEF_LINE.match(lines[start])
         if m is None or m.group(2) != short:
@@ -282,9 +286,13 @@ def _locate_in_function(lines: list[str], line: int, short: str) -> Location | N
                 continue         # a string or bracket at a lower indentation, or the block ends above
             # a nested def parses inside "if 1:" at its own indentation; slice line 1 is then "if 1:"
             head = ["if 1:\n"] if indent else []
-            try:
-                fm = build_file_map("".join(head + lines[start:end]))
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
+            if (start, end) not in parsed:
+                try:
+                    parsed[(start, end)] = build_file_map("".join(head + lines[start:end]))
+                except (SyntaxError, ValueError, RecursionError, MemoryError):
+                    parsed[(start, end)] = None
+            fm = parsed[(start, end)]
+            if fm is None:
                 continue
             shift = start - len(head)
             loc = fm.locate(line - shift, short)
@@ -304,6 +312,7 @@ class CodeMap:
         self._files: dict[str, FileMap | None] = {}
         self._texts: dict[str, list[str] | None] = {}   # files read for their text only (source_line)
         self._located: dict[tuple[str, int, str | None], Location | None] = {}
+        self._slices: dict[str, dict[tuple[int, int], FileMap | None]] = {}   # functions parsed alone
         self._lock = threading.Lock()
 
     def _remember(self, cache: dict, key: str, value: Any) -> None:
@@ -347,7 +356,15 @@ class CodeMap:
         except KeyError:
             pass
         lines = self._lines(path)
-        loc = _locate_in_function(lines, line, name.rsplit(".", 1)[-1]) if lines else None
+        if lines is None:
+            return self._remember_located(key, None)
+        with self._lock:
+            if len(self._slices) >= self.max_files:
+                self._slices.clear()
+            parsed = self._slices.setdefault(path, {})
+        return self._remember_located(key, _locate_in_function(lines, line, name.rsplit(".", 1)[-1], parsed))
+
+    def _remember_located(self, key: tuple[str, int, str | None], loc: Location | None) -> Location | None:
         with self._lock:
             if len(self._located) >= 16 * self.max_files:
                 self._located.clear()
@@ -365,12 +382,7 @@ class CodeMap:
         except KeyError:
             pass
         fm = self.file_map(path)
-        loc = fm.locate(line, name) if fm is not None and fm.scopes else None
-        with self._lock:
-            if len(self._located) >= 16 * self.max_files:
-                self._located.clear()
-            self._located[key] = loc
-        return loc
+        return self._remember_located(key, fm.locate(line, name) if fm is not None and fm.scopes else None)
 
     def qualname_at(self, path: str, line: int, name: str | None = None) -> str | None:
         loc = self.locate(path, line, name)
@@ -394,6 +406,7 @@ class CodeMap:
             self._files.clear()
             self._texts.clear()
             self._located.clear()
+            self._slices.clear()
 
 
 DEFAULT = CodeMap()
