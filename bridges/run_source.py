@@ -12,6 +12,7 @@ costs the program nothing but the memory reads.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -141,13 +142,22 @@ class RunSource:
                 if hit is not None and hit < first_ns:
                     per = weights.setdefault(ev.thread, {})
                     per[ev.entity] = per.get(ev.entity, 0) + max(1, ev.duration_ns)
+        credits: list[tuple[int, int, dict[Entity, int]]] = []    # (thread, since, weights)
         for tid, per in weights.items():
             if first_t[tid] - first_ns > 2 * sampler.interval_ns:
                 continue     # the thread was not running when sampling began
-            since = min(self._first_hit[(ent, tid)] for ent in per)
-            credit, total = first_ns - since, sum(per.values())
+            credits.append((tid, min(self._first_hit[(ent, tid)] for ent in per), per))
+        # threads that share the interpreter lock ran one at a time: together, at most the wall
+        # time (four pool workers each credited their whole start made a count +30% too high)
+        scale = 1.0
+        if credits and _gil_enabled():
+            total = sum(first_ns - since for _, since, _ in credits)
+            wall = first_ns - min(since for _, since, _ in credits)
+            scale = min(1.0, wall / total) if total > 0 else 1.0
+        for tid, since, per in credits:
+            credit, total_w = int((first_ns - since) * scale), sum(per.values())
             for ent, w in per.items():
-                part = credit * w // total
+                part = credit * w // total_w
                 if part > 0:
                     sampled.events.append(Event(ent, "start", EventKind.SAMPLE_RUN, tid, since,
                                                 max(1, round(part / sampler.interval_ns)), part))
@@ -185,6 +195,12 @@ class RunSource:
         s = self.sampler
         f = getattr(s, "agent_cpu_ns", None)
         return int(f()) if f else 0
+
+
+def _gil_enabled() -> bool:
+    """Whether the program's interpreter (this one: `run` starts the program with it) has a GIL."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
 
 
 def _merge(into: Observation, other: Observation) -> None:

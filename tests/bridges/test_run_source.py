@@ -60,3 +60,14 @@ def test_two_counted_loops_share_the_start_by_their_samples():
     # 18 ms from the earliest first hit, 3:1 as sampled (the first sample being LOOP's does not
     # give it all)
     assert start == {LOOP: 13_500_000, OTHER: 4_500_000}
+
+
+def test_threads_that_share_the_interpreter_lock_share_the_start():
+    """Four pool workers counted from 100 ms, first sampled at 118 ms: together they ran at most
+    18 ms (one at a time), not 4 x 18."""
+    hits = [Event(LOOP, "iter", EventKind.LOOP_ITER, tid, 100 * MS, 320, 0) for tid in (7, 8, 9, 10)]
+    src = source_with_hits(*hits)
+    sampled = Observation(0, 0, events=[run_event(LOOP, tid, 118 * MS) for tid in (7, 8, 9, 10)])
+    src._credit_start(sampled, sampler(118 * MS))
+    start = [e.duration_ns for e in sampled.events if e.role == "start"]
+    assert len(start) == 4 and abs(sum(start) - 18 * MS) <= 4
