@@ -19,7 +19,8 @@ The kernel knows how much CPU each thread used (bridges/procfs.py, polled every 
 So CPU shares are shares of the process's CPU time (the sum of `cpu_ns` over a bin is what the
 kernel counted), and a thread that waits for the GIL is not counted as running. Where no CPU
 reading covers a span (its thread was born and died between two polls, or it ended before the
-next poll: a short program), non-waiting stacks count as running for their wall time.
+next poll: a short program), non-waiting stacks count as running, the threads of a process one
+at a time (the interpreter lock): together for the union of their spans.
 """
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ def attribute(spans: list[Span], history: CpuHistory,
     out: list[Portion] = []
     # per (bin index, tid): the portions in it
     cells: dict[tuple[int, int], list[Portion]] = {}
+    unread: dict[int, list[Portion]] = {}    # per process: non-waiting portions no reading covers
     for tid, lst in by_thread.items():
         lst.sort(key=lambda s: s.t0_ns)
         for s in lst:
@@ -136,7 +138,7 @@ def attribute(spans: list[Span], history: CpuHistory,
                     if waiting(s.frames):
                         p.wait_ns = end - t
                     else:
-                        p.run_ns = p.cpu_ns = end - t
+                        unread.setdefault(s.pid, []).append(p)
                 out.append(p)
                 t = end
     by_bin: dict[tuple[int, int], dict[int, list[Portion]]] = {}
@@ -163,7 +165,7 @@ def attribute(spans: list[Span], history: CpuHistory,
                 if waiting(p.span.frames):
                     p.wait_ns = p.t1_ns - p.t0_ns
                 else:
-                    p.run_ns = p.cpu_ns = p.t1_ns - p.t0_ns
+                    unread.setdefault(pid, []).append(p)
             continue
         accounted = sum(max(0, d[0]) for d in known.values())
         _spread(pooled, max(0, proc[0] - accounted), 0, py_cpu, waiting)
@@ -172,8 +174,31 @@ def attribute(spans: list[Span], history: CpuHistory,
                 # it ended in this interval, and py-spy keeps an ended thread's last stack until
                 # the chunk is written: what CPU does not explain is time after its end, dropped
                 p.gil_ns = p.wait_ns = 0
+    for portions in unread.values():
+        _one_at_a_time(portions)
     out.sort(key=lambda p: (p.span.tid, p.t0_ns))
     return out
+
+
+def _one_at_a_time(portions: list[Portion]) -> None:
+    """Portions of one process that no CPU reading covers and whose stacks do not look waiting
+    run, as far as the stacks can tell; but Python threads hold the interpreter lock one at a
+    time, so together they ran at most the time any of them was sampled (the union of their
+    spans): each runs that share of its wall time and waits for the lock for the rest. (Counted
+    whole, the four workers of a thread pool that ended after the last reading ran 4x their time.)"""
+    total = sum(p.t1_ns - p.t0_ns for p in portions)
+    union = 0
+    reach = None
+    for p in sorted(portions, key=lambda p: p.t0_ns):
+        lo = p.t0_ns if reach is None else max(p.t0_ns, reach)
+        if p.t1_ns > lo:
+            union += p.t1_ns - lo
+        reach = p.t1_ns if reach is None else max(reach, p.t1_ns)
+    share = union / total if total > union else 1.0
+    for p in portions:
+        wall = p.t1_ns - p.t0_ns
+        p.run_ns = p.cpu_ns = int(wall * share)
+        p.gil_ns = wall - p.run_ns
 
 
 def _spread(portions: list[Portion], cpu: int, runq: int, others: int,

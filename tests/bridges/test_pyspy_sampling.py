@@ -57,6 +57,9 @@ def test_attribution_run_gil_wait_and_busy_machine():
     # a span outside every reading: waiting stacks wait, others run for their wall time
     (p,) = attribute([_span(5, hot, 200 * MS, 210 * MS)], h, lambda f: False)
     assert (p.run_ns, p.cpu_ns) == (10 * MS, 10 * MS)
+    # four threads sampled over the same 40 ms after the last reading ran one at a time
+    after = attribute([_span(tid, hot, 300 * MS, 340 * MS) for tid in (5, 6, 7, 8)], h, lambda f: False)
+    assert sum(p.run_ns for p in after) == 40 * MS and all(p.gil_ns == 30 * MS for p in after)
     h.trim(150 * MS)
     assert h.times == [100 * MS]
 
