@@ -142,8 +142,9 @@ def _extrapolate(exact: int, saturated: int, rates: list[tuple[int, float]], run
 
 
 # What an estimated count or rate may be off by, relative (benchmarks/accuracy.py, medians of 3 on
-# 0.3-0.5 s programs of tight loops, 2026-12-01: rates -10% .. +4%, counts -13% .. +7% on a quiet
-# machine, up to twice that on a loaded one; the module docstring says where they come from).
+# 0.3-0.5 s programs of tight loops, 2026-12-01, four series: rates -3% .. +12%, counts -15% ..
+# +13%; single runs on a loaded machine up to twice that; the module docstring says where they
+# come from).
 ESTIMATE_ERROR = {"iterations_per_s": 0.15, "iterations": 0.20}
 
 MAX_THREADS_KEPT = 256   # an entity's distinct threads kept (a thread per request must not grow a session)
