@@ -11,15 +11,15 @@ What the numbers are (and are not):
   skip of hits, the gaps between K - WARM consecutive hits of one thread, each from the return of
   one callback to the start of the next, less the dispatch cost of a callback that the process
   measured on itself (bridges/_inproc.pyx, bridges/channel.py). An estimate: benchmarks/accuracy.py
-  measures -10% .. +4% (medians of 3) on tight loops of ~40-55 ns per iteration, where the
+  measures -3% .. +12% (medians of 3, four series) on tight loops of ~40-55 ns per iteration, where the
   dispatch cost (~35 ns) is as large as the body; loops with heavier bodies are less affected.
 - iterations: exact when the loop never ran K times in a window (`iterations_exact`); else the
   windows that did not saturate count exactly and the rest is the median rate times the loop's
   sampled running time beyond them (see _extrapolate; a loop that encloses other loops gets no
   running samples of its own, so its count is then the hits seen: a lower bound). The error is
   the rate's plus the running time's (the time before py-spy's first sample, 10-20 ms after
-  the program's first line, is credited to the loop that first sample finds running:
-  bridges/run_source.py); benchmarks/accuracy.py: -13% .. +7% on 0.3-0.5 s programs.
+  the program's first line, is shared by the loops counted since before it:
+  bridges/run_source.py); benchmarks/accuracy.py: -15% .. +13% on 0.3-0.5 s programs.
 - cpu_share: the entity's CPU time over the process's CPU time (while sampled: from about the
   program's first line; the interpreter's start-up has no Python frame). From outside (py-spy +
   /proc, bridges/pyspy.py) a SAMPLE_RUN's duration is the CPU time the kernel counted for that
