@@ -148,7 +148,7 @@ class RunSource:
                 continue     # the thread was not running when sampling began
             credits.append((tid, min(self._first_hit[(ent, tid)] for ent in per), per))
         # threads that share the interpreter lock ran one at a time: together, at most the wall
-        # time (four pool workers each credited their whole start made a count +30% too high)
+        # time (N pool workers each credited their whole start would count it N times)
         scale = 1.0
         if credits and _gil_enabled():
             total = sum(first_ns - since for _, since, _ in credits)
