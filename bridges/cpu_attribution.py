@@ -180,21 +180,28 @@ def attribute(spans: list[Span], history: CpuHistory,
     return out
 
 
+def one_at_a_time_share(intervals: list[tuple[int, int]]) -> float:
+    """Threads that share the interpreter lock and each look running over these (start, end)
+    intervals ran one at a time: the share of its interval each ran is the union of the intervals
+    over their sum (1.0 when they do not overlap)."""
+    total = sum(t1 - t0 for t0, t1 in intervals)
+    union = 0
+    reach = None
+    for t0, t1 in sorted(intervals):
+        lo = t0 if reach is None else max(t0, reach)
+        if t1 > lo:
+            union += t1 - lo
+        reach = t1 if reach is None else max(reach, t1)
+    return union / total if total > union else 1.0
+
+
 def _one_at_a_time(portions: list[Portion]) -> None:
     """Portions of one process that no CPU reading covers and whose stacks do not look waiting
     run, as far as the stacks can tell; but Python threads hold the interpreter lock one at a
     time, so together they ran at most the time any of them was sampled (the union of their
     spans): each runs that share of its wall time and waits for the lock for the rest. (Counted
     whole, the four workers of a thread pool that ended after the last reading ran 4x their time.)"""
-    total = sum(p.t1_ns - p.t0_ns for p in portions)
-    union = 0
-    reach = None
-    for p in sorted(portions, key=lambda p: p.t0_ns):
-        lo = p.t0_ns if reach is None else max(p.t0_ns, reach)
-        if p.t1_ns > lo:
-            union += p.t1_ns - lo
-        reach = p.t1_ns if reach is None else max(reach, p.t1_ns)
-    share = union / total if total > union else 1.0
+    share = one_at_a_time_share([(p.t0_ns, p.t1_ns) for p in portions])
     for p in portions:
         wall = p.t1_ns - p.t0_ns
         p.run_ns = p.cpu_ns = int(wall * share)

@@ -102,11 +102,18 @@ class RunSource:
         obs = self.channel.poll()
         with self._lock:
             sampler = self.sampler
+        return self._combine(obs, sampler.poll() if sampler is not None else None, sampler)
+
+    def _combine(self, obs: Observation, sampled: Observation | None, sampler: Any) -> Observation:
+        """The bridge's counters and the sampler's stacks of one poll as one Observation: the
+        source's own errors, the first hits noted, sampled lock waits the profiled locks measured
+        exactly left out, the start credited."""
+        with self._lock:
             obs.errors.extend(self._errors)
             self._errors = []
         self._note_first_hits(obs)
-        if sampler is not None:
-            sampled = self._dedupe(sampler.poll())
+        if sampled is not None:
+            sampled = self._dedupe(sampled)
             self._credit_start(sampled, sampler)
             _merge(obs, sampled)
         return obs
@@ -147,13 +154,11 @@ class RunSource:
             if first_t[tid] - first_ns > 2 * sampler.interval_ns:
                 continue     # the thread was not running when sampling began
             credits.append((tid, min(self._first_hit[(ent, tid)] for ent in per), per))
-        # threads that share the interpreter lock ran one at a time: together, at most the wall
-        # time (N pool workers each credited their whole start would count it N times)
-        scale = 1.0
-        if credits and _gil_enabled():
-            total = sum(first_ns - since for _, since, _ in credits)
-            wall = first_ns - min(since for _, since, _ in credits)
-            scale = min(1.0, wall / total) if total > 0 else 1.0
+        # threads that share the interpreter lock ran one at a time (N pool workers each credited
+        # their whole start would count it N times): the rule of the CPU attribution (imported
+        # here: the sampler has loaded it by now, and this module loads before py-spy starts)
+        from gyroscope.bridges.cpu_attribution import one_at_a_time_share
+        scale = one_at_a_time_share([(since, first_ns) for _, since, _ in credits]) if _gil_enabled() else 1.0
         for tid, since, per in credits:
             credit, total_w = int((first_ns - since) * scale), sum(per.values())
             for ent, w in per.items():
@@ -180,16 +185,7 @@ class RunSource:
         with self._lock:
             sampler = self.sampler
         sampled = sampler.stop() if sampler is not None else None
-        obs = self.channel.stop()
-        with self._lock:
-            obs.errors.extend(self._errors)
-            self._errors = []
-        self._note_first_hits(obs)
-        if sampled is not None:
-            sampled = self._dedupe(sampled)
-            self._credit_start(sampled, sampler)
-            _merge(obs, sampled)
-        return obs
+        return self._combine(self.channel.stop(), sampled, sampler)
 
     def agent_cpu_ns(self) -> int:
         s = self.sampler
