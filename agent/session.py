@@ -20,7 +20,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 from gyroscope.agent import __version__, actuators
 from gyroscope.agent.gate import PhaseGate
 from gyroscope.agent.measure import Measurements
@@ -365,15 +364,13 @@ class Session:
         cells = [c for c in cells if c[1] >= 0]
         if not cells:
             return {}
-        recs = self.pool.records(np.asarray([c[1] for c in cells], dtype=np.int64))
         out: dict[Entity, Slcp] = {}
-        for i, (ent, _cid, role) in enumerate(cells):
-            d: dict[str, Any] = {k: recs[k][i].item() for k in SLCP_FIELDS if k in recs}
+        for ent, cid, role in cells:
+            rec = self.pool.record(cid)
+            d: dict[str, Any] = {k: rec[k] for k in SLCP_FIELDS}
             if arrays:
-                if "chi_hist64" in recs:
-                    d["chi_hist64"] = [int(x) for x in recs["chi_hist64"][i]]
-                if "spectral64" in recs:
-                    d["spectral64"] = [float(x) for x in recs["spectral64"][i]]
+                d["chi_hist64"] = rec["chi_hist64"]
+                d["spectral64"] = rec["spectral64"]
             out[ent] = Slcp(**d, role=role)
         return out
 
@@ -479,8 +476,3 @@ def live_decision(d: Decision, rec: EntityRecord, protected: list[int] | None = 
     if protected is not None:
         out["protected_threads"] = list(protected)
     return out
-
-
-def _py(v: Any) -> Any:
-    """A kernel value as a plain Python number (numpy scalars have .item())."""
-    return v.item() if hasattr(v, "item") else v

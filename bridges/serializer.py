@@ -26,10 +26,10 @@ for byte3), and `Serializer.word()` reads it; `describe()` prints it as a table.
 """
 from __future__ import annotations
 
+import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 from gyroscope.bridges.events import Event, EventKind, WaitKind
 
 WAIT_CODE: dict[str, int] = {
@@ -150,16 +150,16 @@ class Serializer:
     def copies(ev: Event) -> int:
         return 1 + min(max(ev.count, 0).bit_length() // 2, 3)
 
-    def encode(self, cells: list[int], events: list[Event]) -> tuple[np.ndarray, np.ndarray]:
-        """(cell_ids uint32[n], words uint8[n, 4]) for events[i] going to cells[i] (cells < 0 skipped)."""
-        ids: list[int] = []
-        words: list[tuple[int, int, int, int]] = []
+    def encode(self, cells: list[int], events: list[Event]) -> tuple[array.array, bytes]:
+        """(cell ids as array('I'), their 4-byte words as 4n bytes) for events[i] going to
+        cells[i] (cells < 0 skipped): what CellPool.ingest takes without numpy."""
+        ids = array.array("I")
+        words = bytearray()
         for cell, ev in zip(cells, events):
             if cell < 0:
                 continue
-            w = self.word(ev)
-            for _ in range(self.copies(ev)):
-                ids.append(cell)
-                words.append(w)
-        return (np.asarray(ids, dtype=np.uint32),
-                np.asarray(words, dtype=np.uint8).reshape(-1, 4))
+            w = bytes(self.word(ev))
+            k = self.copies(ev)
+            ids.extend([cell] * k)
+            words += w * k
+        return ids, bytes(words)

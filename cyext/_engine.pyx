@@ -1,8 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """CellPool: the compiled cell-pool engine of KERNEL.md.
 
-Hot state is one packed 160-byte record per cell (2.5 cache lines), contiguous in one numpy
-buffer; the §16.3 arrays are produced from it on export (see `_gather`):
+Hot state is one packed 160-byte record per cell (2.5 cache lines), contiguous in one bytearray;
+the §16.3 arrays are produced from it on export (see `_gather`), one cell's values for a record
+by `_row`. Ingesting, allocating and reading records need no numpy (a session never loads it);
+the numpy views (`_gather`, `_column`, `_alloc_mask`, `_core_load`) import it when called:
 
   offset  field
   0       ring[64]        uint8  (family << 6) | chi6, one slot shared by both rings
@@ -29,16 +31,12 @@ The hot loop applies a whole word at once, which is exactly the byte cadence of 
 - the next cells' records are prefetched a few packets ahead.
 The pure-Python twin (cyext.twin) runs the literal byte-by-byte rule; tests compare the two.
 """
-import numpy as np
-cimport numpy as cnp
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset, memcpy
 
-from . import law
+from . import lawcore as law
 from .api import PoolAPI
 from .errors import KernelError
-
-cnp.import_array()
 
 cdef packed struct Cell:
     uint8_t ring[64]
@@ -55,14 +53,25 @@ cdef packed struct Cell:
     uint8_t allocated
     uint8_t pad
 
-CELL_DTYPE = np.dtype({
-    "names": ["ring", "chi_hist", "shell_hist", "fam_hist", "word4", "step", "omega12", "pos", "valid",
-              "has_closed", "key", "allocated"],
-    "formats": [("u1", 64), ("u1", 64), ("u1", 8), ("u1", 4), ("u1", 4), "<u8", "<u2", "u1", "u1", "u1",
-                "u1", "u1"],
-    "offsets": [0, 64, 128, 136, 140, 144, 152, 154, 155, 156, 157, 158],
-    "itemsize": 160,
-})
+_CELL_DTYPE = None
+
+
+def cell_dtype():
+    """The numpy structured dtype of one Cell (numpy is imported here, on first use)."""
+    global _CELL_DTYPE
+    if _CELL_DTYPE is None:
+        import numpy as np
+        _CELL_DTYPE = np.dtype({
+            "names": ["ring", "chi_hist", "shell_hist", "fam_hist", "word4", "step", "omega12", "pos", "valid",
+                      "has_closed", "key", "allocated"],
+            "formats": [("u1", 64), ("u1", 64), ("u1", 8), ("u1", 4), ("u1", 4), "<u8", "<u2", "u1", "u1",
+                        "u1", "u1", "u1"],
+            "offsets": [0, 64, 128, 136, 140, 144, 152, 154, 155, 156, 157, 158],
+            "itemsize": 160,
+        })
+    return _CELL_DTYPE
+
+
 assert sizeof(Cell) == 160
 
 # per byte: eps_a6, micro_ref ^ eps_b6, family << 6
@@ -133,7 +142,6 @@ _init_word_tables()
 cdef class _Core:
     cdef Cell* cells
     cdef object _buf
-    cdef public object cells_view
     cdef uint32_t counts[64]
     cdef uint8_t shift[64]
     cdef int nb
@@ -143,10 +151,9 @@ cdef class _Core:
     bytes_per_cell = 160
 
     def _core_init(self, Py_ssize_t capacity, int profile_id):
-        self._buf = np.zeros(capacity, dtype=CELL_DTYPE)
-        self.cells_view = self._buf
-        cdef cnp.ndarray raw = self._buf
-        self.cells = <Cell*> raw.data
+        self._buf = bytearray(capacity * sizeof(Cell))   # zeroed; never resized, so the pointer holds
+        cdef uint8_t[::1] raw = self._buf
+        self.cells = <Cell*> &raw[0]
         self.cap = capacity
         self.pid = profile_id
         self.nb = 64 if profile_id == 0 else 7
@@ -164,8 +171,26 @@ cdef class _Core:
     def _is_alloc(self, Py_ssize_t cid):
         return self.cells[cid].allocated != 0
 
+    def _first_free(self):
+        """The lowest free cell id, -1 when the pool is full."""
+        cdef Py_ssize_t i
+        for i in range(self.cap):
+            if not self.cells[i].allocated:
+                return i
+        return -1
+
+    def _n_alloc(self):
+        cdef Py_ssize_t i, n = 0
+        for i in range(self.cap):
+            n += self.cells[i].allocated != 0
+        return n
+
+    def _cells_np(self):
+        import numpy as np
+        return np.frombuffer(self._buf, dtype=cell_dtype())
+
     def _alloc_mask(self):
-        return self._buf["allocated"] != 0
+        return self._cells_np()["allocated"] != 0
 
     def _core_reset(self, Py_ssize_t cid, int omega12):
         cdef Cell* c = &self.cells[cid]
@@ -183,10 +208,10 @@ cdef class _Core:
         memset(c, 0, sizeof(Cell))
 
     def _core_counts(self):
-        return np.array([self.counts[k] for k in range(self.nb)], dtype=np.int64)
+        return [self.counts[k] for k in range(self.nb)]
 
     def _core_weights(self):
-        return np.array([self.counts[k] >> self.shift[k] for k in range(self.nb)], dtype=np.int64)
+        return [self.counts[k] >> self.shift[k] for k in range(self.nb)]
 
     def _core_decay(self):
         cdef int k
@@ -194,7 +219,8 @@ cdef class _Core:
             if self.shift[k] < 32:
                 self.shift[k] += 1
 
-    def _core_ingest(self, const uint32_t[::1] ids, const uint8_t[:, ::1] words):
+    def _core_ingest(self, const uint32_t[::1] ids, const uint8_t[::1] words):
+        """ids: n uint32 cell ids; words: their 4n bytes, in order (the API checked the lengths)."""
         cdef Py_ssize_t n = ids.shape[0], i, bad = -1
         cdef uint32_t cid
         with nogil:
@@ -209,7 +235,7 @@ cdef class _Core:
                 raise KernelError(f"cell id {cid} out of range 0..{self.cap - 1}")
             raise KernelError(f"cell {cid} is not allocated")
         with nogil:
-            self._run(&ids[0], &words[0, 0], n)
+            self._run(&ids[0], &words[0], n)
 
     cdef void _run(self, const uint32_t* ids, const uint8_t* words, Py_ssize_t n) noexcept nogil:
         # Whole-word form of the byte cadence (exactly equivalent, see the module docstring):
@@ -272,8 +298,25 @@ cdef class _Core:
                 self.shift[key] = 0
                 c.key = key
 
+    def _row(self, Py_ssize_t cid):
+        """One allocated cell's values, as plain Python, for views.record_of."""
+        cdef Cell* c = &self.cells[cid]
+        w4 = [c.word4[0], c.word4[1], c.word4[2], c.word4[3]] if c.has_closed else [0, 0, 0, 0]
+        if c.has_closed:
+            o12, e12, _ = law.parity_commitment(w4)
+            sig = law.word_signature(w4)
+        else:
+            o12 = e12 = sig = 0
+        return {"omega12": c.omega12, "step": c.step, "has_closed_word": c.has_closed != 0,
+                "last_byte": w4[3] if c.has_closed else law.EMPTY_LAST_BYTE, "word4": w4,
+                "chi_valid_len": c.valid, "chi_hist64": [c.chi_hist[k] for k in range(64)],
+                "shell_hist7": [c.shell_hist[k] for k in range(7)],
+                "family_hist4": [c.fam_hist[k] for k in range(4)], "omega_sig": sig,
+                "parity_O12": o12, "parity_E12": e12, "parity_bit": 0, "resonance_key": c.key}
+
     def _column(self, name):
-        b = self._buf
+        import numpy as np
+        b = self._cells_np()
         if name == "omega12":
             return b["omega12"].astype(np.int32)
         if name == "word4":
@@ -285,12 +328,14 @@ cdef class _Core:
         raise KeyError(name)
 
     def _gather(self, ids):
-        sel = self._buf[np.asarray(ids, dtype=np.int64)]
+        import numpy as np
+        from . import law as lawnp
+        sel = self._cells_np()[np.asarray(ids, dtype=np.int64)]
         ring = sel["ring"]
         hc = sel["has_closed"]
         w4 = sel["word4"]
         hcb = hc.astype(bool)
-        o12, e12, pb = law.parity_commitments(w4)
+        o12, e12, pb = lawnp.parity_commitments(w4)
         return {
             "allocated": sel["allocated"].copy(),
             "has_closed_word": hc.copy(),
@@ -305,7 +350,7 @@ cdef class _Core:
             "chi_hist64": sel["chi_hist"].astype(np.uint16),
             "shell_hist7": sel["shell_hist"][:, :7].astype(np.uint16),
             "family_hist4": sel["fam_hist"].astype(np.uint16),
-            "omega_sig": np.where(hcb, law.word_signatures(w4), 0).astype(np.int32),
+            "omega_sig": np.where(hcb, lawnp.word_signatures(w4), 0).astype(np.int32),
             "parity_O12": np.where(hcb, o12, 0).astype(np.uint16),
             "parity_E12": np.where(hcb, e12, 0).astype(np.uint16),
             "parity_bit": np.zeros(len(sel), dtype=np.uint8),
@@ -313,8 +358,9 @@ cdef class _Core:
         }
 
     def _core_load(self, st):
+        import numpy as np
         self._core_init(self.cap, self.pid)
-        b = self._buf
+        b = self._cells_np()
         b["allocated"] = st["allocated"]
         b["has_closed"] = st["has_closed_word"]
         b["omega12"] = st["omega12"].astype(np.uint16)

@@ -119,10 +119,11 @@ class LedgerWriter:
         except OSError as e:
             raise LedgerError(f"cannot open ledger {self.path}: {e.strerror or e}") from None
 
-    def write_words(self, ids: np.ndarray, words: np.ndarray) -> None:
+    def write_words(self, ids: Any, words: Any) -> None:
+        """ids: n uint32 cell ids; words: their 4n bytes (any buffers: arrays, array('I'), bytes)."""
         rec = np.empty(len(ids), dtype=RECORD)
-        rec["cell_id"] = ids
-        rec["word"] = words
+        rec["cell_id"] = np.frombuffer(ids, dtype=np.uint32)
+        rec["word"] = np.frombuffer(words, dtype=np.uint8).reshape(-1, 4)
         self._f.write(rec.tobytes())
 
     def write_seed(self, cid: int, omega12: int) -> None:

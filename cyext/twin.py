@@ -78,6 +78,20 @@ class TwinCellPool(PoolAPI):
     def _alloc_mask(self) -> np.ndarray:
         return np.array([c is not None for c in self._cells], dtype=bool)
 
+    def _first_free(self) -> int:
+        return next((i for i, c in enumerate(self._cells) if c is None), -1)
+
+    def _n_alloc(self) -> int:
+        return sum(c is not None for c in self._cells)
+
+    def _row(self, cid: int) -> dict:
+        c = self._cells[cid]
+        return {"omega12": c.omega12, "step": c.step, "has_closed_word": c.has_closed_word,
+                "last_byte": c.last_byte, "word4": list(c.word4), "chi_valid_len": c.valid,
+                "chi_hist64": list(c.chi_hist), "shell_hist7": list(c.shell_hist),
+                "family_hist4": list(c.family_hist), "omega_sig": c.omega_sig, "parity_O12": c.parity_O12,
+                "parity_E12": c.parity_E12, "parity_bit": c.parity_bit, "resonance_key": c.resonance_key}
+
     def _core_reset(self, cid: int, omega12: int) -> None:
         old = self._cells[cid]
         if old is not None:
@@ -91,15 +105,16 @@ class TwinCellPool(PoolAPI):
         self._leave(cell.resonance_key)
         self._cells[cid] = None
 
-    def _core_ingest(self, ids: np.ndarray, words: np.ndarray) -> None:
-        id_list = ids.tolist()
+    def _core_ingest(self, ids: object, words: object) -> None:
+        id_list = list(memoryview(ids).cast("B").cast("I"))
+        raw = bytes(memoryview(words).cast("B"))
         for cid in id_list:  # validate the whole batch first
             if cid >= len(self._cells):
                 raise KernelError(f"cell id {cid} out of range 0..{len(self._cells) - 1}")
             if self._cells[cid] is None:
                 raise KernelError(f"cell {cid} is not allocated")
-        for cid, word in zip(id_list, words.tolist()):
-            self._ingest_word(self._cells[cid], word)
+        for i, cid in enumerate(id_list):
+            self._ingest_word(self._cells[cid], list(raw[4 * i:4 * i + 4]))
 
     def _ingest_word(self, c: _Cell, word: list[int]) -> None:
         for b in word:
@@ -132,11 +147,11 @@ class TwinCellPool(PoolAPI):
             self._join(key)
             c.resonance_key = key
 
-    def _core_counts(self) -> np.ndarray:
-        return np.array(self._counts, dtype=np.int64)
+    def _core_counts(self) -> list[int]:
+        return list(self._counts)
 
-    def _core_weights(self) -> np.ndarray:
-        return np.array(self._weights, dtype=np.int64)
+    def _core_weights(self) -> list[int]:
+        return list(self._weights)
 
     def _core_decay(self) -> None:
         self._weights = [w >> 1 for w in self._weights]

@@ -62,7 +62,9 @@ def test_serializer_table_covers_every_kind_and_is_structural():
     assert w1[0] == w2[0] == KIND_CODE[EventKind.LOCK_WAIT]
     assert w1[2] != w2[2] and w1[3] != w2[3]            # other thread, other duration bucket
     ids, words = ser.encode([5, -1, 7], [a, b, Event(lock, "wait", EventKind.SAMPLE_WAIT, 1, 0, 3, 10)])
-    assert words.dtype == np.uint8 and words.shape == (len(ids), 4) and set(ids.tolist()) == {5, 7}
+    assert ids.typecode == "I" and isinstance(words, bytes) and len(words) == 4 * len(ids)
+    assert set(ids) == {5, 7}
+    assert words[:4] == bytes(ser.word(a)) and words[-4:] == bytes(ser.word(Event(lock, "wait", EventKind.SAMPLE_WAIT, 1, 0, 3, 10)))
 
 
 def test_serializer_word_reads_the_table(monkeypatch):
