@@ -217,8 +217,9 @@ def _scrub_temp(message: str) -> str:
     """py-spy's own words may name the chunk file it writes in our temporary folder: no message
     names an internal temporary file."""
     import re
-    import tempfile
-    return re.sub(re.escape(tempfile.gettempdir()) + r"/gyroscope-[^\s'\":]*", "<py-spy output file>", message)
+
+    from gyroscope.bridges.tmpdir import base
+    return re.sub(re.escape(base()) + r"/gyroscope-[^\s'\":]*", "<py-spy output file>", message)
 
 
 def _truer_failure(e: Any, pid: int) -> Any:

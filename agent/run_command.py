@@ -29,6 +29,7 @@ import time
 
 from gyroscope.agent.errors import GyroscopeError, UsageError
 from gyroscope.agent.options import positive_float
+from gyroscope.bridges.tmpdir import private_dir, remove_dir
 
 TYPE_CHECKING = False   # not `from typing import ...`: typing costs ~3 ms before the program starts
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def main(args: argparse.Namespace) -> int:
                              _child_env(sock_path, args, own.to_config()))
     except OSError as e:
         listener.close()
-        _remove_dir(tmp)
+        remove_dir(tmp)
         raise GyroscopeError(f"cannot start {sys.executable}: {e.strerror or e}", 2) from None
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)   # after the spawn: the child keeps python's mask
     child = _Child(pid, t_spawn)
@@ -199,7 +200,7 @@ def main(args: argparse.Namespace) -> int:
         server.start()
         return _watch(args, prog, child, server, source, file_sinks)
     finally:
-        _remove_dir(tmp)
+        remove_dir(tmp)
 
 
 def _check_ledger(path: str) -> None:
@@ -215,30 +216,11 @@ def _check_ledger(path: str) -> None:
 
 
 def _private_dir() -> str:
-    """A new 0700 directory for the session's socket (AF_UNIX paths must stay short)."""
-    base = os.environ.get("TMPDIR") or "/tmp"
-    if len(base) > 60 or not os.path.isdir(base):
-        base = "/tmp"
-    for _ in range(100):
-        path = os.path.join(base, f"gyroscope-{os.getpid()}-{os.urandom(4).hex()}")
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:
-            continue
-    raise GyroscopeError(f"cannot create a private directory in {base}", 2)
-
-
-def _remove_dir(path: str) -> None:
-    """The private directory and the socket in it (the channel may have unlinked it already)."""
+    """A new 0700 directory for the session's socket."""
     try:
-        os.unlink(os.path.join(path, "s"))
-    except OSError:
-        pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
+        return private_dir()
+    except OSError as e:
+        raise GyroscopeError(str(e), 2) from None
 
 
 class _Child:

@@ -15,7 +15,7 @@ once more at the end. At 5 Hz that pass alone would cost the program about 1% of
 from __future__ import annotations
 
 import os
-import platform
+import sys
 import threading
 import time
 from typing import Any
@@ -84,7 +84,7 @@ class Session:
         self.source_name = str(getattr(source, "name", "run"))
         # the main process of the session; attach fills in the target's python when py-spy says it
         self.process = ProcessRecord(pid=os.getpid() if pid is None else pid, command=list(command or []),
-                                     python=platform.python_version() if python is None else python)
+                                     python=sys.version.split()[0] if python is None else python)
         self.actions: list[Action] = []
         # what the program changed because of live decisions (CoherenceExecutor's lanes), by
         # (pid, index): the latest copy of each (Observation.actions)

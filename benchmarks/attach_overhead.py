@@ -17,8 +17,9 @@ after it starts, until it exits, by:
 The tools alternate within each repeat (the order rotates). Printed, medians over the repeats:
 the ratio to bare of the time pyperf measured for the benchmark's loops (inner; `min` = fastest
 run / fastest bare run), the watcher's CPU seconds per second of target (gyroscope + every
-py-spy it starts, from RUSAGE_CHILDREN), and the watcher's peak RSS (the sum of VmRSS over the
-watcher's process tree, read every 50 ms).
+py-spy it starts, from RUSAGE_CHILDREN), and the watcher's peak RSS (the sum of Rss over the
+watcher's process tree, read every 50 ms) and peak PSS (the same with the pages its processes
+share split between them: two overlapping py-spy share ~4 MiB of their binary).
 
     .venv/bin/python benchmarks/attach_overhead.py --json out/attach_overhead.json [--only nbody,go]
         [--repeat 3] [--target 1.5] [--quick]
@@ -47,6 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gyroscope.agent.result import write_json_atomic  # noqa: E402
+from proctree import tree_memory_kib  # noqa: E402
 
 BENCHMARKS = ["nbody", "richards", "raytrace", "float", "go", "json_dumps"]
 TOOLS = ["bare", "attach", "py-spy-record", "py-spy-nonblocking", "austin", "bare-control"]
@@ -80,41 +82,28 @@ def _children_cpu() -> float:
 
 
 def _tree_rss_kib(root: int) -> int:
-    """VmRSS of `root` and all its descendants, in KiB."""
-    from gyroscope.bridges import procfs
-    total, todo, seen = 0, [root], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-        todo += procfs.children(pid)
-    return total
+    return tree_memory_kib(root)[0]
 
 
 def _watch_rss(proc: subprocess.Popen, peak: list[int]) -> None:
+    """peak = [peak RSS, peak PSS] of proc's tree, KiB, read every 50 ms."""
     while proc.poll() is None:
-        peak[0] = max(peak[0], _tree_rss_kib(proc.pid))
+        rss, pss = tree_memory_kib(proc.pid)
+        peak[0] = max(peak[0], rss)
+        peak[1] = max(peak[1], pss)
         time.sleep(0.05)
 
 
-def run_once(tool: str, script: Path, loops: int, tmp: Path) -> tuple[float, float, float] | None:
-    """(inner seconds, watcher CPU seconds, watcher peak RSS MiB) of one run, None if it failed."""
+def run_once(tool: str, script: Path, loops: int, tmp: Path) -> tuple[float, float, float, float] | None:
+    """(inner seconds, watcher CPU seconds, watcher peak RSS MiB, peak PSS MiB) of one run, None
+    if it failed."""
     out = tmp / f"{tool}.json"
     if out.exists():
         out.unlink()
     worker = [PY, str(script), "--worker", "-l", str(loops), "-n", "1", "-w", "0", "--output", str(out)]
     target = subprocess.Popen(worker, cwd=script.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     watcher_cpu = 0.0
-    peak = [0]
+    peak = [0, 0]
     try:
         if tool not in ("bare", "bare-control"):
             time.sleep(0.1)
@@ -147,7 +136,7 @@ def run_once(tool: str, script: Path, loops: int, tmp: Path) -> tuple[float, flo
         return None
     doc = json.loads(out.read_text())
     inner = sum(sum(r.get("values", [])) for r in doc["benchmarks"][0]["runs"]) * loops
-    return inner, watcher_cpu, peak[0] / 1024
+    return inner, watcher_cpu, peak[0] / 1024, peak[1] / 1024
 
 
 def steady(seconds: float) -> dict:
@@ -278,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             bare = statistics.median(r[0] for r in runs["bare"])
             bare_min = min(r[0] for r in runs["bare"])
             row: dict = {"loops": loops, "bare_inner_s": bare, "inner": {}, "inner_min": {}, "watcher_cpu_per_s": {},
-                         "watcher_rss_mib": {}}
+                         "watcher_rss_mib": {}, "watcher_pss_mib": {}}
             for tool in TOOLS[1:]:
                 if runs[tool]:
                     row["inner"][tool] = statistics.median(r[0] for r in runs[tool]) / bare
                     row["inner_min"][tool] = min(r[0] for r in runs[tool]) / bare_min
                     row["watcher_cpu_per_s"][tool] = statistics.median(r[1] / r[0] for r in runs[tool])
                     row["watcher_rss_mib"][tool] = statistics.median(r[2] for r in runs[tool])
+                    row["watcher_pss_mib"][tool] = statistics.median(r[3] for r in runs[tool])
             per[name] = row
             print(f"{name:14} " + "  ".join(f"{t}={row['inner'].get(t, float('nan')):.3f}x" for t in TOOLS[1:]),
                   flush=True)
@@ -293,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     gm_min = {t: geomean([per[n]["inner_min"].get(t) for n in per]) for t in others}
     cpu = {t: statistics.median([per[n]["watcher_cpu_per_s"][t] for n in per if t in per[n]["watcher_cpu_per_s"]]
                                 or [float("nan")]) for t in others}
-    rss = {t: statistics.median([per[n]["watcher_rss_mib"][t] for n in per if t in per[n]["watcher_rss_mib"]]
-                                or [float("nan")]) for t in others}
+    rss, pss = ({t: statistics.median([per[n][key][t] for n in per if t in per[n][key]] or [float("nan")])
+                 for t in others} for key in ("watcher_rss_mib", "watcher_pss_mib"))
     print()
     print(f"{'benchmark':14} " + " ".join(f"{t:>14}" for t in others) + "   (inner-time ratio to bare)")
     for n, row in per.items():
@@ -303,11 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'geomean (min)':14} " + " ".join(f"{gm_min[t]:13.3f}x" for t in others))
     print(f"{'watcher cpu/s':14} " + " ".join(f"{cpu[t]:13.4f} " for t in others) + "  (CPU s per target s)")
     print(f"{'watcher RSS':14} " + " ".join(f"{rss[t]:12.1f}M " for t in others) + "  (peak, MiB)")
+    print(f"{'watcher PSS':14} " + " ".join(f"{pss[t]:12.1f}M " for t in others) + "  (peak, MiB: shared pages split)")
     doc = {"about": "median ratio to bare of pyperf's timed loops; min = fastest run / fastest bare run; "
                     "watcher_cpu_per_s = CPU seconds the watcher (and every py-spy it started) used per second "
-                    "of the target's timed work; watcher_rss_mib = peak RSS of the watcher's process tree",
+                    "of the target's timed work; watcher_rss_mib = peak RSS of the watcher's process tree (pages "
+                    "shared by its processes counted in each); watcher_pss_mib = peak PSS (shared pages split)",
            "repeat": args.repeat, "quick": bool(args.quick), "python": sys.version.split()[0], "geomean": gm,
-           "geomean_min": gm_min, "watcher_cpu_per_s": cpu, "watcher_rss_mib": rss, "per_benchmark": per}
+           "geomean_min": gm_min, "watcher_cpu_per_s": cpu, "watcher_rss_mib": rss, "watcher_pss_mib": pss, "per_benchmark": per}
     if args.json:
         write_json_atomic(args.json, doc)   # creates out/ in a fresh clone
     return 0

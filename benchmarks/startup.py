@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gyroscope.agent.result import write_json_atomic  # noqa: E402
+from proctree import tree_memory_kib  # noqa: E402
 
 PY = sys.executable
 BIN = Path(PY).parent
@@ -58,20 +59,8 @@ def command(tool: str, probe: str, out: str) -> list[str]:
 
 
 def _tree_rss_kib(root: int) -> int:
-    """RSS of `root` and its descendants except the probe (the last child started), in KiB."""
-    total = 0
-    try:
-        import psutil
-        p = psutil.Process(root)
-        procs = [p, *p.children(recursive=True)]
-        for q in procs:
-            cmd = q.cmdline()
-            if len(cmd) >= 2 and cmd[1].endswith("probe.py") and q.pid != root:   # the program itself
-                continue
-            total += q.memory_info().rss // 1024
-    except Exception:
-        pass
-    return total
+    """RSS of `root` and its descendants except the probe (the program itself), in KiB."""
+    return tree_memory_kib(root, skip_argv1_suffix="probe.py")[0]
 
 
 def run_once(tool: str, probe: str, tmp: Path) -> dict[str, float] | None:

@@ -32,10 +32,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -53,7 +51,7 @@ from gyroscope.agent.cli import (  # noqa: E402
 
 # One error tree (agent/errors.py): AttachError(message, code) builds the matching subclass.
 from gyroscope.agent.errors import AttachError  # noqa: E402
-from gyroscope.bridges import codemap, procfs
+from gyroscope.bridges import codemap, procfs, tmpdir
 from gyroscope.bridges.cpu_attribution import CpuHistory, attribute
 from gyroscope.bridges.events import (
     Entity,
@@ -102,9 +100,10 @@ def find_py_spy(explicit: str | None = None) -> str:
     for c in candidates:
         if os.path.isfile(c) and os.access(c, os.X_OK):
             return c
-    found = shutil.which("py-spy")
-    if found:
-        return found
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        c = os.path.join(d or ".", "py-spy")
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
     raise AttachError("py-spy not found (install it: pip install py-spy, or pass --py-spy PATH)", EXIT_NO_PYSPY)
 
 
@@ -220,7 +219,7 @@ class PySpySource:
         self.fresh = fresh
         self.entity_pid = entity_pid
         self.python_version = ""
-        self._tmpdir = tempfile.mkdtemp(prefix="gyroscope-pyspy-")
+        self._tmpdir = tmpdir.private_dir("gyroscope-pyspy")
         self.record = ChunkedRecorder(self.py_spy, pid, rate_hz, self._on_spans, self._error, self._tmpdir,
                                       chunk_s=chunk_s, overlap_s=overlap_s, subprocesses=subprocesses,
                                       fresh=fresh, explain=explain_failure, on_tick=self._poll_proc,
@@ -271,14 +270,16 @@ class PySpySource:
         self._started = True
         self._t_last = time.monotonic_ns()
         self._poll_proc()
-        # py-spy record needs 10-70 ms to its first sample: start it while the check runs
-        self.record.start()
         if not self.fresh:
+            # before the recorder, not beside it: two py-spy at once count its 5 MiB of RSS twice
+            # (4 of them its binary's shared pages); the ~30 ms this adds to attach's start does
+            # not matter to a running target
             try:
                 self.python_version = self._preflight()
             except BaseException:
                 self.discard()
                 raise
+        self.record.start()
 
     def start(self) -> None:
         self.begin()
@@ -307,7 +308,7 @@ class PySpySource:
         if self._started and not self._stopped:
             self._stopped = True
             self.record.stop()     # the chunks running now are parsed before it returns
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            tmpdir.remove_dir(self._tmpdir)
         self._exited = not procfs.is_alive(self.pid)
         now = time.monotonic_ns()
         with self._lock:
@@ -334,7 +335,7 @@ class PySpySource:
         self._stopped = True
         self.record.on_error = lambda msg: None
         self.record.stop(discard=True)
-        shutil.rmtree(self._tmpdir, ignore_errors=True)
+        tmpdir.remove_dir(self._tmpdir)
 
     def agent_cpu_ns(self) -> int:
         """CPU spent by the py-spy processes that ended and by the recorder's thread."""

@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """CellPool: the compiled cell-pool engine of KERNEL.md.
 
-Hot state is one packed 160-byte record per cell (2.5 cache lines), contiguous in one bytearray;
+Hot state is one packed 160-byte record per cell (2.5 cache lines), contiguous in one calloc'd
+block (pages no cell has touched are not resident: a session's pool of 4,096 cells uses a few);
 the §16.3 arrays are produced from it on export (see `_gather`), one cell's values for a record
 by `_row`. Ingesting, allocating and reading records need no numpy (a session never loads it);
 the numpy views (`_gather`, `_column`, `_alloc_mask`, `_core_load`) import it when called:
@@ -32,6 +33,7 @@ The hot loop applies a whole word at once, which is exactly the byte cadence of 
 The pure-Python twin (cyext.twin) runs the literal byte-by-byte rule; tests compare the two.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memset, memcpy
 
 from . import lawcore as law
@@ -141,7 +143,6 @@ _init_word_tables()
 
 cdef class _Core:
     cdef Cell* cells
-    cdef object _buf
     cdef uint32_t counts[64]
     cdef uint8_t shift[64]
     cdef int nb
@@ -151,9 +152,11 @@ cdef class _Core:
     bytes_per_cell = 160
 
     def _core_init(self, Py_ssize_t capacity, int profile_id):
-        self._buf = bytearray(capacity * sizeof(Cell))   # zeroed; never resized, so the pointer holds
-        cdef uint8_t[::1] raw = self._buf
-        self.cells = <Cell*> &raw[0]
+        cdef Cell* cells = <Cell*> calloc(capacity, sizeof(Cell))
+        if cells == NULL:
+            raise MemoryError(f"cannot allocate {capacity} cells")
+        free(self.cells)
+        self.cells = cells
         self.cap = capacity
         self.pid = profile_id
         self.nb = 64 if profile_id == 0 else 7
@@ -185,9 +188,13 @@ cdef class _Core:
             n += self.cells[i].allocated != 0
         return n
 
+    def __dealloc__(self):
+        free(self.cells)
+
     def _cells_np(self):
+        """A numpy view of the cells (it must not outlive the pool: callers copy what they keep)."""
         import numpy as np
-        return np.frombuffer(self._buf, dtype=cell_dtype())
+        return np.frombuffer(<uint8_t[:self.cap * sizeof(Cell)]> <uint8_t*> self.cells, dtype=cell_dtype())
 
     def _alloc_mask(self):
         return self._cells_np()["allocated"] != 0
