@@ -32,11 +32,12 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def _np():  # noqa: ANN202 - the numpy module
+def _np() -> Any:
     """numpy, imported on first use: allocating, ingesting `array`/bytes packets and reading
     records need none of it (a session never loads it); the array forms of the API do."""
     import numpy
     return numpy
+
 
 def _locked[F: Callable[..., Any]](fn: F) -> F:
     """Serialise a pool operation: the hot loop runs without the GIL, so a pool carries a lock."""
