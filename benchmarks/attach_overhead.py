@@ -28,7 +28,8 @@ share split between them: two overlapping py-spy share ~4 MiB of their binary).
 --memory SECONDS: the RSS of `attach --continuous` over time on a service that starts ~100
 short threads a second, then SIGTERM (exit status and the final session's size).
 --steady SECONDS: the watcher's CPU in the steady state (one spinning target, attached for 2 s
-and for SECONDS: the extra CPU over the extra time) and its fixed start-up cost.
+and for SECONDS: the extra CPU over the extra time) and its fixed start-up cost; --repeat pairs,
+medians (one pair's ratio moves by +-0.3 on a shared 2-core machine).
 """
 from __future__ import annotations
 
@@ -234,13 +235,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             write_json_atomic(args.json, {"memory": got, "seconds": args.memory})
         return 0
-    if args.steady:
-        got = steady(args.steady)
-        for tool in [t for t in ("attach", "py-spy-record", "austin") if t in got]:
+    if args.steady:   # --repeat pairs of runs; the medians of their figures
+        reps = [steady(args.steady) for _ in range(args.repeat)]
+        tools = [t for t in ("attach", "py-spy-record", "austin") if t in reps[0]]
+        got = {t: {k: statistics.median(r[t][k] for r in reps) for k in ("cpu_ms_per_s", "fixed_s")} for t in tools}
+        got["ratio"] = statistics.median(r["ratio"] for r in reps)
+        for tool in tools:
             print(f"{tool:14} {got[tool]['cpu_ms_per_s']:6.1f} ms CPU per s, fixed {got[tool]['fixed_s']:.3f} s")
-        print(f"ratio {got['ratio']:.2f}x")
+        print(f"ratio {got['ratio']:.2f}x (median of {len(reps)}: "
+              + ", ".join(f"{r['ratio']:.2f}" for r in reps) + ")")
         if args.json:
-            write_json_atomic(args.json, {"steady": got, "seconds": args.steady, "python": sys.version.split()[0]})
+            write_json_atomic(args.json, {"steady": got, "runs": reps, "seconds": args.steady,
+                                          "python": sys.version.split()[0]})
         return 0
     if args.quick:
         args.only, args.repeat, args.target = args.only or "nbody,float", 1, 1.0
