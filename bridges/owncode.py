@@ -9,20 +9,19 @@ own code, wherever it lives. `include` patterns (fnmatch on the absolute file na
 
 The rule is built in the gyroscope process (`OwnCode.for_program`, which reads sysconfig) and
 shipped to the program's process as a string (`to_config` / `from_config`): inside the watched
-program this module must import nothing python does not load at start-up (os, fnmatch).
+program this module must import nothing python does not load at start-up but os (`re` for the
+standard library's path and `fnmatch` for --include are imported where they are used: a
+program run by a wheel-installed gyroscope would otherwise find ~15 more modules loaded).
 
 Used by: the in-process bridge (which code objects get loop counters), the stack classifier
 of both sources (which frame of a sampled stack is the program's), and the decisions.
 """
-from __future__ import annotations
-
-import fnmatch
 import os
-import re
 
 _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GYROSCOPE_DIRS = tuple(os.path.join(_PROJECT, d, "") for d in ("agent", "bridges", "cyext", "schedulers"))
-_STDLIB = re.compile(r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]")
+_STDLIB_PATTERN = r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]"
+_STDLIB = None
 _FIELD = "\x1f"
 
 
@@ -42,7 +41,18 @@ def looks_like_program(path: str) -> bool:
         return False
     if is_gyroscope(path):
         return False
-    return _STDLIB.search(path) is None
+    return _stdlib_re().search(path) is None
+
+
+def _stdlib_re():  # noqa: ANN202
+    """The standard library's path pattern, compiled on first use (the watcher's side only)."""
+    global _STDLIB
+    if _STDLIB is None:
+        import re
+        _STDLIB = re.compile(_STDLIB_PATTERN)
+    return _STDLIB
+
+
 _ITEM = "\x1e"
 
 
@@ -60,7 +70,7 @@ class OwnCode:
 
     @classmethod
     def for_program(cls, roots: list[str], extra: list[str] | None = None, include: list[str] | None = None,
-                    all_code: bool = False) -> OwnCode:
+                    all_code: bool = False) -> "OwnCode":
         """The rule for a program run by this interpreter (the gyroscope process's side)."""
         import site
         import sys
@@ -88,8 +98,10 @@ class OwnCode:
         path = os.path.realpath(os.path.abspath(filename))
         if path.startswith(GYROSCOPE_DIRS):
             return False
-        if any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(filename, p) for p in self.include):
-            return True
+        if self.include:
+            import fnmatch
+            if any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(filename, p) for p in self.include):
+                return True
         if self.all_code or path in self.extra:
             return True
         for root in self.roots:
@@ -103,7 +115,7 @@ class OwnCode:
                             _ITEM.join(self.include), "1" if self.all_code else "0"])
 
     @classmethod
-    def from_config(cls, text: str) -> OwnCode:
+    def from_config(cls, text: str) -> "OwnCode":
         roots, excluded, extra, include, all_code = (text.split(_FIELD) + [""] * 5)[:5]
 
         def items(s: str) -> list[str]:
