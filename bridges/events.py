@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class EntityKind:
@@ -84,10 +84,12 @@ class EventKind(IntEnum):
     LOOP_BLOCK = 13     # coroutine steps that held the event loop's thread >= 100 ms (count, total)
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One frame of a sampled stack. `function` is the qualname when known (co_qualname, py-spy's
-    name), else co_name; `first_line` is co_firstlineno when known (0 otherwise)."""
+    name), else co_name; `first_line` is co_firstlineno when known (0 otherwise). A named tuple,
+    not a dataclass: stacks (tuples of frames) are dictionary keys in every chunk, and a
+    dataclass's hash and equality are Python calls (~40,000 per chunk of a library-heavy
+    program; a tuple's are C)."""
     file: str
     function: str
     line: int
