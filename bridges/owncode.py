@@ -27,8 +27,18 @@ _FIELD = "\x1f"
 
 def is_gyroscope(path: str) -> bool:
     """A file of gyroscope itself (its scheduler's lock, its executor's worker loop inside a
-    program): never the program's, and never a decision's place."""
-    return bool(path) and os.path.isabs(path) and os.path.realpath(path).startswith(GYROSCOPE_DIRS)
+    program): never the program's, and never a decision's place. Cached per name: realpath is a
+    system call per path component, and every report asks again for every entity."""
+    got = _IS_GYROSCOPE.get(path)
+    if got is None:
+        got = bool(path) and os.path.isabs(path) and os.path.realpath(path).startswith(GYROSCOPE_DIRS)
+        if len(_IS_GYROSCOPE) > 10_000:
+            _IS_GYROSCOPE.clear()
+        _IS_GYROSCOPE[path] = got
+    return got
+
+
+_IS_GYROSCOPE: dict = {}
 
 
 def looks_like_program(path: str) -> bool:
