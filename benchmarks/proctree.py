@@ -9,8 +9,9 @@ watcher's RSS for the ~1 ms before each py-spy's exec.
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
+
+from gyroscope.bridges.procfs import children, cmdline
 
 _KCMP = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
 _KCMP_VM = 1
@@ -22,25 +23,6 @@ def same_vm(a: int, b: int) -> bool:
     if _KCMP is None:
         return False
     return _libc.syscall(_KCMP, a, b, _KCMP_VM, 0, 0) == 0
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(c) for c in f.read().split()]
-    except OSError:
-        pass
-    return out
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
 
 
 def tree_memory_kib(root: int, skip_argv1_suffix: str = "") -> tuple[int, int]:
@@ -56,7 +38,7 @@ def tree_memory_kib(root: int, skip_argv1_suffix: str = "") -> tuple[int, int]:
         seen.add(pid)
         todo += children(pid)
         if skip_argv1_suffix and pid != root:
-            argv = _cmdline(pid)
+            argv = cmdline(pid)
             if len(argv) >= 2 and argv[1].endswith(skip_argv1_suffix):
                 continue
         if any(same_vm(pid, c) for c in counted):

@@ -95,12 +95,10 @@ def find_py_spy(explicit: str | None = None) -> str:
             return explicit
         raise AttachError(f"py-spy not found at {explicit} (give the path of an executable py-spy)",
                           EXIT_NO_PYSPY)
-    candidates = [os.path.join(os.path.dirname(sys.executable), "py-spy"),
-                  os.path.join(sys.prefix, "bin", "py-spy")]
-    for c in candidates:
-        if os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+    # beside this python, in its prefix, then on PATH (shutil.which's rule, without shutil)
+    dirs = [os.path.dirname(sys.executable), os.path.join(sys.prefix, "bin"),
+            *os.environ.get("PATH", os.defpath).split(os.pathsep)]
+    for d in dirs:
         c = os.path.join(d or ".", "py-spy")
         if os.path.isfile(c) and os.access(c, os.X_OK):
             return c
