@@ -1031,7 +1031,21 @@ cdef void _hello(bint forked):
 
 
 # ---- fork ------------------------------------------------------------------------------------
+cdef bint _parent_hook_registered = False
+
+
 def _before_fork() -> None:
+    global _parent_hook_registered
+    if not _parent_hook_registered:
+        # The after-fork hook that restarts the shipper is registered here, at the first fork, so
+        # that it runs after the program's own hooks registered so far. CPython runs the
+        # after_in_parent hooks in registration order and counts the process's threads after
+        # them; a later hook that runs Python code (logging's releases its lock) would run our
+        # pending call, and the restarted shipper would be counted: `import logging` + os.fork()
+        # warned under gyroscope and not under python. (A module that registers a hook only after
+        # the first fork can still do that; none of the standard library's does.)
+        _parent_hook_registered = True
+        _os.register_at_fork(after_in_parent=_after_fork_parent)
     with nogil:   # the shipper may be waiting for the GIL: let it finish its window, then join it
         _stop_and_join_shipper()
 
@@ -1135,8 +1149,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follo
         _active = True
         mon.set_events(_tool, E.PY_START)
     _gc.callbacks.append(gc_callback)
-    _os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
-                         after_in_child=_after_fork_child)
+    _os.register_at_fork(before=_before_fork, after_in_child=_after_fork_child)   # after_in_parent: see _before_fork
     import atexit   # builtin; the one trace: atexit._ncallbacks() counts this callback
     atexit.register(_last_window)
     Py_AtExit(_at_exit)
