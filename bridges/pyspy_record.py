@@ -86,7 +86,7 @@ def _tid(text: str) -> int:
 def parse_chrometrace(events: list[dict], origin_ns: int) -> list[Span]:
     """py-spy's chrometrace events -> Spans, in the order of their start per thread. `origin_ns` is
     the monotonic time of ts = 0 (when the chunk was started)."""
-    open_frames: dict[tuple[int, int], list[dict]] = {}
+    open_frames: dict[tuple[int, int], list[tuple[Frame | None, tuple[int, str] | None]]] = {}
     last_ts: dict[tuple[int, int], int] = {}
     spans: list[Span] = []
     # py-spy's chrometrace `tid` is its own small index; the native id and the name are in the
@@ -102,23 +102,29 @@ def parse_chrometrace(events: list[dict], origin_ns: int) -> list[Span]:
                 if key not in labels or (m.group(2) and not labels[key][1]):
                     labels[key] = (_tid(m.group(1)), m.group(2) or "")
 
+    def parsed(ev: dict) -> tuple[Frame | None, tuple[int, str] | None]:
+        """(the frame, or None for a label or a shim frame; the thread label (native id, name))."""
+        args = ev.get("args") or {}
+        line = int(args.get("line") or 0)
+        label = str(ev.get("name") or "")
+        if line:
+            return Frame(str(args.get("filename") or ""), label, line), None
+        if not args.get("filename"):
+            m = _THREAD.match(label)              # "thread (...)" / "process ..." labels
+            if m:
+                return None, (_tid(m.group(1)), m.group(2) or "")
+        return None, None                         # shim frames (CPython 3.13 entry frames)
+
     def close(key: tuple[int, int], ts: int) -> None:
         stack = open_frames.get(key)
         t0 = last_ts.get(key)
         if stack and t0 is not None and ts > t0:
             tid, name, frames = 0, "", []
-            for ev in stack:                     # outermost first
-                args = ev.get("args") or {}
-                line = int(args.get("line") or 0)
-                label = str(ev.get("name") or "")
-                if line == 0 and not args.get("filename"):
-                    m = _THREAD.match(label)
-                    if m:
-                        tid, name = _tid(m.group(1)), (m.group(2) or "")
-                    continue                      # "thread (...)" / "process ..." labels
-                if line == 0:
-                    continue                      # shim frames (CPython 3.13 entry frames)
-                frames.append(Frame(str(args.get("filename") or ""), label, line))
+            for frame, label in stack:            # outermost first
+                if frame is not None:
+                    frames.append(frame)
+                elif label is not None:
+                    tid, name = label
             frames.reverse()
             best_tid, best_name = labels.get(key, (0, ""))
             tid, name = tid or best_tid, name or best_name
@@ -138,7 +144,7 @@ def parse_chrometrace(events: list[dict], origin_ns: int) -> list[Span]:
             last_ts[key] = ts
         stack = open_frames.setdefault(key, [])
         if ph == "B":
-            stack.append(ev)
+            stack.append(parsed(ev))   # once per frame, not once per sample it stays open in
         elif stack:
             stack.pop()
     return spans
