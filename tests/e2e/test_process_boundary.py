@@ -87,7 +87,7 @@ def test_modules_added_and_local_modules_win(tmp_path):
     assert int(n_gyro) - int(n_bare) <= 10     # the bridge adds at most 10 modules
 
 
-@pytest.mark.parametrize("imports", ["", "import logging\n"])
+@pytest.mark.parametrize("imports", ["", "import logging\n"], ids=["plain", "logging"])
 def test_fork_without_and_with_exec(tmp_path, imports):
     """With `import logging` too: its at-fork hooks run Python code; the bridge's shipper once
     restarted from inside them and os.fork() counted it (a DeprecationWarning python does not
