@@ -8,11 +8,10 @@ compiles it too; this covers a checkout edited since.
 from __future__ import annotations
 
 import compileall
-from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
+from gyroscope.bridges.owncode import GYROSCOPE_DIRS
 
 
 def compile_gyroscope() -> None:
-    for pkg in ("agent", "bridges", "cyext", "schedulers"):
-        compileall.compile_dir(str(PROJECT / pkg), quiet=1)
+    for pkg in GYROSCOPE_DIRS:
+        compileall.compile_dir(pkg, quiet=1)

@@ -54,7 +54,7 @@ def looks_like_program(path: str) -> bool:
     return _stdlib_re().search(path) is None
 
 
-def _stdlib_re():  # noqa: ANN202
+def _stdlib_re():
     """The standard library's path pattern, compiled on first use (the watcher's side only)."""
     global _STDLIB
     if _STDLIB is None:

@@ -83,6 +83,12 @@ def _tid(text: str) -> int:
         return 0
 
 
+def _thread_label(name: str) -> tuple[int, str] | None:
+    """(native thread id, name) of py-spy's "thread (N): name" label frame; None for others."""
+    m = _THREAD.match(name)
+    return (_tid(m.group(1)), m.group(2) or "") if m else None
+
+
 def parse_chrometrace(events: list[dict], origin_ns: int) -> list[Span]:
     """py-spy's chrometrace events -> Spans, in the order of their start per thread. `origin_ns` is
     the monotonic time of ts = 0 (when the chunk was started)."""
@@ -94,13 +100,12 @@ def parse_chrometrace(events: list[dict], origin_ns: int) -> list[Span]:
     # its name is set): take the best label seen for that index anywhere in the chunk
     labels: dict[tuple[int, int], tuple[int, str]] = {}
     for ev in events:
-        args = ev.get("args") or {}
-        if ev.get("ph") == "B" and not args.get("filename"):
-            m = _THREAD.match(str(ev.get("name") or ""))
-            if m:
+        if ev.get("ph") == "B" and not (ev.get("args") or {}).get("filename"):
+            got = _thread_label(str(ev.get("name") or ""))
+            if got:
                 key = (int(ev.get("pid") or 0), int(ev.get("tid") or 0))
-                if key not in labels or (m.group(2) and not labels[key][1]):
-                    labels[key] = (_tid(m.group(1)), m.group(2) or "")
+                if key not in labels or (got[1] and not labels[key][1]):
+                    labels[key] = got
 
     def parsed(ev: dict) -> tuple[Frame | None, tuple[int, str] | None]:
         """(the frame, or None for a label or a shim frame; the thread label (native id, name))."""
@@ -110,9 +115,7 @@ def parse_chrometrace(events: list[dict], origin_ns: int) -> list[Span]:
         if line:
             return Frame(str(args.get("filename") or ""), label, line), None
         if not args.get("filename"):
-            m = _THREAD.match(label)              # "thread (...)" / "process ..." labels
-            if m:
-                return None, (_tid(m.group(1)), m.group(2) or "")
+            return None, _thread_label(label)     # "thread (...)" / "process ..." labels
         return None, None                         # shim frames (CPython 3.13 entry frames)
 
     def close(key: tuple[int, int], ts: int) -> None:

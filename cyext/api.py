@@ -233,16 +233,17 @@ class PoolAPI:
             for c in ids.tolist():
                 if not self._is_alloc(c):
                     raise KernelError(f"cell {c} is not allocated")
-        return views.stack_records([self._record(c) for c in ids.tolist()])
+        weights = self._core_weights()
+        return views.stack_records([self._record(c, weights) for c in ids.tolist()])
 
     @_locked
     def record(self, cell_id: int) -> dict:
         """One cell's record as plain Python values (views.record_of)."""
-        return self._record(self._check_cell(cell_id))
+        return self._record(self._check_cell(cell_id), self._core_weights())
 
-    def _record(self, cid: int) -> dict:
+    def _record(self, cid: int, weights: list[int]) -> dict:
         row = self._row(cid)
-        return views.record_of(cid, row, self._core_weights()[row["resonance_key"]])
+        return views.record_of(cid, row, weights[row["resonance_key"]])
 
     # ---- graph queries ----------------------------------------------------------------------
     def bucket_weights(self) -> np.ndarray:

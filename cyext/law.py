@@ -58,15 +58,15 @@ _u, _v = (_w >> 6) & 0x3F, _w & 0x3F
 
 def _step_table() -> np.ndarray:
     """STEP_TABLE, (4096, 256) uint16: next omega12 for every (omega12, byte). Built on first use
-    (module __getattr__): 2 MiB that a session (the engines step with the byte tables) never
-    reads, and the watcher's RSS is part of what attach costs. In uint16 throughout: int64
-    temporaries of this shape would cost 8 MiB each."""
+    (module __getattr__): 2 MiB that only the law hash (snapshots, ledgers) and the twin read.
+    In uint16 throughout: int64 temporaries of this shape would cost 8 MiB each."""
     table = globals().get("STEP_TABLE")
     if table is None:
         table = (((_v.astype(np.uint16)[:, None] ^ EPS_A6.astype(np.uint16)[None, :]) << np.uint16(6))
                  | (_u.astype(np.uint16)[:, None] ^ MR_EB.astype(np.uint16)[None, :]))
         globals()["STEP_TABLE"] = table
     return table
+
 
 STATE24 = np.array(core.STATE24, dtype=np.uint32)
 CHI6 = _u8(core.CHI6)
@@ -99,7 +99,7 @@ def parity_commitments(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def resonance_key_of(omega12: np.ndarray, profile_id: int) -> np.ndarray:
-    """lawcore.resonance_key, vectorised."""
+    """The resonance key of each omega12: chi6 (profile chirality) or its shell (profile shell)."""
     chi = CHI6[omega12]
     return chi if profile_id == 0 else POPCOUNT6[chi]
 

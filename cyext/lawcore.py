@@ -186,8 +186,3 @@ def is_int(x: object) -> bool:
         return not isinstance(x, bool)
     np = sys.modules.get("numpy")   # a numpy integer exists only if numpy is loaded
     return np is not None and isinstance(x, np.integer)
-
-
-def resonance_key(omega12: int, profile_id: int) -> int:
-    chi = CHI6[omega12]
-    return chi if profile_id == 0 else POPCOUNT6[chi]

@@ -12,12 +12,6 @@ from typing import Any
 
 from . import lawcore as law
 
-SCALAR_FIELDS = ("cell_id", "step", "omega12", "state24", "last_byte", "family", "micro_ref", "q6", "chi6",
-                 "shell", "horizon_distance", "ab_distance", "omega_sig", "parity_O12", "parity_E12",
-                 "parity_bit", "resonance_key", "current_resonance", "effective_support", "occupation",
-                 "spectral_damping", "stabilizer_type", "valid_len", "has_closed_word", "u6", "v6",
-                 "chi_support_ratio", "shell_entropy", "spectral_peak_ratio")
-
 # Each field's numpy dtype and per-cell shape in PoolAPI.records (the order of a record).
 FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
     "cell_id": ("u4", ()), "step": ("u8", ()), "omega12": ("i4", ()), "state24": ("i4", ()),
