@@ -6,20 +6,31 @@ counts), calls, samples running / waiting, CPU share, wait time, wait episodes a
 distinct threads that waited.
 
 What the numbers are (and are not):
-- iterations_per_s: the median over windows of a loop's rate per second of its running (CPU)
-  time, from timed hits: after each re-arm (at a random moment of the window) and WARM + a random
-  skip of hits, the gaps between K - WARM consecutive hits of one thread, each from the return of
-  one callback to the start of the next, less the dispatch cost of a callback that the process
-  measured on itself (bridges/_inproc.pyx, bridges/channel.py). An estimate: benchmarks/accuracy.py
-  measures -3% .. +12% (medians of 3, four series) on tight loops of ~40-55 ns per iteration, where the
-  dispatch cost (~35 ns) is as large as the body; loops with heavier bodies are less affected.
-- iterations: exact when the loop never ran K times in a window (`iterations_exact`); else the
-  windows that did not saturate count exactly and the rest is the median rate times the loop's
-  sampled running time beyond them (see _extrapolate; a loop that encloses other loops gets no
-  running samples of its own, so its count is then the hits seen: a lower bound). The error is
-  the rate's plus the running time's (the time before py-spy's first sample, 10-20 ms after
-  the program's first line, is shared by the loops counted since before it:
-  bridges/run_source.py); benchmarks/accuracy.py: -15% .. +13% on 0.3-0.5 s programs.
+- iterations_per_s: a loop's rate per second of its running (CPU) time, from one of two sources
+  (`iterations_per_s_source`):
+  - "uninstrumented": a for-loop over a range, list or tuple (CPython 3.12 and 3.13). The bridge
+    reads the loop's own iterator where the interpreter keeps it, at the end of each window's
+    burst of hits and again when the loop ends (or at the next re-arm while it still runs); the
+    items it handed out in between are the iterations the loop ran with no callback at all, and
+    the thread's CPU clock gives their time (bridges/_inproc.pyx, "spans"). A measurement, not a
+    correction: benchmarks/accuracy.py, single runs of 0.3-0.5 s programs: -3% .. +5%.
+  - "timed hits", for the other loops (while loops, generators, dicts, ...): the median over
+    windows of the timed hits: after each re-arm (at a random moment of the window) and WARM + a
+    random skip of hits, the gaps between K - WARM consecutive hits of one thread, each from the
+    return of one callback to the start of the next, less the dispatch cost of a callback that
+    the process measured on itself (bridges/channel.py). An estimate: -10% .. +30% in single
+    runs on tight loops of ~40-55 ns per iteration, where the dispatch cost (~35 ns) is as large
+    as the body; loops with heavier bodies are less affected.
+- iterations: exact when the loop never ran K times in a window (`iterations_exact`). Else
+  `iterations_counted` were counted exactly (the hits, and for the loops above the iterations the
+  iterator says ran between them), and the count is that or, when more, the rate times the
+  loop's sampled running time (see _extrapolate; a loop that encloses other loops gets no running
+  samples of its own, so its count is then what was counted: a lower bound). A loop that runs in
+  one call is counted exactly this way; for one called many times the error is the sampled
+  running time's (the time before py-spy's first sample, 10-20 ms after the program's first
+  line, is shared by the loops counted since before it: bridges/run_source.py).
+  benchmarks/accuracy.py, single runs: -3% .. +4% where the loop has most of the CPU; a loop
+  with a quarter of the CPU in 2 ms alternations carries the sampler's share error (-13% .. -5%).
 - cpu_share: the entity's CPU time over the process's CPU time (while sampled: from about the
   program's first line; the interpreter's start-up has no Python frame). From outside (py-spy +
   /proc, bridges/pyspy.py) a SAMPLE_RUN's duration is the CPU time the kernel counted for that
@@ -59,6 +70,9 @@ class EntityStats:
     library: bool = False        # a library's loop, seen through the program's calls (stacks.library_loop)
     saturated_hits: int = 0      # hits counted in windows that saturated (K each): a lower bound
     rates: list[tuple[int, float]] = field(default_factory=list)   # (when, rate) of each timed burst
+    iter_read: int = 0           # iterations no hit counted, read from the loop's iterator: exact
+    free_iters: int = 0          # iterations run with no callback, in free_ns of thread CPU time
+    free_ns: int = 0
     call_exact: int = 0
     call_saturated: int = 0
     call_rates: list[tuple[int, float]] = field(default_factory=list)
@@ -129,24 +143,40 @@ def _burst_median(rates: list[tuple[int, float]]) -> float:
     return pts[mid] if len(pts) % 2 else (pts[mid - 1] + pts[mid]) / 2
 
 
-def _extrapolate(exact: int, saturated: int, rates: list[tuple[int, float]], run_ns: int) -> tuple[float, float]:
-    """(count, rate) of a duty-cycled counter: exact when no window saturated; else the windows
-    that did not saturate count exactly and the loop's sampled running time beyond the time they
-    stand for runs at the median measured rate (the windows' counts and the sampled time are joined
-    over the whole session, not per window: samples reach the session a chunk late). Never less
-    than the hits seen."""
-    if not saturated or not rates:
-        return float(exact + saturated), (exact * 1e9 / run_ns if exact and run_ns else 0.0)
-    rate = _burst_median(rates)
-    rest_s = max(0.0, run_ns / 1e9 - exact / rate)
-    return max(float(exact + saturated), exact + rate * rest_s), rate
+MIN_FREE_NS = 200_000   # a loop's own rate once it ran >= 0.2 ms with no callback (else the bursts')
 
 
-# What an estimated count or rate may be off by, relative (benchmarks/accuracy.py, medians of 3 on
-# 0.3-0.5 s programs of tight loops, 2026-12-01, four series: rates -3% .. +12%, counts -15% ..
-# +13%; single runs on a loaded machine up to twice that; the module docstring says where they
-# come from).
-ESTIMATE_ERROR = {"iterations_per_s": 0.15, "iterations": 0.20}
+def _rate(rates: list[tuple[int, float]], free_iters: int, free_ns: int) -> tuple[float, str]:
+    """A saturated loop's rate and where it comes from: "uninstrumented" (its iterator's items
+    over its thread's CPU time while no callback ran: bridges/_inproc.pyx "spans"), else "timed
+    hits" (the bursts, less the calibrated dispatch cost)."""
+    if free_ns >= MIN_FREE_NS and free_iters:
+        return free_iters * 1e9 / free_ns, "uninstrumented"
+    return (_burst_median(rates), "timed hits") if rates else (0.0, "")
+
+
+def _extrapolate(exact: int, saturated: int, rates: list[tuple[int, float]], run_ns: int,
+                 read: int = 0, free_iters: int = 0, free_ns: int = 0) -> tuple[float, float, str]:
+    """(count, rate, rate source) of a duty-cycled counter: exact when no window saturated; else
+    what was counted exactly (the hits, and what the loop's iterator says ran between them:
+    `read`) and the loop's sampled running time beyond the time those stand for, at its rate
+    (_rate; the counts and the sampled time are joined over the whole session, not per window:
+    samples reach the session a chunk late). Never less than what was counted."""
+    counted = exact + saturated + read
+    if not saturated:
+        return float(counted), (exact * 1e9 / run_ns if exact and run_ns else 0.0), ""
+    rate, source = _rate(rates, free_iters, free_ns)
+    if rate <= 0:
+        return float(counted), 0.0, ""
+    rest_s = max(0.0, run_ns / 1e9 - counted / rate)
+    return counted + rate * rest_s, rate, source
+
+
+# What an estimated count or rate may be off by, relative, by the rate's source (benchmarks/
+# accuracy.py on 0.3-0.5 s programs of tight loops, 2026-12-02, single runs; the module docstring
+# says where they come from).
+ESTIMATE_ERROR = {"uninstrumented": {"iterations_per_s": 0.05, "iterations": 0.10},
+                  "timed hits": {"iterations_per_s": 0.30, "iterations": 0.30}}
 
 MAX_THREADS_KEPT = 256   # an entity's distinct threads kept (a thread per request must not grow a session)
 
@@ -240,6 +270,12 @@ class Measurements:
                 # gc pauses; coroutine steps that blocked the event loop (>= 100 ms each, exact)
                 st.waits += ev.count
                 st.wait_ns += ev.duration_ns
+        for r in obs.loop_reads:
+            st = self.get(r.entity)
+            touched.add(r.entity)
+            st.iter_read += r.iterations
+            st.free_iters += r.free_iterations
+            st.free_ns += r.free_ns
         for lw in obs.locks:
             st = self.get(lw.entity)
             touched.add(lw.entity)
@@ -251,16 +287,20 @@ class Measurements:
 
     def as_dict(self, ent: Entity) -> dict[str, Any]:
         st = self.get(ent)
-        iterations, ips = _extrapolate(st.exact_hits, st.saturated_hits, st.rates, st.run_ns)
-        calls, _ = _extrapolate(st.call_exact, st.call_saturated, st.call_rates, st.run_ns)
+        iterations, ips, ips_source = _extrapolate(st.exact_hits, st.saturated_hits, st.rates, st.run_ns,
+                                                   st.iter_read, st.free_iters, st.free_ns)
+        calls, _, _ = _extrapolate(st.call_exact, st.call_saturated, st.call_rates, st.run_ns)
         waits = st.waits or (1 if st.wait_ns else 0)
         out = {
             "iterations": int(round(iterations)),
             "iterations_per_s": float(ips),
             "iterations_exact": not st.saturated_hits,
+            # counted exactly (hits, and iterator readings between them): the count is never less
+            "iterations_counted": st.exact_hits + st.saturated_hits + st.iter_read,
+            "iterations_per_s_source": ips_source,
             # the expected relative error of what is estimated (0.0: exact, or nothing to estimate)
-            "iterations_error": ESTIMATE_ERROR["iterations"] if st.saturated_hits else 0.0,
-            "iterations_per_s_error": ESTIMATE_ERROR["iterations_per_s"] if st.rates else 0.0,
+            "iterations_error": ESTIMATE_ERROR[ips_source or "timed hits"]["iterations"] if st.saturated_hits else 0.0,
+            "iterations_per_s_error": ESTIMATE_ERROR[ips_source]["iterations_per_s"] if ips_source else 0.0,
             "native_share": (_native_share(iterations, st.saturated_hits, st.run_ns) if ent.kind == "loop" else
                              _native_share(calls, st.call_saturated, st.run_ns, BYTECODE_NS_PER_CALL)),
             "calls": int(round(calls)),

@@ -13,7 +13,8 @@ What it does
   DISABLE. Each location is counted K + skip times per window (K=320 under `gyroscope run`, skip
   drawn per window in 0..1023), then DISABLEd; the gaps between its last K - WARM hits (WARM=256),
   each from the return of one callback to the start of the next (so the callback's own work is
-  not in them), give the rate: the median of their four quarters' means (a quarter with a
+  not in them), give the rate of a loop with no range iterator to read (see "spans" below for
+  the others): the median of their four quarters' means (a quarter with a
   preemption in it is left out), less the dispatch cost the process measured on itself
   (_calibrate_here, once, ~1-2 ms at its first window). WARM is past the small-int cache on
   purpose: the first 256 iterations of a `for i in range(n)` loop make no new ints and run ~40%
@@ -43,7 +44,8 @@ Wire format (native byte order; the reader is on the same machine): frames of
   u32 len_file, u32 len_qualname, file, qualname (UTF-8)
 - WINDOW 3 / FINAL 4: i64 t_ns, u64 raw callbacks, u64 dropped, u64 callback errors,
   u32 n_hits, u32 n_threads, then n_hits x (u32 slot, u32 hits, i64 t_first, i64 span,
-  u64 thread ident, u64 second thread ident), n_threads x (u64 ident, u64 native id),
+  u64 thread ident, u64 second thread ident, u64 iter_read, u64 free_iters, i64 free_ns; a slot
+  with no hits but iterator readings has hits 0; see "spans"), n_threads x (u64 ident, u64 native id),
   3 x (i64 collections, i64 total pause ns, i64 longest ns, i64 first start ns) for gc
   generations 0-2, then the coroutine steps (see _build_steps), then f64 near and f64 far: this
   process's dispatch cost of a callback (see calibrate; 0.0 until measured). span, when the slot
@@ -60,6 +62,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.types cimport clockid_t
 
 import gc as _gc
 import marshal as _marshal
@@ -145,6 +148,122 @@ cdef extern from "<sys/syscall.h>" nogil:
 cdef extern from "<errno.h>" nogil:
     int errno
     int EINTR
+
+
+# The loop's iterator, read where CPython keeps it (3.12 and 3.13, with the GIL; elsewhere the
+# spans are off and every count beyond the hits is estimated, as before). See "Spans" below.
+cdef extern from *:
+    """
+    #include <time.h>
+    #if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    #define GYRO_FRAMES 1
+    /* the head of CPython's _PyInterpreterFrame (Include/internal/pycore_frame.h): the same
+       offsets in 3.12 (f_code, prev_instr) and 3.13 (f_executable, instr_ptr) */
+    typedef struct { PyObject *f_executable; void *previous; PyObject *f_funcobj; PyObject *f_globals;
+        PyObject *f_builtins; PyObject *f_locals; PyObject *frame_obj; uint16_t *instr_ptr;
+        int stacktop; uint16_t return_offset; char owner; PyObject *localsplus[1]; } gyro_iframe;
+    /* _PyRangeIterObject, and _PyListIterObject / _PyTupleIterObject (pycore_range.h, pycore_list.h,
+       pycore_tuple.h) */
+    typedef struct { PyObject_HEAD long start; long step; long len; } gyro_rangeiter;
+    typedef struct { PyObject_HEAD Py_ssize_t it_index; PyObject *it_seq; } gyro_seqiter;
+    static PyTypeObject *gyro_t_range = NULL, *gyro_t_list = NULL, *gyro_t_tuple = NULL;
+    static void *gyro_frame_of(PyThreadState *ts) {
+    #if PY_VERSION_HEX >= 0x030D0000
+        return (void *)ts->current_frame;
+    #else
+        return ts->cframe ? (void *)ts->cframe->current_frame : NULL;
+    #endif
+    }
+    #else
+    #define GYRO_FRAMES 0
+    typedef struct { int unused; } gyro_iframe;
+    static PyTypeObject *gyro_t_range = NULL, *gyro_t_list = NULL, *gyro_t_tuple = NULL;
+    static void *gyro_frame_of(PyThreadState *ts) { (void)ts; return NULL; }
+    #endif
+
+    static int gyro_frames_init(PyObject *r, PyObject *l, PyObject *t) {
+        if (!GYRO_FRAMES || !PyType_Check(r) || !PyType_Check(l) || !PyType_Check(t)) return 0;
+        gyro_t_range = (PyTypeObject *)r; gyro_t_list = (PyTypeObject *)l; gyro_t_tuple = (PyTypeObject *)t;
+        Py_INCREF(r); Py_INCREF(l); Py_INCREF(t);
+        return 1;
+    }
+
+    /* The iterator of the for-loop whose backward jump is running in frame fp (the top of its
+       value stack), if it is a range iterator; else NULL (borrowed). List and tuple iterators
+       are not taken: holding one keeps its list alive after a `break`, and the program would see
+       its items' finalizers run later than under python. */
+    static PyObject *gyro_loop_iter(void *fp) {
+    #if GYRO_FRAMES
+        gyro_iframe *f = (gyro_iframe *)fp;
+        if (f == NULL || f->f_executable == NULL || !PyCode_Check(f->f_executable)) return NULL;
+        PyCodeObject *co = (PyCodeObject *)f->f_executable;
+        if (f->stacktop <= co->co_nlocalsplus || f->stacktop > co->co_nlocalsplus + co->co_stacksize) return NULL;
+        PyObject *o = f->localsplus[f->stacktop - 1];
+        if (o == NULL) return NULL;
+        PyTypeObject *t = Py_TYPE(o);
+        return t == gyro_t_range ? o : NULL;
+    #else
+        (void)fp; return NULL;
+    #endif
+    }
+
+    /* How far the iterator has gone (grows by one per item taken); *done: it is exhausted. */
+    static int64_t gyro_iter_pos(PyObject *o, int *done) {
+    #if GYRO_FRAMES
+        if (Py_TYPE(o) == gyro_t_range) { long n = ((gyro_rangeiter *)o)->len; *done = n <= 0; return -(int64_t)n; }
+        *done = ((gyro_seqiter *)o)->it_seq == NULL;
+        return (int64_t)((gyro_seqiter *)o)->it_index;
+    #else
+        (void)o; *done = 1; return 0;
+    #endif
+    }
+
+    /* Letting go of our reference frees nothing but (maybe) the iterator itself: no code runs. */
+    static int gyro_frees_only_itself(PyObject *o) {
+    #if GYRO_FRAMES
+        return Py_REFCNT(o) > 1 || Py_TYPE(o) == gyro_t_range || ((gyro_seqiter *)o)->it_seq == NULL;
+    #else
+        (void)o; return Py_REFCNT(o) > 1;
+    #endif
+    }
+
+    /* Is the thread state still one of the interpreter's (a thread that ended is not)? */
+    static int gyro_ts_alive(PyThreadState *ts) {
+        PyThreadState *t = PyInterpreterState_ThreadHead(PyInterpreterState_Get());
+        for (; t != NULL; t = PyThreadState_Next(t)) if (t == ts) return 1;
+        return 0;
+    }
+
+    /* 2: frame fp is on thread ts's stack and executing bytecode offset lo..hi (the loop, or a
+       call made from it); 1: on the stack elsewhere; 0: not on the stack (it returned). */
+    static int gyro_frame_state(PyThreadState *ts, void *fp, int lo, int hi) {
+    #if GYRO_FRAMES
+        gyro_iframe *f = (gyro_iframe *)gyro_frame_of(ts);
+        for (int depth = 0; f != NULL && depth < 100000; depth++, f = (gyro_iframe *)f->previous) {
+            if ((void *)f != fp) continue;
+            if (f->f_executable == NULL || !PyCode_Check(f->f_executable) || f->instr_ptr == NULL) return 1;
+            Py_ssize_t off = (char *)f->instr_ptr - ((PyCodeObject *)f->f_executable)->co_code_adaptive;
+            return (off >= lo && off <= hi) ? 2 : 1;
+        }
+    #else
+        (void)ts; (void)fp; (void)lo; (void)hi;
+    #endif
+        return 0;
+    }
+    """
+    int GYRO_FRAMES
+    int gyro_frames_init(object r, object l, object t)
+    void* gyro_frame_of(PyThreadState* ts) nogil
+    PyObject* gyro_loop_iter(void* fp) nogil
+    int64_t gyro_iter_pos(PyObject* o, int* done) nogil
+    int gyro_ts_alive(PyThreadState* ts)
+    int gyro_frees_only_itself(PyObject* o)
+    int gyro_frame_state(PyThreadState* ts, void* fp, int lo, int hi)
+    PyThreadState* PyThreadState_Get()
+    void Py_INCREF(PyObject*)
+    void Py_DECREF(PyObject*)
+    int pthread_getcpuclockid(unsigned long thread, clockid_t* clock_id) nogil
+    unsigned long pthread_self() nogil
 
 
 DEF MAX_SLOTS = 65536
@@ -380,6 +499,9 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     _last_tid[s] = 0
     _base[s] = WARM_HITS if kind == 0 else CALL_WARM
     _draw(s)
+    _iter_read[s] = 0
+    _free_iters[s] = 0
+    _free_ns[s] = 0
     _step_t0[s] = 0
     _step_n[s] = 0
     _long_n[s] = 0
@@ -421,6 +543,199 @@ cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
     return <int64_t>(t * (h - _base[s]))
 
 
+# ---- spans: the loop's own iterator counts what the hits do not -----------------------------
+# A for-loop over a range keeps its iterator on the frame's value stack, and the iterator knows
+# how many items it has handed out. At a loop hit, the bridge takes a reference to
+# that iterator and notes its position (a span); when the span closes, the items taken since are
+# exactly the iterations run since, the hits included: those not counted by hits are shipped as
+# `iter_read`. A span closes at the next event of its frame outside the loop (the loop ended: a
+# return, a yield, a backward jump of an enclosing or later loop), at a hit of its slot on
+# another iterator (a new run of the loop), at the re-arm (under the GIL, in the shipper) and at
+# exit. From the end of the slot's burst (its last hit of the window, DISABLE) to that close the
+# loop ran with no callback at all: when the close time is known (an event of its frame, or the
+# re-arm while the frame still runs the loop), the items taken and the thread's CPU time give
+# the loop's own rate, measured, not corrected for the callbacks (`free_iters`, `free_ns`).
+# Holding a range iterator changes nothing the program can see: it refers to no other object and
+# has no finalizer (a list or tuple iterator would keep its list alive after a `break`: not taken;
+# the release machinery below stays for any iterator that could hold objects).
+DEF MAX_SPANS = 32
+
+cdef struct Span:
+    int slot
+    bint shared            # another slot of the same loop (a `continue`) hit it too: no rate
+    bint burst             # the slot's burst ended in this span: pos_b, cpu_b are set
+    bint clk_ok
+    PyObject* it           # a strong reference
+    void* frame
+    PyThreadState* ts
+    clockid_t clk          # the thread's CPU-time clock
+    int64_t pos0           # the iterator's position at the span's first hit
+    int64_t pos_b
+    int64_t cpu_b
+    uint32_t hits          # hits on this iterator in the span (the first one included)
+    int lo                 # the loop's bytecode: dest .. offset of its backward jump
+    int hi
+
+cdef Span _spans[MAX_SPANS]
+cdef int _n_spans = 0
+cdef bint _spans_on = False
+cdef uint64_t _iter_read[MAX_SLOTS]   # this window: iterations counted by spans, not by hits
+cdef uint64_t _free_iters[MAX_SLOTS]  # iterations run with no callback, in spans with a known end
+cdef int64_t _free_ns[MAX_SLOTS]      # their thread CPU time
+cdef PyObject* _release[MAX_SPANS]    # iterators to let go of on a program thread (see _span_close)
+cdef int _n_release = 0
+cdef uint64_t _spans_opened = 0
+cdef uint64_t _spans_timed = 0
+
+
+cdef inline int64_t _cpu_of(clockid_t clk, bint* ok) noexcept nogil:
+    cdef timespec ts
+    if clock_gettime(clk, &ts) != 0:
+        ok[0] = False
+        return 0
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef void _span_close(int j, int how, bint inside=False) noexcept:
+    """Close span j. how: 0, the end time is unknown (counts only); 1, the loop ended or paused
+    just now (an event of its frame); 2, from the shipper at the re-arm or exit: timed only if the
+    frame is still running the loop. `inside`: a yield in the loop's body, whose item's jump is
+    still to come (and counted as a hit if the slot is armed)."""
+    global _n_spans, _n_release, _spans_timed
+    cdef Span sp = _spans[j]
+    cdef int done = 0
+    cdef int64_t pos = gyro_iter_pos(sp.it, &done)
+    cdef int64_t n = pos - sp.pos0 - (<int64_t>sp.hits - 1)
+    if inside and _hits[sp.slot] < _lim[sp.slot]:
+        n -= 1
+    cdef int64_t cpu
+    cdef bint ok = sp.clk_ok
+    cdef bint timed = False
+    cdef int s = sp.slot
+    if n > 0:
+        _iter_read[s] += <uint64_t>n
+    if sp.burst and not sp.shared and how and pos > sp.pos_b:
+        if how == 1:
+            timed = True
+        elif not done and gyro_ts_alive(sp.ts):
+            timed = gyro_frame_state(sp.ts, sp.frame, sp.lo, sp.hi) == 2
+        if timed:
+            cpu = _cpu_of(sp.clk, &ok)
+            if ok and cpu > sp.cpu_b:
+                _free_iters[s] += <uint64_t>(pos - sp.pos_b)
+                _free_ns[s] += cpu - sp.cpu_b
+                _spans_timed += 1
+    # the table first, the reference last: freeing the iterator may run the program's code
+    _n_spans -= 1
+    if j != _n_spans:
+        _spans[j] = _spans[_n_spans]
+    if how != 2 or gyro_frees_only_itself(sp.it) or _n_release >= MAX_SPANS:
+        # in a callback no monitoring event fires (CPython suspends them while a callback runs),
+        # so what the release may run (finalizers) cannot come back into this table
+        Py_DECREF(sp.it)
+    else:
+        # the shipper holds the last reference to a list or tuple that a loop left with `break`:
+        # freeing it may run its items' finalizers, which must run on a program thread: the next
+        # callback lets go of it first thing (_release_spans), or the exit (_last_window)
+        _release[_n_release] = sp.it
+        _n_release += 1
+
+
+cdef void _release_spans() noexcept:
+    global _n_release
+    cdef PyObject* o
+    while _n_release > 0:
+        _n_release -= 1
+        o = _release[_n_release]
+        Py_DECREF(o)
+
+
+cdef void _close_all_spans() noexcept:
+    """Under the GIL, from the shipper (re-arm) or at exit."""
+    while _n_spans > 0:
+        _span_close(_n_spans - 1, 2)
+
+
+cdef void _forget_spans() noexcept:
+    """In a forked child: the spans were the parent's (their threads are not here)."""
+    global _n_spans
+    cdef int j
+    for j in range(_n_spans):
+        Py_DECREF(_spans[j].it)
+    _n_spans = 0
+    _release_spans()
+
+
+def span_counters():
+    """(spans opened, spans timed, spans open now, spans enabled) of this process."""
+    return _spans_opened, _spans_timed, _n_spans, _spans_on
+
+
+cdef void _span_event(int kind, int offset) noexcept:
+    """Any event: close the spans of this frame whose loop it is not in (the loop has ended)."""
+    cdef void* f = gyro_frame_of(PyThreadState_Get())
+    cdef int j = _n_spans - 1
+    cdef bint inside
+    while j >= 0:
+        inside = _spans[j].lo <= offset <= _spans[j].hi
+        if _spans[j].frame == f and (kind == 1 or kind == 3 or not inside):
+            _span_close(j, 1, kind == 3 and inside)
+        j -= 1
+        if j >= _n_spans:
+            j = _n_spans - 1
+
+
+cdef void _span_hit(int s, uint32_t h, int offset, int dest) noexcept:
+    """A hit of loop slot s: count it in the span of its iterator, opening one if needed; at the
+    end of the slot's burst, note where the loop starts to run free."""
+    global _n_spans, _spans_opened
+    cdef PyThreadState* ts = PyThreadState_Get()
+    cdef void* f = gyro_frame_of(ts)
+    cdef PyObject* it = gyro_loop_iter(f)
+    cdef int j
+    cdef int done = 0
+    cdef Span* sp
+    if it == NULL:
+        return
+    j = _n_spans - 1
+    while j >= 0 and _spans[j].it != it:
+        j -= 1
+    if j >= 0:
+        sp = &_spans[j]
+        sp.hits += 1
+        if sp.slot != s:
+            sp.shared = True
+    else:
+        j = _n_spans - 1           # a new run of the loop on this thread: the old one ended unseen
+        while j >= 0:
+            if _spans[j].slot == s and _spans[j].ts == ts:
+                _span_close(j, 0)
+                break
+            j -= 1
+        if _n_spans >= MAX_SPANS:
+            return
+        j = _n_spans
+        sp = &_spans[j]
+        sp.slot = s
+        sp.shared = False
+        sp.burst = False
+        sp.it = it
+        Py_INCREF(it)
+        sp.frame = f
+        sp.ts = ts
+        sp.clk_ok = pthread_getcpuclockid(pthread_self(), &sp.clk) == 0
+        sp.pos0 = gyro_iter_pos(it, &done)
+        sp.hits = 1
+        sp.lo = dest
+        sp.hi = offset
+        _n_spans += 1
+        _spans_opened += 1
+    if h >= _lim[s] and sp.slot == s and sp.clk_ok:
+        sp.pos_b = gyro_iter_pos(it, &done)
+        sp.cpu_b = _cpu_of(sp.clk, &sp.clk_ok)
+        sp.burst = True
+
+
 cdef inline object _hit(object code, int offset, int kind, int dest):
     """Count one hit; return DISABLE when the slot has had K hits in this window."""
     global _raw, _errors, last_error, _last_slot, _rearm_pending
@@ -447,6 +762,13 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
     _last_slot = s
     h = _hits[s] + 1
     _hits[s] = h
+    if _spans_on:
+        if _n_release:
+            _release_spans()
+        if _n_spans and kind == 0:
+            _span_event(kind, offset)
+        if kind == 0:
+            _span_hit(s, h, offset, dest)
     if h == 1:
         _t_first[s] = t_in
         _thread[s] = tid
@@ -542,6 +864,8 @@ def on_jump(code, int offset, int dest):
 def on_py_return(code, int offset, retval):
     if not _active:
         return _DISABLE
+    if _n_spans:
+        _span_event(1, offset)
     if <Py_ssize_t><void*>code in _coro:
         _step_end(code)
     return _hit(code, 0, 1, 0)
@@ -558,6 +882,8 @@ def on_py_resume(code, int offset):
 def on_py_yield(code, int offset, retval):
     if not _active:
         return _DISABLE
+    if _n_spans:
+        _span_event(3, offset)
     if <Py_ssize_t><void*>code in _coro:
         _step_end(code)
     return _hit(code, 0, 3, 0)
@@ -606,7 +932,7 @@ cdef void _build_hits() noexcept nogil:
     cdef uint32_t h
     cdef int64_t i64
     cdef uint64_t u64
-    cdef char rec[40]
+    cdef char rec[64]
     _out_len = 0
     i64 = _now()
     memcpy(rec, &i64, 8)
@@ -617,7 +943,7 @@ cdef void _build_hits() noexcept nogil:
     _put(&_out, &_out_len, &_out_cap, rec, 40)
     for s in range(_n_slots):
         h = _hits[s]
-        if h:
+        if h or _iter_read[s] or _free_ns[s]:
             # "span": the timed gaps as hits - WARM of the median quarter's mean (_burst_span)
             i64 = _burst_span(s, h) if h >= _lim[s] else 0
             memcpy(rec, &s, 4)
@@ -628,7 +954,13 @@ cdef void _build_hits() noexcept nogil:
             memcpy(rec + 24, &u64, 8)
             u64 = _thread2[s]
             memcpy(rec + 32, &u64, 8)
-            _put(&_out, &_out_len, &_out_cap, rec, 40)
+            memcpy(rec + 40, &_iter_read[s], 8)
+            memcpy(rec + 48, &_free_iters[s], 8)
+            memcpy(rec + 56, &_free_ns[s], 8)
+            _put(&_out, &_out_len, &_out_cap, rec, 64)
+            _iter_read[s] = 0
+            _free_iters[s] = 0
+            _free_ns[s] = 0
             _hits[s] = 0
             _thread[s] = 0
             _thread2[s] = 0
@@ -729,6 +1061,7 @@ cdef void _rearm_codes():
     coincide with gyroscope's own work on the window just shipped (decoding it on the other core
     slowed them by ~10%)."""
     global _errors, last_error, _rearm_pending
+    _close_all_spans()      # before the hits start again (see "spans")
     _rearm_pending = False
     codes = list(_rearm.values())
     _rearm.clear()
@@ -953,6 +1286,8 @@ def _last_window() -> None:
         extras = _drain_python()
     except BaseException:
         extras = []
+    _close_all_spans()
+    _release_spans()
     with nogil:
         pthread_mutex_lock(&_send_mu)   # a window the shipper may be sending (it holds no GIL then)
     _build_hits()
@@ -1072,7 +1407,11 @@ def _after_fork_child() -> None:
     if _sock >= 0:
         close(_sock)   # the parent's connection stays the parent's
         _sock = -1
+    _forget_spans()
     for s in range(_n_slots):   # what the parent counted before the fork is the parent's
+        _iter_read[s] = 0
+        _free_iters[s] = 0
+        _free_ns[s] = 0
         _hits[s] = 0
         _thread[s] = 0
         _thread2[s] = 0
@@ -1105,10 +1444,11 @@ cdef void _set_ptracer() noexcept nogil:
 
 # ---- start ---------------------------------------------------------------------------------
 def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follow=True,
-          long tracer_pid=0) -> bool:
-    """Connect to gyroscope and start watching. False (and nothing changed) when it cannot."""
+          long tracer_pid=0, bint spans=True) -> bool:
+    """Connect to gyroscope and start watching. False (and nothing changed) when it cannot.
+    `spans`: read the loops' iterators (see "spans"; only on CPython 3.12 and 3.13)."""
     global _predicate, _DISABLE, _k, _window_ns, _follow, _tool, _active, _started, LOCAL_EVENTS
-    global _tracer_pid
+    global _tracer_pid, _spans_on
     cdef bytes p = socket_path.encode("utf-8", "surrogateescape")
     if _started or len(p) >= 108:
         return False
@@ -1130,6 +1470,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follo
     _k = k if k > WARM_HITS + 1 else WARM_HITS + 2
     _window_ns = <int64_t>(window_s * 1e9)
     _follow = follow
+    _spans_on = spans and gyro_frames_init(type(iter(range(0))), type(iter([])), type(iter(()))) == 1
     _hello(False)
     mon = _sys.monitoring
     E = mon.events

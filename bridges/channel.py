@@ -15,6 +15,9 @@ Conventions of the events (see bridges/events.py):
   dispatch cost of a callback per gap (`dispatch_ns`: (near, far), by how many of the jump's
   offsets are past the small-int cache), measured by each process on itself at its first window
   (shipped with every window), else by the gyroscope process.
+- Loops counted from their range iterator (bridges/_inproc.pyx "spans") come as
+  Observation.loop_reads (LoopRead: iterations no hit counted, and the uninstrumented
+  iterations and thread CPU time that give the loop's own rate), not as events.
 - GC: the collections of one generation in the window (`count`), `duration_ns` their pause.
 Entities of the program's first process have pid 0; those of other processes carry their pid.
 """
@@ -33,14 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gyroscope.bridges import codemap, procfs
-from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LockWindow, Observation
+from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LockWindow, LoopRead, Observation
 from gyroscope.bridges.lockstats import LockStats
 
 T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA, T_LIVE = 1, 2, 3, 4, 5, 16
 WARM, CALL_WARM = 256, 8   # bridges/_inproc.pyx WARM_HITS (loops) and CALL_WARM (the other slots)
 _KIND_EVENT = {0: EventKind.LOOP_ITER, 1: EventKind.CALL, 2: EventKind.RESUME, 3: EventKind.YIELD}
 _SLOT = struct.Struct("=IIiiiII")
-_HIT = struct.Struct("=IIqqQQ")
+_HIT = struct.Struct("=IIqqQQQQq")
 _HEAD = struct.Struct("=qQQQII")
 _GC = struct.Struct("=qqqq")
 _THREAD = struct.Struct("=QQ")
@@ -99,6 +102,7 @@ class ChannelServer:
         self.processes: dict[int, ProcessInfo] = {}
         self.errors: list[str] = []
         self._events: list[Event] = []
+        self._loop_reads: list[LoopRead] = []
         self._lock_windows: list[LockWindow] = []
         self.lockstats: dict[int, LockStats] = {}   # per process: the profiled locks' sites
         self._actions: list[tuple[int, int, dict[str, Any]]] = []   # (pid, index, action): live.report()
@@ -252,13 +256,14 @@ class ChannelServer:
                     ev.duration_ns = self._duration(span, count, far, None, warm)
                 self._unpriced = []
             events, self._events = self._events, []
+            reads, self._loop_reads = self._loop_reads, []
             locks, self._lock_windows = self._lock_windows, []
             actions, self._actions = self._actions, []
             raw, self._raw = self._raw, 0
             dropped, self._dropped = self._dropped, 0
             errors, self.errors = self.errors, []
         obs = Observation(self._t_last, now, events=events, raw_events=raw, dropped=dropped, errors=errors,
-                          locks=locks, actions=actions)
+                          locks=locks, actions=actions, loop_reads=reads)
         self._t_last = now
         return obs
 
@@ -372,9 +377,14 @@ class ChannelServer:
         epid = self._entity_pid(proc)
         events: list[Event] = []
         unpriced: list[tuple[Event, int, int, int, int]] = []
-        for slot, count, t_first, span, ident, ident2 in hits:
+        reads: list[LoopRead] = []
+        for slot, count, t_first, span, ident, ident2, read, free_iters, free_ns in hits:
             ent, ekind = self._entity(proc, epid, slot)
             if ent is None:
+                continue
+            if read or free_ns:
+                reads.append(LoopRead(ent, read, free_iters, free_ns))
+            if not count:
                 continue
             thread = proc.natives.get(ident, ident)
             thread2 = proc.natives.get(ident2, ident2) if ident2 else 0
@@ -404,6 +414,7 @@ class ChannelServer:
                 events.extend(coroutine_step_events(ent, n, n_long, total, longest, long_total, long_t0))
         with self._lock:
             self._events.extend(events)
+            self._loop_reads.extend(reads)
             self._unpriced.extend(unpriced)
             self._raw += max(0, raw - proc.raw_events) + sum(g[0] for g in gcs)
             self._dropped += max(0, dropped - proc.dropped)

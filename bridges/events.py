@@ -132,6 +132,18 @@ class Event:
 
 
 @dataclass(slots=True)
+class LoopRead:
+    """What the in-process bridge read from one loop's iterator in one window (bridges/_inproc.pyx,
+    "spans"): `iterations` the loop ran that no hit counted, exact; of the iterations it ran with
+    no callback at all, `free_iterations` in `free_ns` of its thread's CPU time, where the end of
+    that stretch is known: the loop's own rate, measured."""
+    entity: Entity
+    iterations: int = 0
+    free_iterations: int = 0
+    free_ns: int = 0
+
+
+@dataclass(slots=True)
 class ThreadInfo:
     native_id: int
     name: str
@@ -172,6 +184,7 @@ class Observation:
     # what the program changed because of live decisions (schedulers/live.py report()):
     # (pid, index in that process, the action dict as last shipped)
     actions: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+    loop_reads: list[LoopRead] = field(default_factory=list)   # iterator readings (bridges/_inproc.pyx)
 
 
 class Source(Protocol):

@@ -116,6 +116,7 @@ class MultiSource:
             obs.dropped += p.dropped
             obs.errors += p.errors
             obs.stacks += p.stacks
+            obs.loop_reads += p.loop_reads
         obs.errors += self.errors
         self.errors = []
         self._t_last = now

@@ -207,3 +207,4 @@ def _merge(into: Observation, other: Observation) -> None:
     into.dropped += other.dropped
     into.errors.extend(other.errors)
     into.stacks.extend(other.stacks)
+    into.loop_reads.extend(other.loop_reads)

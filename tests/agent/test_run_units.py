@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gyroscope.agent.measure import Measurements
+from gyroscope.agent.measure import ESTIMATE_ERROR, MIN_FREE_NS, Measurements
 from gyroscope.agent.session import Session
-from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, Observation, WaitKind
+from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LoopRead, Observation, WaitKind
 from gyroscope.bridges.owncode import OwnCode
 from gyroscope.bridges.serializer import KIND_CODE, TABLE, Serializer
 
@@ -134,6 +134,31 @@ def test_measure_extrapolates_saturated_loops():
     assert d["iterations_per_s"] == pytest.approx(1e6)
     assert d["iterations"] == pytest.approx(1e5, rel=1e-6)
     assert d["cpu_share"] == 1.0 and d["samples_running"] == 10
+
+
+def test_measure_prefers_the_iterator_readings_to_the_timed_hits():
+    """A range loop's readings (LoopRead): the uninstrumented rate replaces the bursts', and what
+    was counted exactly is a floor the estimate never goes under."""
+    m = Measurements()
+    loop = Entity(EntityKind.LOOP, "a.py", "f", 3)
+    m.update(Observation(0, 200_000_000, [
+        Event(loop, "iter", EventKind.LOOP_ITER, 1, 0, 65, 64_000),           # bursts: 1e6 it/s
+        Event(loop, "run", EventKind.SAMPLE_RUN, 1, 0, 10, 100_000_000),       # ran 0.1 s
+    ], loop_reads=[LoopRead(loop, 150_000, 100_000, 50_000_000)]))            # read: 2e6 it/s
+    d = m.as_dict(loop)
+    assert d["iterations_per_s"] == pytest.approx(2e6) and d["iterations_per_s_source"] == "uninstrumented"
+    assert d["iterations_counted"] == 65 + 150_000
+    assert d["iterations"] == pytest.approx(2e5, rel=1e-6)        # 2e6/s over the 0.1 s sampled
+    assert d["iterations_per_s_error"] == ESTIMATE_ERROR["uninstrumented"]["iterations_per_s"]
+    # the sampled time says less than was counted: the count is what was counted
+    m.update(Observation(0, 1, loop_reads=[LoopRead(loop, 500_000, 0, 0)]))
+    assert m.as_dict(loop)["iterations"] == 65 + 650_000
+    # too little uninstrumented time (< MIN_FREE_NS): the bursts' rate, and it says so
+    other = Entity(EntityKind.LOOP, "a.py", "g", 7)
+    m.update(Observation(0, 1, [Event(other, "iter", EventKind.LOOP_ITER, 1, 0, 65, 64_000)],
+                         loop_reads=[LoopRead(other, 10, 10, MIN_FREE_NS - 1)]))
+    d = m.as_dict(other)
+    assert d["iterations_per_s"] == pytest.approx(1e6) and d["iterations_per_s_source"] == "timed hits"
 
 
 def test_measure_joins_counts_and_sampled_time_over_the_session_and_estimates_native_time():

@@ -27,36 +27,26 @@ _spec.loader.exec_module(bench)
 pytestmark = pytest.mark.slow
 REPEAT = 3      # medians of 3 runs: one run straddles the tolerance band on 2 shared cores
 
-# measured on 2026-12-01 (`benchmarks/accuracy.py --repeat 3`, quiet machine, and several
-# shorter series on a loaded one); errors: got / truth - 1, or points of CPU share
-_COUNT = ("iterations = the median burst rate (+-10%) x the loop's sampled running time (the time "
-          "before py-spy's first sample shared by the loops counted since before it); a 0.3 s "
-          "program's per-loop split carries the sampler's statistics; ")
-_LOAD = ("in tolerance on a quiet machine; on a loaded one (other work on the 2 cores) the bursts "
-         "that time the loop and the loop's average drift apart: ")
+# measured on 2026-12-01 and 2026-12-02 (`benchmarks/accuracy.py --repeat 3`, and `--quick`);
+# errors: got / truth - 1, or points of CPU share. The rates are no longer marked: read from the
+# loops' range iterators they measured -6.0%..+6.6% in single runs (bridges/_inproc.pyx "spans")
+_COUNT = ("iterations = what was counted exactly (hits, and the range iterator's readings), or the "
+          "loop's measured rate x its sampled running time when more: a loop called many times in a "
+          "0.3-0.5 s program carries the sampler's running-time error; ")
 XFAIL: dict[tuple[str, str], tuple[bool, str]] = {
-    ("hot_loop", "spin.iterations"): (False, _COUNT + "measured -4%..+13% (single runs, three series)"),
-    ("two_loops", "big.iterations"): (False, _COUNT + "measured -5.5%..+13.6%"),
-    ("stat_loop", "work.iterations"): (False, _COUNT + "measured -19%..+17%"),
-    ("cpu_split", "heavy.iterations"): (False, _COUNT + "measured -27%..+2%"),
-    ("threadpool", "task.iterations"): (False, _COUNT + "4 threads: measured -18%..+106%"),
-    ("stat_loop", "work.iterations_per_s"): (False, "measured -16%..+16%: a burst of timed hits lands "
-                                                    "on whatever the machine does then"),
-    ("hot_loop", "spin.iterations_per_s"): (False, _LOAD + "measured -4.2%..+9.8%"),
-    ("cpu_split", "heavy.iterations_per_s"): (False, "measured -21%..-3% over four series (medians -15%..-4%): "
-                                                     "a loop called 160 times for ~1.4 ms each is timed "
-                                                     "at the start of a call more often than its average"),
-    ("cpu_split", "heavy.cpu_share"): (False, "measured -20..+5 points: 2 ms alternations sampled at "
+    ("two_loops", "big.iterations"): (False, _COUNT + "measured -2.4%..+7.2% (single runs, four series of 2026-12-02)"),
+    ("stat_loop", "work.iterations"): (False, _COUNT + "measured -3.3%..+5.1%"),
+    ("cpu_split", "heavy.iterations"): (False, _COUNT + "measured -13.1%..+15.8%"),
+    ("threadpool", "task.iterations"): (False, _COUNT + "4 threads: measured -2.1%..+7.7%"),
+    ("cpu_split", "heavy.cpu_share"): (False, "measured -9.4..+5.3 points: 2 ms alternations sampled at "
                                               "400-200 Hz in a 0.3 s program (py-spy's sample times are "
                                               "when it writes them)"),
-    ("cpu_split", "light.cpu_share"): (False, "measured -9.7..+11.8 points: 2 ms alternations sampled at "
+    ("cpu_split", "light.cpu_share"): (False, "measured -6.8..+9.2 points: 2 ms alternations sampled at "
                                               "400-200 Hz in a 0.3 s program"),
-    ("two_loops", "big.iterations_per_s"): (False, _LOAD + "medians -0.8%..+14.7% over five series of "
-                                                        "2026-12-01, single runs -9.6%..+21.1%"),
-    ("two_loops", "big.cpu_share"): (False, "medians -4.0..-0.4 points over four series, single runs "
-                                            "-5.5..+3.4: 11 ms alternations sampled at 400-200 Hz"),
-    ("two_loops", "small.cpu_share"): (False, "measured -6.9..+4.6 points over five series (medians -5.9..+1.7): "
-                                              "11 ms alternations, 60 of them, sampled at 400-200 Hz"),
+    ("two_loops", "big.cpu_share"): (False, "single runs -4.6..+4.7 points: 11 ms alternations sampled at "
+                                            "400-200 Hz"),
+    ("two_loops", "small.cpu_share"): (False, "single runs -4.9..+4.6 points: 11 ms alternations, 60 of them, "
+                                              "sampled at 400-200 Hz"),
     ("threadpool", "task.decided_specialize_hot_loop"): (False, "decided 3 of 3 on a quiet machine; on a "
                                                                 "loaded one the workers' waits for a core "
                                                                 "look like blocked time and drop it"),
