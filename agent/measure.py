@@ -13,7 +13,8 @@ What the numbers are (and are not):
     burst of hits and again when the loop ends (or at the next re-arm while it still runs); the
     items it handed out in between are the iterations the loop ran with no callback at all, and
     the thread's CPU clock gives their time (bridges/_inproc.pyx, "spans"). A measurement, not a
-    correction: benchmarks/accuracy.py, single runs of 0.3-0.5 s programs: -3% .. +5%.
+    correction: benchmarks/accuracy.py, single runs of 0.3-0.5 s programs: -2.3% .. +6.7% (-27%
+    in runs where the machine was busy with other work during the stretches it read).
   - "timed hits", for the other loops (while loops, generators, dicts, ...): the median over
     windows of the timed hits: after each re-arm (at a random moment of the window) and WARM + a
     random skip of hits, the gaps between K - WARM consecutive hits of one thread, each from the
@@ -21,16 +22,18 @@ What the numbers are (and are not):
     the process measured on itself (bridges/channel.py). An estimate: -10% .. +30% in single
     runs on tight loops of ~40-55 ns per iteration, where the dispatch cost (~35 ns) is as large
     as the body; loops with heavier bodies are less affected.
-- iterations: exact when the loop never ran K times in a window (`iterations_exact`). Else
-  `iterations_counted` were counted exactly (the hits, and for the loops above the iterations the
-  iterator says ran between them), and the count is that or, when more, the rate times the
-  loop's sampled running time (see _extrapolate; a loop that encloses other loops gets no running
-  samples of its own, so its count is then what was counted: a lower bound). A loop that runs in
-  one call is counted exactly this way; for one called many times the error is the sampled
-  running time's (the time before py-spy's first sample, 10-20 ms after the program's first
-  line, is shared by the loops counted since before it: bridges/run_source.py).
-  benchmarks/accuracy.py, single runs: -3% .. +4% where the loop has most of the CPU; a loop
-  with a quarter of the CPU in 2 ms alternations carries the sampler's share error (-13% .. -5%).
+- iterations: exact (`iterations_exact`) when the loop never ran K times in a window, or when it
+  was counted whole: a range loop, run by one thread, none of whose windows the bridge flagged
+  (every run counted by hits or read from its iterator; a run that ends while the slot is
+  disarmed re-arms the code at once when it took >= 200x the re-arm's cost, ~1 ms: bridges/
+  _inproc.pyx "coverage"). Else `iterations_counted` were counted exactly and the count is that
+  or, when more, the rate times the loop's sampled running time (see _extrapolate; a loop that
+  encloses other loops gets no running samples of its own, so its count is then what was
+  counted: a lower bound), with the sampled running time's error (the time before py-spy's first
+  sample, 10-20 ms after the program's first line, is shared by the loops counted since before
+  it: bridges/run_source.py). benchmarks/accuracy.py, single runs: whole counts on hot_loop,
+  two_loops and stat_loop (-1.7% .. +0.2% where a run was missed); runs of 1.4 ms: -1.8% .. +8.5%;
+  four threads on one loop: +2.9% .. +10%; runs of 0.45 ms with a quarter of the CPU: -16% .. -2%.
 - cpu_share: the entity's CPU time over the process's CPU time (while sampled: from about the
   program's first line; the interpreter's start-up has no Python frame). From outside (py-spy +
   /proc, bridges/pyspy.py) a SAMPLE_RUN's duration is the CPU time the kernel counted for that
@@ -73,6 +76,8 @@ class EntityStats:
     iter_read: int = 0           # iterations no hit counted, read from the loop's iterator: exact
     free_iters: int = 0          # iterations run with no callback, in free_ns of thread CPU time
     free_ns: int = 0
+    gaps: int = 0                # windows in which the loop may have run uncounted (bridges: "coverage")
+    read_windows: int = 0        # windows with iterator readings
     call_exact: int = 0
     call_saturated: int = 0
     call_rates: list[tuple[int, float]] = field(default_factory=list)
@@ -276,6 +281,8 @@ class Measurements:
             st.iter_read += r.iterations
             st.free_iters += r.free_iterations
             st.free_ns += r.free_ns
+            st.gaps += r.gap
+            st.read_windows += 1
         for lw in obs.locks:
             st = self.get(lw.entity)
             touched.add(lw.entity)
@@ -289,17 +296,24 @@ class Measurements:
         st = self.get(ent)
         iterations, ips, ips_source = _extrapolate(st.exact_hits, st.saturated_hits, st.rates, st.run_ns,
                                                    st.iter_read, st.free_iters, st.free_ns)
+        # counted whole: every window's runs were counted by hits or read from the iterator, by one
+        # thread (a run another thread started while the slot was disarmed would not be seen)
+        whole = bool(st.saturated_hits and st.read_windows and not st.gaps and len(st.threads) <= 1)
+        counted = st.exact_hits + st.saturated_hits + st.iter_read
+        if whole:
+            iterations = float(counted)
         calls, _, _ = _extrapolate(st.call_exact, st.call_saturated, st.call_rates, st.run_ns)
         waits = st.waits or (1 if st.wait_ns else 0)
         out = {
             "iterations": int(round(iterations)),
             "iterations_per_s": float(ips),
-            "iterations_exact": not st.saturated_hits,
+            "iterations_exact": whole or not st.saturated_hits,
             # counted exactly (hits, and iterator readings between them): the count is never less
-            "iterations_counted": st.exact_hits + st.saturated_hits + st.iter_read,
+            "iterations_counted": counted,
             "iterations_per_s_source": ips_source,
             # the expected relative error of what is estimated (0.0: exact, or nothing to estimate)
-            "iterations_error": ESTIMATE_ERROR[ips_source or "timed hits"]["iterations"] if st.saturated_hits else 0.0,
+            "iterations_error": (ESTIMATE_ERROR[ips_source or "timed hits"]["iterations"]
+                                 if st.saturated_hits and not whole else 0.0),
             "iterations_per_s_error": ESTIMATE_ERROR[ips_source]["iterations_per_s"] if ips_source else 0.0,
             "native_share": (_native_share(iterations, st.saturated_hits, st.run_ns) if ent.kind == "loop" else
                              _native_share(calls, st.call_saturated, st.run_ns, BYTECODE_NS_PER_CALL)),

@@ -16,8 +16,9 @@ Conventions of the events (see bridges/events.py):
   offsets are past the small-int cache), measured by each process on itself at its first window
   (shipped with every window), else by the gyroscope process.
 - Loops counted from their range iterator (bridges/_inproc.pyx "spans") come as
-  Observation.loop_reads (LoopRead: iterations no hit counted, and the uninstrumented
-  iterations and thread CPU time that give the loop's own rate), not as events.
+  Observation.loop_reads (LoopRead: iterations no hit counted, the uninstrumented iterations and
+  thread CPU time that give the loop's own rate, and whether the window's count may be
+  incomplete: "coverage"), not as events.
 - GC: the collections of one generation in the window (`count`), `duration_ns` their pause.
 Entities of the program's first process have pid 0; those of other processes carry their pid.
 """
@@ -43,7 +44,7 @@ T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA, T_LIVE = 1, 2, 3, 4, 5, 16
 WARM, CALL_WARM = 256, 8   # bridges/_inproc.pyx WARM_HITS (loops) and CALL_WARM (the other slots)
 _KIND_EVENT = {0: EventKind.LOOP_ITER, 1: EventKind.CALL, 2: EventKind.RESUME, 3: EventKind.YIELD}
 _SLOT = struct.Struct("=IIiiiII")
-_HIT = struct.Struct("=IIqqQQQQq")
+_HIT = struct.Struct("=IIqqQQQQqQ")
 _HEAD = struct.Struct("=qQQQII")
 _GC = struct.Struct("=qqqq")
 _THREAD = struct.Struct("=QQ")
@@ -378,12 +379,12 @@ class ChannelServer:
         events: list[Event] = []
         unpriced: list[tuple[Event, int, int, int, int]] = []
         reads: list[LoopRead] = []
-        for slot, count, t_first, span, ident, ident2, read, free_iters, free_ns in hits:
+        for slot, count, t_first, span, ident, ident2, read, free_iters, free_ns, flags in hits:
             ent, ekind = self._entity(proc, epid, slot)
             if ent is None:
                 continue
-            if read or free_ns:
-                reads.append(LoopRead(ent, read, free_iters, free_ns))
+            if read or free_ns or flags:
+                reads.append(LoopRead(ent, read, free_iters, free_ns, bool(flags & 1)))
             if not count:
                 continue
             thread = proc.natives.get(ident, ident)

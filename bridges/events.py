@@ -136,11 +136,13 @@ class LoopRead:
     """What the in-process bridge read from one loop's iterator in one window (bridges/_inproc.pyx,
     "spans"): `iterations` the loop ran that no hit counted, exact; of the iterations it ran with
     no callback at all, `free_iterations` in `free_ns` of its thread's CPU time, where the end of
-    that stretch is known: the loop's own rate, measured."""
+    that stretch is known: the loop's own rate, measured. `gap`: the loop may have run uncounted
+    in this window ("coverage"); a loop never flagged was counted whole."""
     entity: Entity
     iterations: int = 0
     free_iterations: int = 0
     free_ns: int = 0
+    gap: bool = False
 
 
 @dataclass(slots=True)

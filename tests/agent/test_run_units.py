@@ -144,7 +144,7 @@ def test_measure_prefers_the_iterator_readings_to_the_timed_hits():
     m.update(Observation(0, 200_000_000, [
         Event(loop, "iter", EventKind.LOOP_ITER, 1, 0, 65, 64_000),           # bursts: 1e6 it/s
         Event(loop, "run", EventKind.SAMPLE_RUN, 1, 0, 10, 100_000_000),       # ran 0.1 s
-    ], loop_reads=[LoopRead(loop, 150_000, 100_000, 50_000_000)]))            # read: 2e6 it/s
+    ], loop_reads=[LoopRead(loop, 150_000, 100_000, 50_000_000, gap=True)]))  # read: 2e6 it/s
     d = m.as_dict(loop)
     assert d["iterations_per_s"] == pytest.approx(2e6) and d["iterations_per_s_source"] == "uninstrumented"
     assert d["iterations_counted"] == 65 + 150_000
@@ -159,6 +159,16 @@ def test_measure_prefers_the_iterator_readings_to_the_timed_hits():
                          loop_reads=[LoopRead(other, 10, 10, MIN_FREE_NS - 1)]))
     d = m.as_dict(other)
     assert d["iterations_per_s"] == pytest.approx(1e6) and d["iterations_per_s_source"] == "timed hits"
+    # no window flagged (every run counted or read), one thread: the count is what was counted
+    whole = Entity(EntityKind.LOOP, "a.py", "h", 11)
+    m.update(Observation(0, 1, [Event(whole, "iter", EventKind.LOOP_ITER, 1, 0, 65, 64_000),
+                                Event(whole, "run", EventKind.SAMPLE_RUN, 1, 0, 10, 100_000_000)],
+                         loop_reads=[LoopRead(whole, 150_000, 100_000, 50_000_000)]))
+    d = m.as_dict(whole)
+    assert d["iterations"] == 65 + 150_000 and d["iterations_exact"] and d["iterations_error"] == 0.0
+    # the same seen on two threads: not whole
+    m.update(Observation(0, 1, [Event(whole, "iter", EventKind.LOOP_ITER, 2, 0, 65, 64_000)]))
+    assert not m.as_dict(whole)["iterations_exact"]
 
 
 def test_measure_joins_counts_and_sampled_time_over_the_session_and_estimates_native_time():
