@@ -42,7 +42,7 @@ def test_the_program_sees_python(both) -> None:
 
 @pytest.mark.parametrize("name", ["single", "nested"])
 def test_a_range_loop_is_counted_whole(both, name: str) -> None:
-    """In one call, or in runs of ~2 ms each (the code is re-armed as each run ends: the next run
+    """In one call, or in runs of ~3.5 ms each (the code is re-armed as each run ends: the next run
     is counted from its first hit), every iteration is counted and the count says it is exact."""
     _, _, truth, m = both
     assert m[name]["iterations_counted"] == truth[name]
