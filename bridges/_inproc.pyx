@@ -163,11 +163,9 @@ cdef extern from *:
     typedef struct { PyObject *f_executable; void *previous; PyObject *f_funcobj; PyObject *f_globals;
         PyObject *f_builtins; PyObject *f_locals; PyObject *frame_obj; uint16_t *instr_ptr;
         int stacktop; uint16_t return_offset; char owner; PyObject *localsplus[1]; } gyro_iframe;
-    /* _PyRangeIterObject, and _PyListIterObject / _PyTupleIterObject (pycore_range.h, pycore_list.h,
-       pycore_tuple.h) */
+    /* _PyRangeIterObject (Include/internal/pycore_range.h) */
     typedef struct { PyObject_HEAD long start; long step; long len; } gyro_rangeiter;
-    typedef struct { PyObject_HEAD Py_ssize_t it_index; PyObject *it_seq; } gyro_seqiter;
-    static PyTypeObject *gyro_t_range = NULL, *gyro_t_list = NULL, *gyro_t_tuple = NULL;
+    static PyTypeObject *gyro_t_range = NULL;
     static void *gyro_frame_of(PyThreadState *ts) {
     #if PY_VERSION_HEX >= 0x030D0000
         return (void *)ts->current_frame;
@@ -178,14 +176,14 @@ cdef extern from *:
     #else
     #define GYRO_FRAMES 0
     typedef struct { int unused; } gyro_iframe;
-    static PyTypeObject *gyro_t_range = NULL, *gyro_t_list = NULL, *gyro_t_tuple = NULL;
+    static PyTypeObject *gyro_t_range = NULL;
     static void *gyro_frame_of(PyThreadState *ts) { (void)ts; return NULL; }
     #endif
 
-    static int gyro_frames_init(PyObject *r, PyObject *l, PyObject *t) {
-        if (!GYRO_FRAMES || !PyType_Check(r) || !PyType_Check(l) || !PyType_Check(t)) return 0;
-        gyro_t_range = (PyTypeObject *)r; gyro_t_list = (PyTypeObject *)l; gyro_t_tuple = (PyTypeObject *)t;
-        Py_INCREF(r); Py_INCREF(l); Py_INCREF(t);
+    static int gyro_frames_init(PyObject *r) {
+        if (!GYRO_FRAMES || !PyType_Check(r)) return 0;
+        gyro_t_range = (PyTypeObject *)r;
+        Py_INCREF(r);
         return 1;
     }
 
@@ -208,23 +206,14 @@ cdef extern from *:
     #endif
     }
 
-    /* How far the iterator has gone (grows by one per item taken); *done: it is exhausted. */
+    /* How far the range iterator has gone (grows by one per item taken); *done: it is exhausted. */
     static int64_t gyro_iter_pos(PyObject *o, int *done) {
     #if GYRO_FRAMES
-        if (Py_TYPE(o) == gyro_t_range) { long n = ((gyro_rangeiter *)o)->len; *done = n <= 0; return -(int64_t)n; }
-        *done = ((gyro_seqiter *)o)->it_seq == NULL;
-        return (int64_t)((gyro_seqiter *)o)->it_index;
+        long n = ((gyro_rangeiter *)o)->len;
+        *done = n <= 0;
+        return -(int64_t)n;
     #else
         (void)o; *done = 1; return 0;
-    #endif
-    }
-
-    /* Letting go of our reference frees nothing but (maybe) the iterator itself: no code runs. */
-    static int gyro_frees_only_itself(PyObject *o) {
-    #if GYRO_FRAMES
-        return Py_REFCNT(o) > 1 || Py_TYPE(o) == gyro_t_range || ((gyro_seqiter *)o)->it_seq == NULL;
-    #else
-        (void)o; return Py_REFCNT(o) > 1;
     #endif
     }
 
@@ -253,12 +242,11 @@ cdef extern from *:
     }
     """
     int GYRO_FRAMES
-    int gyro_frames_init(object r, object l, object t)
+    int gyro_frames_init(object r)
     void* gyro_frame_of(PyThreadState* ts) nogil
     PyObject* gyro_loop_iter(void* fp) nogil
     int64_t gyro_iter_pos(PyObject* o, int* done) nogil
     int gyro_ts_alive(PyThreadState* ts)
-    int gyro_frees_only_itself(PyObject* o)
     int gyro_frame_state(PyThreadState* ts, void* fp, int lo, int hi)
     PyThreadState* PyThreadState_Get()
     void Py_INCREF(PyObject*)
@@ -565,8 +553,9 @@ cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
 # only at the re-arm: the next runs until then went uncounted). A loop whose windows were never
 # flagged, run by one thread, is counted exactly (agent/measure.py).
 # Holding a range iterator changes nothing the program can see: it refers to no other object and
-# has no finalizer (a list or tuple iterator would keep its list alive after a `break`: not taken;
-# the release machinery below stays for any iterator that could hold objects).
+# has no finalizer, so letting go of it never runs code. (A list or tuple iterator would keep its
+# list alive after a `break`, and the program would see its items' finalizers run later than
+# under python: those loops keep the timed hits.)
 DEF MAX_SPANS = 32
 
 cdef struct Span:
@@ -593,11 +582,6 @@ cdef uint64_t _free_iters[MAX_SLOTS]  # iterations run with no callback, in span
 cdef int64_t _free_ns[MAX_SLOTS]      # their thread CPU time
 cdef uint8_t _gap[MAX_SLOTS]          # this window: the loop may have run uncounted (see "coverage")
 cdef uint8_t _off[MAX_SLOTS]          # the loop slot is DISABLEd (until its code is re-armed)
-cdef PyObject* _release[MAX_SPANS]    # iterators to let go of on a program thread (see _span_close)
-cdef int _n_release = 0
-cdef uint64_t _spans_opened = 0
-cdef uint64_t _spans_timed = 0
-cdef uint64_t _early_rearms = 0
 # A run of a range loop that ends while its slot is disarmed (the burst is over) re-arms its code
 # at once, so that the next run is counted from its first hit, when the run took at least this
 # many times what the code's re-arm costs (its least so far: 0.5-5.5 us by its size, ~4 us from a
@@ -622,7 +606,7 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     still to come (and counted as a hit if the slot is armed). Returns, when the loop's run ended
     while its slot was disarmed, how long it ran free (> 0): the caller re-arms its code now or
     flags the window (see "coverage"); else 0."""
-    global _n_spans, _n_release, _spans_timed
+    global _n_spans
     cdef Span sp = _spans[j]
     cdef int done = 0
     cdef int64_t pos = gyro_iter_pos(sp.it, &done)
@@ -649,37 +633,17 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
             if ok and cpu > sp.cpu_b:
                 _free_iters[s] += <uint64_t>(pos - sp.pos_b)
                 _free_ns[s] += cpu - sp.cpu_b
-                _spans_timed += 1
                 if how == 1 and not inside and disarmed:
                     ended = cpu - sp.cpu_b
     elif how == 2 and not done and gyro_ts_alive(sp.ts):
         state = gyro_frame_state(sp.ts, sp.frame, sp.lo, sp.hi)
     if disarmed and how and not ended and not (how == 2 and state == 2):
         _gap[s] = 1        # the loop ended (or paused) with no re-arm to count its next run
-    # the table first, the reference last: freeing the iterator may run the program's code
     _n_spans -= 1
     if j != _n_spans:
         _spans[j] = _spans[_n_spans]
-    if how != 2 or gyro_frees_only_itself(sp.it) or _n_release >= MAX_SPANS:
-        # in a callback no monitoring event fires (CPython suspends them while a callback runs),
-        # so what the release may run (finalizers) cannot come back into this table
-        Py_DECREF(sp.it)
-    else:
-        # the shipper holds the last reference to an iterator of objects that a loop left:
-        # freeing it may run its items' finalizers, which must run on a program thread: the next
-        # callback lets go of it first thing (_release_spans), or the exit (_last_window)
-        _release[_n_release] = sp.it
-        _n_release += 1
+    Py_DECREF(sp.it)       # a range iterator: freeing it runs no code
     return ended
-
-
-cdef void _release_spans() noexcept:
-    global _n_release
-    cdef PyObject* o
-    while _n_release > 0:
-        _n_release -= 1
-        o = _release[_n_release]
-        Py_DECREF(o)
 
 
 cdef void _close_all_spans() noexcept:
@@ -695,12 +659,6 @@ cdef void _forget_spans() noexcept:
     for j in range(_n_spans):
         Py_DECREF(_spans[j].it)
     _n_spans = 0
-    _release_spans()
-
-
-def span_counters():
-    """(spans opened, spans timed, early re-arms, spans open now, spans enabled) of this process."""
-    return _spans_opened, _spans_timed, _early_rearms, _n_spans, _spans_on
 
 
 cdef void _span_event(object code, int kind, int offset) noexcept:
@@ -708,11 +666,13 @@ cdef void _span_event(object code, int kind, int offset) noexcept:
     the code at once when a long run ended disarmed (see "coverage")."""
     cdef void* f = gyro_frame_of(PyThreadState_Get())
     cdef int j = _n_spans - 1
-    cdef int slot = -1
+    cdef int slots[MAX_SPANS]
+    cdef int n_slots = 0
     cdef int s
     cdef int64_t ran
     cdef int64_t cost
     cdef bint inside
+    cdef bint ok
     while j >= 0:
         inside = _spans[j].lo <= offset <= _spans[j].hi
         if _spans[j].frame == f and (kind == 1 or kind == 3 or not inside):
@@ -721,14 +681,20 @@ cdef void _span_event(object code, int kind, int offset) noexcept:
             if ran > 0:
                 cost = _rearm_ns.get(<Py_ssize_t><void*>code, 0) or _rearm_guess(code)
                 if ran >= REARM_FACTOR * cost:
-                    slot = s
+                    slots[n_slots] = s
+                    n_slots += 1
                 else:
                     _gap[s] = 1      # a short run: its code waits for the window's re-arm
         j -= 1
         if j >= _n_spans:
             j = _n_spans - 1
-    if slot >= 0:
-        _rearm_now(code, slot)
+    if n_slots:
+        ok = _rearm_now(code)
+        for j in range(n_slots):
+            if ok:
+                _off[slots[j]] = 0
+            else:
+                _gap[slots[j]] = 1
 
 
 cdef inline void _note_rearm_cost(object code, int64_t ns):
@@ -746,9 +712,9 @@ cdef inline int64_t _rearm_guess(object code):
     return 400 + 6 * Py_SIZE(code)     # Py_SIZE: the code's length in 2-byte units
 
 
-cdef void _rearm_now(object code, int s) noexcept:
+cdef bint _rearm_now(object code) noexcept:
     """Re-arm one code object from its own callback (our tool's events only, as _rearm_codes)."""
-    global _errors, last_error, _early_rearms
+    global _errors, last_error
     cdef int64_t t0 = _now()
     try:
         _set_local_events(_tool, code, 0)
@@ -756,18 +722,16 @@ cdef void _rearm_now(object code, int s) noexcept:
     except BaseException as e:
         _errors += 1
         last_error = repr(e)
-        _gap[s] = 1
-        return
+        return False
     _note_rearm_cost(code, _now() - t0)
-    _off[s] = 0
-    _early_rearms += 1
+    return True
 
 
 cdef bint _span_hit(int s, uint32_t h, int offset, int dest) noexcept:
     """A hit of loop slot s: count it in the span of its iterator, opening one if needed; at the
     end of the slot's burst, note where the loop starts to run free. True: a span of this slot
     holds the loop's iterator."""
-    global _n_spans, _spans_opened
+    global _n_spans
     cdef PyThreadState* ts = PyThreadState_Get()
     cdef void* f = gyro_frame_of(ts)
     cdef PyObject* it = gyro_loop_iter(f)
@@ -808,7 +772,6 @@ cdef bint _span_hit(int s, uint32_t h, int offset, int dest) noexcept:
         sp.lo = dest
         sp.hi = offset
         _n_spans += 1
-        _spans_opened += 1
     if h >= _lim[s] and sp.slot == s and sp.clk_ok:
         sp.pos_b = gyro_iter_pos(it, &done)
         sp.cpu_b = _cpu_of(sp.clk, &sp.clk_ok)
@@ -843,8 +806,6 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
     h = _hits[s] + 1
     _hits[s] = h
     if _spans_on:
-        if _n_release:
-            _release_spans()
         if _n_spans and kind == 0:
             _span_event(code, kind, offset)
         if kind == 0 and not _span_hit(s, h, offset, dest) and h == _lim[s]:
@@ -1375,7 +1336,6 @@ def _last_window() -> None:
     except BaseException:
         extras = []
     _close_all_spans()
-    _release_spans()
     with nogil:
         pthread_mutex_lock(&_send_mu)   # a window the shipper may be sending (it holds no GIL then)
     _build_hits()
@@ -1559,7 +1519,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follo
     _k = k if k > WARM_HITS + 1 else WARM_HITS + 2
     _window_ns = <int64_t>(window_s * 1e9)
     _follow = follow
-    _spans_on = spans and gyro_frames_init(type(iter(range(0))), type(iter([])), type(iter(()))) == 1
+    _spans_on = spans and gyro_frames_init(type(iter(range(0)))) == 1
     _set_local_events = _sys.monitoring.set_local_events
     _hello(False)
     mon = _sys.monitoring
