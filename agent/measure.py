@@ -24,7 +24,8 @@ What the numbers are (and are not):
     runs on tight loops of ~40-55 ns per iteration, where the dispatch cost (~35 ns) is as large
     as the body; loops with heavier bodies are less affected.
 - iterations: exact (`iterations_exact`) when the loop never ran K times in a window, or when it
-  was counted whole: a range loop, run by one thread, none of whose windows the bridge flagged
+  was counted whole: a range loop, counted on one thread, none of whose windows the bridge flagged
+  (nor the channel: a process that ended without its last window)
   (every run counted by hits or read from its iterator; a run that ends while the slot is
   disarmed re-arms the code at once when it took >= 200x the re-arm's cost, ~1 ms: bridges/
   _inproc.pyx "coverage"). Else `iterations_counted` were counted exactly and the count is that
@@ -79,6 +80,7 @@ class EntityStats:
     free_ns: int = 0
     gaps: int = 0                # windows in which the loop may have run uncounted (bridges: "coverage")
     read_windows: int = 0        # windows with iterator readings
+    counting_threads: set[int] = field(default_factory=set)   # threads the bridge counted its iterations on
     call_exact: int = 0
     call_saturated: int = 0
     call_rates: list[tuple[int, float]] = field(default_factory=list)
@@ -241,6 +243,8 @@ class Measurements:
             if k in _COUNTED:
                 saturated = ev.duration_ns > 0 and ev.count > 1
                 if k == EventKind.LOOP_ITER:
+                    if ev.thread and len(st.counting_threads) < 2:
+                        st.counting_threads.add(ev.thread)
                     if saturated:
                         st.saturated_hits += ev.count
                         st.rates.append((ev.t_ns, (ev.count - 1) * 1e9 / ev.duration_ns))
@@ -299,7 +303,7 @@ class Measurements:
                                                    st.iter_read, st.free_iters, st.free_ns)
         # counted whole: every window's runs were counted by hits or read from the iterator, by one
         # thread (a run another thread started while the slot was disarmed would not be seen)
-        whole = bool(st.saturated_hits and st.read_windows and not st.gaps and len(st.threads) <= 1)
+        whole = bool(st.saturated_hits and st.read_windows and not st.gaps and len(st.counting_threads) <= 1)
         counted = st.exact_hits + st.saturated_hits + st.iter_read
         if whole:
             iterations = float(counted)

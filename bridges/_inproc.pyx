@@ -158,6 +158,7 @@ cdef extern from *:
     #include <time.h>
     #if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
     #define GYRO_FRAMES 1
+    #include "opcode.h"
     /* the head of CPython's _PyInterpreterFrame (Include/internal/pycore_frame.h): the same
        offsets in 3.12 (f_code, prev_instr) and 3.13 (f_executable, instr_ptr) */
     typedef struct { PyObject *f_executable; void *previous; PyObject *f_funcobj; PyObject *f_globals;
@@ -224,8 +225,10 @@ cdef extern from *:
         return 0;
     }
 
-    /* 2: frame fp is on thread ts's stack and executing bytecode offset lo..hi (the loop, or a
-       call made from it); 1: on the stack elsewhere; 0: not on the stack (it returned). */
+    /* 3: frame fp is on thread ts's stack, paused in one of the loop's backward jumps (lo..hi:
+       a disarmed jump fires no event when it resumes); 2: executing offsets lo..hi otherwise
+       (the loop's body, or a call made from it: the item's jump is still to come); 1: on the
+       stack elsewhere; 0: not on the stack (it returned). */
     static int gyro_frame_state(PyThreadState *ts, void *fp, int lo, int hi) {
     #if GYRO_FRAMES
         gyro_iframe *f = (gyro_iframe *)gyro_frame_of(ts);
@@ -233,7 +236,9 @@ cdef extern from *:
             if ((void *)f != fp) continue;
             if (f->f_executable == NULL || !PyCode_Check(f->f_executable) || f->instr_ptr == NULL) return 1;
             Py_ssize_t off = (char *)f->instr_ptr - ((PyCodeObject *)f->f_executable)->co_code_adaptive;
-            return (off >= lo && off <= hi) ? 2 : 1;
+            if (off < lo || off > hi) return 1;
+            int op = *(uint8_t *)f->instr_ptr;
+            return (op == JUMP_BACKWARD || op == INSTRUMENTED_JUMP_BACKWARD) ? 3 : 2;
         }
     #else
         (void)ts; (void)fp; (void)lo; (void)hi;
@@ -550,8 +555,12 @@ cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
 # hits or read by a span. The bridge flags the window (_gap) when that may not hold: the slot was
 # disarmed at a hit with no span to carry on (not a range loop, or too many spans), or a run ended
 # while the slot was disarmed and its code was not re-armed at once (a short run, or the end seen
-# only at the re-arm: the next runs until then went uncounted). A loop whose windows were never
-# flagged, run by one thread, is counted exactly (agent/measure.py).
+# only at the re-arm: the next runs until then went uncounted), or it was disarmed in a process
+# that forked (the run goes on in the child). A loop whose windows were never flagged, counted on
+# one thread, in a process whose last window arrived (bridges/channel.py), is counted exactly
+# (agent/measure.py). A loop with several backward jumps (an if/else at the end of its body, a
+# `continue`) shares one span among them: the iterator counts the loop's items whichever jump
+# ran.
 # Holding a range iterator changes nothing the program can see: it refers to no other object and
 # has no finalizer, so letting go of it never runs code. (A list or tuple iterator would keep its
 # list alive after a `break`, and the program would see its items' finalizers run later than
@@ -622,22 +631,27 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     cdef bint disarmed = _off[s]
     if n > 0:
         _iter_read[s] += <uint64_t>n
-    if sp.burst and not sp.shared and how and pos > sp.pos_b:
+    if sp.burst and how and pos > sp.pos_b:
         if how == 1:
             timed = True
         elif not done and gyro_ts_alive(sp.ts):
             state = gyro_frame_state(sp.ts, sp.frame, sp.lo, sp.hi)
-            timed = state == 2
+            timed = state >= 2
         if timed:
             cpu = _cpu_of(sp.clk, &ok)
             if ok and cpu > sp.cpu_b:
-                _free_iters[s] += <uint64_t>(pos - sp.pos_b)
-                _free_ns[s] += cpu - sp.cpu_b
+                if not sp.shared:   # (another slot's hits ran in that stretch: not a clean rate)
+                    _free_iters[s] += <uint64_t>(pos - sp.pos_b)
+                    _free_ns[s] += cpu - sp.cpu_b
                 if how == 1 and not inside and disarmed:
                     ended = cpu - sp.cpu_b
     elif how == 2 and not done and gyro_ts_alive(sp.ts):
         state = gyro_frame_state(sp.ts, sp.frame, sp.lo, sp.hi)
-    if disarmed and how and not ended and not (how == 2 and state == 2):
+    if state == 2 and n > 0:
+        # paused in the loop's body: the item in progress was read, and its jump is still to come,
+        # counted as a hit once the re-arm that follows this close has armed it
+        _iter_read[s] -= 1
+    if disarmed and how and not ended and state < 2:
         _gap[s] = 1        # the loop ended (or paused) with no re-arm to count its next run
     _n_spans -= 1
     if j != _n_spans:
@@ -661,9 +675,10 @@ cdef void _forget_spans() noexcept:
     _n_spans = 0
 
 
-cdef void _span_event(object code, int kind, int offset) noexcept:
-    """Any event: close the spans of this frame whose loop it is not in (the loop has ended); re-arm
-    the code at once when a long run ended disarmed (see "coverage")."""
+cdef void _span_event(object code, int kind, int offset, int dest=-1) noexcept:
+    """Any event: close the spans of this frame whose loop it is not in (the loop has ended; a
+    backward jump to the loop's head, `dest`, is the loop's own); re-arm the code at once when a
+    long run ended disarmed (see "coverage")."""
     cdef void* f = gyro_frame_of(PyThreadState_Get())
     cdef int j = _n_spans - 1
     cdef int slots[MAX_SPANS]
@@ -674,7 +689,7 @@ cdef void _span_event(object code, int kind, int offset) noexcept:
     cdef bint inside
     cdef bint ok
     while j >= 0:
-        inside = _spans[j].lo <= offset <= _spans[j].hi
+        inside = _spans[j].lo <= offset <= _spans[j].hi or dest == _spans[j].lo
         if _spans[j].frame == f and (kind == 1 or kind == 3 or not inside):
             s = _spans[j].slot
             ran = _span_close(j, 1, kind == 3 and inside)
@@ -729,8 +744,8 @@ cdef bint _rearm_now(object code) noexcept:
 
 cdef bint _span_hit(int s, uint32_t h, int offset, int dest) noexcept:
     """A hit of loop slot s: count it in the span of its iterator, opening one if needed; at the
-    end of the slot's burst, note where the loop starts to run free. True: a span of this slot
-    holds the loop's iterator."""
+    end of the slot's burst, note where the loop starts to run free. True: a span holds the loop's
+    iterator (this slot's, or another backward jump's of the same loop: an if/else or `continue`)."""
     global _n_spans
     cdef PyThreadState* ts = PyThreadState_Get()
     cdef void* f = gyro_frame_of(ts)
@@ -748,6 +763,8 @@ cdef bint _span_hit(int s, uint32_t h, int offset, int dest) noexcept:
         sp.hits += 1
         if sp.slot != s:
             sp.shared = True
+            if offset > sp.hi:      # the loop's body reaches this backward jump too
+                sp.hi = offset
     else:
         j = _n_spans - 1           # a new run of the loop on this thread: the old one ended unseen
         while j >= 0:
@@ -776,7 +793,7 @@ cdef bint _span_hit(int s, uint32_t h, int offset, int dest) noexcept:
         sp.pos_b = gyro_iter_pos(it, &done)
         sp.cpu_b = _cpu_of(sp.clk, &sp.clk_ok)
         sp.burst = True
-    return sp.slot == s
+    return True
 
 
 cdef inline object _hit(object code, int offset, int kind, int dest):
@@ -807,7 +824,7 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
     _hits[s] = h
     if _spans_on:
         if _n_spans and kind == 0:
-            _span_event(code, kind, offset)
+            _span_event(code, kind, offset, dest)
         if kind == 0 and not _span_hit(s, h, offset, dest) and h == _lim[s]:
             _gap[s] = 1        # disarmed with no span to carry on
     if h == 1:
@@ -1457,6 +1474,9 @@ def _after_fork_child() -> None:
         _sock = -1
     _forget_spans()
     for s in range(_n_slots):   # what the parent counted before the fork is the parent's
+        # a loop disarmed at the fork may be running in this thread: its iterations until the
+        # next re-arm are not counted here
+        _gap[s] = _off[s]
         _iter_read[s] = 0
         _free_iters[s] = 0
         _free_ns[s] = 0

@@ -64,6 +64,7 @@ class ProcessInfo:
     command: list[str] = field(default_factory=list)
     connected_unix_s: float = 0.0
     ended: bool = False          # its bridge sent the final frame (normal interpreter exit)
+    cut_short: bool = False      # its connection closed (or the session stopped) without that frame
     raw_events: int = 0
     dropped: int = 0
     callback_errors: int = 0
@@ -181,7 +182,20 @@ class ChannelServer:
                 conn.out = b""
         return reached
 
+    def _cut_short(self, proc: ProcessInfo | None) -> None:
+        """A process whose connection closed without its final frame (os._exit, a signal, a crash)
+        or that still runs when the session stops: its last window never arrives, so no count of
+        its loops is whole (a LoopRead with `gap` for each loop it has reported)."""
+        if proc is None or proc.ended or proc.cut_short:
+            return
+        proc.cut_short = True
+        reads = [LoopRead(ent, gap=True) for slot, desc in proc.slots.items() if desc[0] == 0
+                 and (ent := self._entities.get((id(proc.slots), slot))) is not None]
+        with self._lock:
+            self._loop_reads.extend(reads)
+
     def _close(self, conn: _Conn) -> None:
+        self._cut_short(conn.proc)
         try:
             self._sel.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -221,6 +235,8 @@ class ChannelServer:
             self._thread.join(timeout=2.0)
             self._thread = None
         self._pump(0)
+        for conn in list(self._conns):
+            self._cut_short(conn.proc)
         obs = self.poll()
         for conn in list(self._conns):
             self._close(conn)

@@ -74,3 +74,16 @@ def test_two_threads_on_one_loop_are_not_called_whole(both) -> None:
     """A run another thread starts while the slot is disarmed is not seen: no exactness claimed."""
     _, _, _, m = both
     assert not m["threaded"]["iterations_exact"]
+
+
+def test_a_fork_in_the_loop(tmp_path: Path) -> None:
+    """A loop that forks halfway, with two backward jumps (the if's and the loop's): the parent's
+    count is whole; the child's, whose last window os._exit lost, does not claim to be."""
+    program = PROGRAM.with_name("spans_fork.py")
+    gyro = gyroscope("run", "-q", "--json", str(tmp_path / "s.json"), str(program))
+    assert gyro.returncode == 0, gyro.stderr
+    session = json.loads((tmp_path / "s.json").read_text())
+    loops = {e["pid"]: e["measurements"] for e in session["entities"] if e["kind"] == "loop"}
+    parent = loops.pop(session["pid"])
+    assert parent["iterations"] == 3_000_000 and parent["iterations_exact"]
+    assert [m["iterations_exact"] for m in loops.values()] == [False]
