@@ -301,8 +301,9 @@ class Measurements:
         st = self.get(ent)
         iterations, ips, ips_source = _extrapolate(st.exact_hits, st.saturated_hits, st.rates, st.run_ns,
                                                    st.iter_read, st.free_iters, st.free_ns)
-        # counted whole: every window's runs were counted by hits or read from the iterator, by one
-        # thread (a run another thread started while the slot was disarmed would not be seen)
+        # counted whole: every window's runs were counted by hits or read from the iterator, in a
+        # process of one thread (bridges/channel.py: a run another thread started while the slot
+        # was disarmed would not be seen)
         whole = bool(st.saturated_hits and st.read_windows and not st.gaps and len(st.counting_threads) <= 1)
         counted = st.exact_hits + st.saturated_hits + st.iter_read
         if whole:

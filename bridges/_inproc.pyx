@@ -225,25 +225,43 @@ cdef extern from *:
         return 0;
     }
 
-    /* 3: frame fp is on thread ts's stack, paused in one of the loop's backward jumps (lo..hi:
-       a disarmed jump fires no event when it resumes); 2: executing offsets lo..hi otherwise
-       (the loop's body, or a call made from it: the item's jump is still to come); 1: on the
-       stack elsewhere; 0: not on the stack (it returned). */
-    static int gyro_frame_state(PyThreadState *ts, void *fp, int lo, int hi) {
+    /* The bytecode offset frame fp of thread ts is executing (or paused at): -1 when fp is not on
+       that thread's stack (it returned), -2 when it is but its offset is unknown. */
+    static int gyro_frame_offset(PyThreadState *ts, void *fp) {
     #if GYRO_FRAMES
         gyro_iframe *f = (gyro_iframe *)gyro_frame_of(ts);
         for (int depth = 0; f != NULL && depth < 100000; depth++, f = (gyro_iframe *)f->previous) {
             if ((void *)f != fp) continue;
-            if (f->f_executable == NULL || !PyCode_Check(f->f_executable) || f->instr_ptr == NULL) return 1;
-            Py_ssize_t off = (char *)f->instr_ptr - ((PyCodeObject *)f->f_executable)->co_code_adaptive;
-            if (off < lo || off > hi) return 1;
-            int op = *(uint8_t *)f->instr_ptr;
-            return (op == JUMP_BACKWARD || op == INSTRUMENTED_JUMP_BACKWARD) ? 3 : 2;
+            if (f->f_executable == NULL || !PyCode_Check(f->f_executable) || f->instr_ptr == NULL) return -2;
+            return (int)((char *)f->instr_ptr - ((PyCodeObject *)f->f_executable)->co_code_adaptive);
         }
     #else
-        (void)ts; (void)fp; (void)lo; (void)hi;
+        (void)ts; (void)fp;
     #endif
-        return 0;
+        return -1;
+    }
+
+    /* Where the for-loop whose head (FOR_ITER, after any EXTENDED_ARG) is at offset `head` ends:
+       the offset its exhausted iterator jumps to (its body and every backward jump lie before
+       it; an if/else may place one after the loop's main jump); `hi` when the head is not a
+       FOR_ITER as expected (another tool's instrumentation, say). */
+    static int gyro_loop_end(PyObject *code, int head, int hi) {
+    #if GYRO_FRAMES
+        if (!PyCode_Check(code)) return hi;
+        const uint8_t *b = (const uint8_t *)((PyCodeObject *)code)->co_code_adaptive;
+        Py_ssize_t n = 2 * Py_SIZE(code);
+        Py_ssize_t i = head;
+        int arg = 0;
+        while (i >= 0 && i + 1 < n && b[i] == EXTENDED_ARG) { arg = (arg | b[i + 1]) << 8; i += 2; }
+        if (i < 0 || i + 1 >= n) return hi;
+        int op = b[i];
+        if (op != FOR_ITER && op != FOR_ITER_RANGE && op != INSTRUMENTED_FOR_ITER) return hi;
+        Py_ssize_t end = i + 4 + 2 * (Py_ssize_t)(arg | b[i + 1]);   /* the instruction, its cache, oparg units */
+        return (end > hi && end < n) ? (int)end : hi;
+    #else
+        (void)code; (void)head;
+        return hi;
+    #endif
     }
     """
     int GYRO_FRAMES
@@ -252,7 +270,8 @@ cdef extern from *:
     PyObject* gyro_loop_iter(void* fp) nogil
     int64_t gyro_iter_pos(PyObject* o, int* done) nogil
     int gyro_ts_alive(PyThreadState* ts)
-    int gyro_frame_state(PyThreadState* ts, void* fp, int lo, int hi)
+    int gyro_frame_offset(PyThreadState* ts, void* fp)
+    int gyro_loop_end(object code, int head, int hi)
     PyThreadState* PyThreadState_Get()
     void Py_INCREF(PyObject*)
     void Py_DECREF(PyObject*)
@@ -369,6 +388,7 @@ cdef bint _stop_shipper = False
 cdef bint _exiting = False
 cdef bint _atexit_done = False
 cdef bint _started = False
+cdef unsigned long _shipper_ident = 0     # its thread state, made by `with gil`, is not the program's
 _extra_sources = []              # callables returning a marshal-able object or None, drained per window
 
 
@@ -498,6 +518,7 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     _free_ns[s] = 0
     _gap[s] = 0
     _off[s] = 0
+    _carry_frame[s] = NULL
     _step_t0[s] = 0
     _step_n[s] = 0
     _long_n[s] = 0
@@ -577,11 +598,15 @@ cdef struct Span:
     PyThreadState* ts
     clockid_t clk          # the thread's CPU-time clock
     int64_t pos0           # the iterator's position at the span's first hit
+    int64_t cpu0           # the thread's CPU time then
+    int64_t prior          # the run's CPU time before this span (a span the re-arm closed mid-run)
     int64_t pos_b
     int64_t cpu_b
     uint32_t hits          # hits on this iterator in the span (the first one included)
-    int lo                 # the loop's bytecode: dest .. offset of its backward jump
+    int lo                 # the loop's bytecode: its head (the jumps' dest) .. its end
     int hi
+    int jump               # the offsets of its backward jumps seen (a second one: an if/else or
+    int jump2              # `continue`; -1 until seen)
 
 cdef Span _spans[MAX_SPANS]
 cdef int _n_spans = 0
@@ -591,6 +616,8 @@ cdef uint64_t _free_iters[MAX_SLOTS]  # iterations run with no callback, in span
 cdef int64_t _free_ns[MAX_SLOTS]      # their thread CPU time
 cdef uint8_t _gap[MAX_SLOTS]          # this window: the loop may have run uncounted (see "coverage")
 cdef uint8_t _off[MAX_SLOTS]          # the loop slot is DISABLEd (until its code is re-armed)
+cdef void* _carry_frame[MAX_SLOTS]    # a run the re-arm found going on (its frame) ...
+cdef int64_t _carry_ns[MAX_SLOTS]     # ... and its CPU time so far: the next span of it goes on
 # A run of a range loop that ends while its slot is disarmed (the burst is over) re-arms its code
 # at once, so that the next run is counted from its first hit, when the run took at least this
 # many times what the code's re-arm costs (its least so far: 0.5-5.5 us by its size, ~4 us from a
@@ -608,12 +635,27 @@ cdef inline int64_t _cpu_of(clockid_t clk, bint* ok) noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
+cdef int _span_state(Span* sp) noexcept:
+    """Where the span's loop is, seen from the shipper: 3, paused at one of its backward jumps
+    seen (a disarmed jump fires no event when it resumes); 2, elsewhere in its body (or a call
+    made from it: the item's jump is still to come); 1, its frame is elsewhere; 0, returned."""
+    cdef int off
+    if not gyro_ts_alive(sp.ts):
+        return 0
+    off = gyro_frame_offset(sp.ts, sp.frame)
+    if off == -1:
+        return 0
+    if off < sp.lo or off > sp.hi:
+        return 1
+    return 3 if off == sp.jump or off == sp.jump2 else 2
+
+
 cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     """Close span j. how: 0, the end time is unknown (counts only); 1, the loop ended or paused
     just now (an event of its frame); 2, from the shipper at the re-arm or exit: timed only if the
     frame is still running the loop. `inside`: a yield in the loop's body, whose item's jump is
     still to come (and counted as a hit if the slot is armed). Returns, when the loop's run ended
-    while its slot was disarmed, how long it ran free (> 0): the caller re-arms its code now or
+    while its slot was disarmed, how long the run took (> 0): the caller re-arms its code now or
     flags the window (see "coverage"); else 0."""
     global _n_spans
     cdef Span sp = _spans[j]
@@ -634,8 +676,8 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     if sp.burst and how and pos > sp.pos_b:
         if how == 1:
             timed = True
-        elif not done and gyro_ts_alive(sp.ts):
-            state = gyro_frame_state(sp.ts, sp.frame, sp.lo, sp.hi)
+        elif not done:
+            state = _span_state(&sp)
             timed = state >= 2
         if timed:
             cpu = _cpu_of(sp.clk, &ok)
@@ -644,9 +686,16 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
                     _free_iters[s] += <uint64_t>(pos - sp.pos_b)
                     _free_ns[s] += cpu - sp.cpu_b
                 if how == 1 and not inside and disarmed:
-                    ended = cpu - sp.cpu_b
-    elif how == 2 and not done and gyro_ts_alive(sp.ts):
-        state = gyro_frame_state(sp.ts, sp.frame, sp.lo, sp.hi)
+                    ended = sp.prior + cpu - sp.cpu0     # the run's CPU time (> 0)
+    elif how == 2 and not done:
+        state = _span_state(&sp)
+    if how == 2 and state >= 2:
+        # the run goes on past the re-arm: its next span carries its length (for the early re-arm)
+        if not timed:
+            cpu = _cpu_of(sp.clk, &ok)
+        if ok:
+            _carry_frame[s] = sp.frame
+            _carry_ns[s] = sp.prior + cpu - sp.cpu0
     if state == 2 and n > 0:
         # paused in the loop's body: the item in progress was read, and its jump is still to come,
         # counted as a hit once the re-arm that follows this close has armed it
@@ -742,7 +791,7 @@ cdef bint _rearm_now(object code) noexcept:
     return True
 
 
-cdef bint _span_hit(int s, uint32_t h, int offset, int dest) noexcept:
+cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexcept:
     """A hit of loop slot s: count it in the span of its iterator, opening one if needed; at the
     end of the slot's burst, note where the loop starts to run free. True: a span holds the loop's
     iterator (this slot's, or another backward jump's of the same loop: an if/else or `continue`)."""
@@ -763,7 +812,9 @@ cdef bint _span_hit(int s, uint32_t h, int offset, int dest) noexcept:
         sp.hits += 1
         if sp.slot != s:
             sp.shared = True
-            if offset > sp.hi:      # the loop's body reaches this backward jump too
+            if offset != sp.jump:
+                sp.jump2 = offset
+            if offset > sp.hi:
                 sp.hi = offset
     else:
         j = _n_spans - 1           # a new run of the loop on this thread: the old one ended unseen
@@ -784,10 +835,17 @@ cdef bint _span_hit(int s, uint32_t h, int offset, int dest) noexcept:
         sp.frame = f
         sp.ts = ts
         sp.clk_ok = pthread_getcpuclockid(pthread_self(), &sp.clk) == 0
+        sp.cpu0 = _cpu_of(sp.clk, &sp.clk_ok) if sp.clk_ok else 0
+        sp.prior = 0
+        if _carry_frame[s] == f:
+            sp.prior = _carry_ns[s]
+        _carry_frame[s] = NULL
         sp.pos0 = gyro_iter_pos(it, &done)
         sp.hits = 1
         sp.lo = dest
-        sp.hi = offset
+        sp.hi = gyro_loop_end(code, dest, offset)
+        sp.jump = offset
+        sp.jump2 = -1
         _n_spans += 1
     if h >= _lim[s] and sp.slot == s and sp.clk_ok:
         sp.pos_b = gyro_iter_pos(it, &done)
@@ -825,7 +883,7 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
     if _spans_on:
         if _n_spans and kind == 0:
             _span_event(code, kind, offset, dest)
-        if kind == 0 and not _span_hit(s, h, offset, dest) and h == _lim[s]:
+        if kind == 0 and not _span_hit(code, s, h, offset, dest) and h == _lim[s]:
             _gap[s] = 1        # disarmed with no span to carry on
     if h == 1:
         _t_first[s] = t_in
@@ -1036,12 +1094,16 @@ cdef void _build_hits() noexcept nogil:
 
 
 cdef void _build_threads():
-    """Append (ident, native id) of every thread state of the interpreter (under the GIL)."""
+    """Append (ident, native id) of every thread state of the interpreter but the shipper's (under
+    the GIL): the program's threads (bridges/channel.py counts them)."""
     cdef uint32_t n = 0
     cdef uint64_t u64
     cdef char rec[16]
     cdef PyThreadState* ts = PyInterpreterState_ThreadHead(PyInterpreterState_Get())
     while ts != NULL:
+        if _shipper_ident and ts.thread_id == _shipper_ident:
+            ts = PyThreadState_Next(ts)
+            continue
         u64 = ts.thread_id
         memcpy(rec, &u64, 8)
         u64 = ts.native_thread_id
@@ -1265,11 +1327,12 @@ cdef bint _wait_until(int64_t deadline) noexcept nogil:
 
 
 cdef void* _shipper_main(void* arg) noexcept nogil:
-    global _shipper_tid
+    global _shipper_tid, _shipper_ident
     cdef int64_t deadline
     cdef int64_t rearm_at
     cdef int64_t wait_ns = _window_ns // 8 if _window_ns >= 80000000 else _window_ns
     _shipper_tid = syscall(SYS_gettid)
+    _shipper_ident = pthread_self()
     # named, so the sampler can leave this thread out of the program's profile (bridges/pyspy.py)
     prctl(PR_SET_NAME, <unsigned long><const char*>b"gyroscope", 0, 0, 0)
     while True:

@@ -395,12 +395,15 @@ class ChannelServer:
         events: list[Event] = []
         unpriced: list[tuple[Event, int, int, int, int]] = []
         reads: list[LoopRead] = []
+        # another thread may run a loop while its slot is disarmed, unseen: with more than one
+        # thread in the process, no window's count of a loop is taken as complete
+        threaded = n_threads > 1
         for slot, count, t_first, span, ident, ident2, read, free_iters, free_ns, flags in hits:
             ent, ekind = self._entity(proc, epid, slot)
             if ent is None:
                 continue
-            if read or free_ns or flags:
-                reads.append(LoopRead(ent, read, free_iters, free_ns, bool(flags & 1)))
+            if read or free_ns or flags or (threaded and ekind == EventKind.LOOP_ITER):
+                reads.append(LoopRead(ent, read, free_iters, free_ns, bool(flags & 1) or threaded))
             if not count:
                 continue
             thread = proc.natives.get(ident, ident)

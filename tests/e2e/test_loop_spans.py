@@ -41,13 +41,18 @@ def test_the_program_sees_python(both) -> None:
 
 
 @pytest.mark.parametrize("name", ["single", "nested"])
-def test_a_range_loop_is_counted_whole(both, name: str) -> None:
-    """In one call, or in runs of ~3.5 ms each (the code is re-armed as each run ends: the next run
-    is counted from its first hit), every iteration is counted and the count says it is exact."""
-    _, _, truth, m = both
-    assert m[name]["iterations_counted"] == truth[name]
-    assert m[name]["iterations"] == truth[name] and m[name]["iterations_exact"]
-    assert m[name]["iterations_per_s_source"] == "uninstrumented"
+def test_a_range_loop_is_counted_whole(tmp_path: Path, name: str) -> None:
+    """In a program of one thread, a range loop run in one call, or in runs of ~3.5 ms each (the
+    code is re-armed as each run ends: the next run is counted from its first hit), has every
+    iteration counted, and the count says it is exact."""
+    gyro = gyroscope("run", "-q", "--json", str(tmp_path / "s.json"), str(PROGRAM.with_name("spans_whole.py")),
+                     str(tmp_path / "truth.json"))
+    assert gyro.returncode == 0, gyro.stderr
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    m = {e["function"]: e["measurements"] for e in json.loads((tmp_path / "s.json").read_text())["entities"]
+         if e["kind"] == "loop" and e["function"] == name and e["line"] in (9, 17)}[name]
+    assert (m["iterations_counted"], m["iterations"], m["iterations_exact"]) == (truth[name], truth[name], True)
+    assert m["iterations_per_s_source"] == "uninstrumented"
 
 
 def test_a_loop_that_yields_is_counted_exactly(both) -> None:
@@ -70,8 +75,10 @@ def test_loops_without_a_range_iterator_say_their_rate_is_from_timed_hits(both) 
         assert not m[name]["iterations_exact"] and m[name]["iterations_error"] > 0
 
 
-def test_two_threads_on_one_loop_are_not_called_whole(both) -> None:
-    """A run another thread starts while the slot is disarmed is not seen: no exactness claimed."""
+def test_no_count_is_called_whole_in_a_process_of_several_threads(both) -> None:
+    """A run another thread starts while the slot is disarmed is not seen: with threads in the
+    process, no exactness is claimed for a loop that saturated (the program's first loops ran
+    before its threads, but share their last windows)."""
     _, _, _, m = both
     assert not m["threaded"]["iterations_exact"]
 
