@@ -513,10 +513,7 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     _last_tid[s] = 0
     _base[s] = WARM_HITS if kind == 0 else CALL_WARM
     _draw(s)
-    _iter_read[s] = 0
-    _free_iters[s] = 0
-    _free_ns[s] = 0
-    _gap[s] = 0
+    _clear_reads(s)
     _off[s] = 0
     _carry_frame[s] = NULL
     _step_t0[s] = 0
@@ -527,6 +524,14 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     _long_total[s] = 0
     _slot_of[key] = s
     return s
+
+
+cdef inline void _clear_reads(int s) noexcept nogil:
+    """The slot's iterator readings and coverage flag of the window (see "spans")."""
+    _iter_read[s] = 0
+    _free_iters[s] = 0
+    _free_ns[s] = 0
+    _gap[s] = 0
 
 
 cdef inline void _clear_gaps(int s) noexcept nogil:
@@ -1078,10 +1083,7 @@ cdef void _build_hits() noexcept nogil:
             u64 = _gap[s]
             memcpy(rec + 64, &u64, 8)
             _put(&_out, &_out_len, &_out_cap, rec, 72)
-            _gap[s] = 0
-            _iter_read[s] = 0
-            _free_iters[s] = 0
-            _free_ns[s] = 0
+            _clear_reads(s)
             _hits[s] = 0
             _thread[s] = 0
             _thread2[s] = 0
@@ -1539,11 +1541,8 @@ def _after_fork_child() -> None:
     for s in range(_n_slots):   # what the parent counted before the fork is the parent's
         # a loop disarmed at the fork may be running in this thread: its iterations until the
         # next re-arm are not counted here
+        _clear_reads(s)
         _gap[s] = _off[s]
-        _iter_read[s] = 0
-        _free_iters[s] = 0
-        _free_ns[s] = 0
-        _gap[s] = 0
         _hits[s] = 0
         _thread[s] = 0
         _thread2[s] = 0
