@@ -812,6 +812,9 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
     j = _n_spans - 1
     while j >= 0 and _spans[j].it != it:
         j -= 1
+    if j >= 0 and (_spans[j].lo != dest or _spans[j].frame != f):
+        _span_close(j, 0)          # another loop takes over the iterator (one left it with `break`)
+        j = -1
     if j >= 0:
         sp = &_spans[j]
         sp.hits += 1
