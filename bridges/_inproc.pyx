@@ -581,8 +581,9 @@ cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
 # hits or read by a span. The bridge flags the window (_gap) when that may not hold: the slot was
 # disarmed at a hit with no span to carry on (not a range loop, or too many spans), or a run ended
 # while the slot was disarmed and its code was not re-armed at once (a short run, or the end seen
-# only at the re-arm: the next runs until then went uncounted), or it was disarmed in a process
-# that forked (the run goes on in the child). A loop whose windows were never flagged, counted on
+# only at the re-arm: the next runs until then went uncounted), it was disarmed in a process
+# that forked (the run goes on in the child), or a thread other than the one that started the
+# bridge made a callback in the window (it may have run the loop while the slot was disarmed). A loop whose windows were never flagged, counted on
 # one thread, in a process whose last window arrived (bridges/channel.py), is counted exactly
 # (agent/measure.py). A loop with several backward jumps (an if/else at the end of its body, a
 # `continue`) shares one span among them: the iterator counts the loop's items whichever jump
@@ -621,6 +622,8 @@ cdef uint64_t _free_iters[MAX_SLOTS]  # iterations run with no callback, in span
 cdef int64_t _free_ns[MAX_SLOTS]      # their thread CPU time
 cdef uint8_t _gap[MAX_SLOTS]          # this window: the loop may have run uncounted (see "coverage")
 cdef uint8_t _off[MAX_SLOTS]          # the loop slot is DISABLEd (until its code is re-armed)
+cdef PyThreadState* _main_ts = NULL   # the thread that started the bridge (after fork: the child's)
+cdef bint _others_ran = False         # this window: a callback came from another thread
 cdef void* _carry_frame[MAX_SLOTS]    # a run the re-arm found going on (its frame) ...
 cdef int64_t _carry_ns[MAX_SLOTS]     # ... and its CPU time so far: the next span of it goes on
 # A run of a range loop that ends while its slot is disarmed (the burst is over) re-arms its code
@@ -864,7 +867,7 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
 
 cdef inline object _hit(object code, int offset, int kind, int dest):
     """Count one hit; return DISABLE when the slot has had K hits in this window."""
-    global _raw, _errors, last_error, _last_slot, _rearm_pending
+    global _raw, _errors, last_error, _last_slot, _rearm_pending, _others_ran
     cdef int64_t t_in = _now()      # first: the gap to the last return excludes this callback's work
     cdef int s
     cdef int q
@@ -889,6 +892,8 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
     h = _hits[s] + 1
     _hits[s] = h
     if _spans_on:
+        if PyThreadState_Get() != _main_ts:
+            _others_ran = True
         if _n_spans and kind == 0:
             _span_event(code, kind, offset, dest)
         if kind == 0 and not _span_hit(code, s, h, offset, dest) and h == _lim[s]:
@@ -1052,7 +1057,7 @@ cdef size_t _out_cap = 0
 cdef void _build_hits() noexcept nogil:
     """Start the window frame in _out: header and the hit records since the last window (reset).
     Called under the GIL, or after finalisation (no Python code can run then)."""
-    global _out_len
+    global _out_len, _others_ran
     cdef int s
     cdef uint32_t n_hits = 0
     cdef uint32_t h
@@ -1069,6 +1074,8 @@ cdef void _build_hits() noexcept nogil:
     _put(&_out, &_out_len, &_out_cap, rec, 40)
     for s in range(_n_slots):
         h = _hits[s]
+        if _others_ran and _base[s] == WARM_HITS and (h or _iter_read[s]):
+            _gap[s] = 1     # another thread ran the program's code: it may have run this loop unseen
         if h or _iter_read[s] or _free_ns[s] or _gap[s]:
             # "span": the timed gaps as hits - WARM of the median quarter's mean (_burst_span)
             i64 = _burst_span(s, h) if h >= _lim[s] else 0
@@ -1094,6 +1101,7 @@ cdef void _build_hits() noexcept nogil:
             _last_tid[s] = 0
             _draw(s)
             n_hits += 1
+    _others_ran = False
     if _out != NULL:
         memcpy(_out + 32, &n_hits, 4)
 
@@ -1531,7 +1539,7 @@ def _after_fork_parent() -> None:
 
 def _after_fork_child() -> None:
     """A new process of the session: its own connection (or a quiet bridge with --no-subprocesses)."""
-    global _sock, _active, _desc_len, _in_len
+    global _sock, _active, _desc_len, _in_len, _main_ts
     cdef int s
     pthread_mutex_init(&_send_mu, NULL)
     pthread_mutex_init(&_wake_mu, NULL)
@@ -1541,6 +1549,7 @@ def _after_fork_child() -> None:
         close(_sock)   # the parent's connection stays the parent's
         _sock = -1
     _forget_spans()
+    _main_ts = PyThreadState_Get()
     for s in range(_n_slots):   # what the parent counted before the fork is the parent's
         # a loop disarmed at the fork may be running in this thread: its iterations until the
         # next re-arm are not counted here
@@ -1582,7 +1591,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follo
     """Connect to gyroscope and start watching. False (and nothing changed) when it cannot.
     `spans`: read the loops' iterators (see "spans"; only on CPython 3.12 and 3.13)."""
     global _predicate, _DISABLE, _k, _window_ns, _follow, _tool, _active, _started, LOCAL_EVENTS
-    global _tracer_pid, _spans_on, _set_local_events
+    global _tracer_pid, _spans_on, _set_local_events, _main_ts
     cdef bytes p = socket_path.encode("utf-8", "surrogateescape")
     if _started or len(p) >= 108:
         return False
@@ -1605,6 +1614,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follo
     _window_ns = <int64_t>(window_s * 1e9)
     _follow = follow
     _spans_on = spans and gyro_frames_init(type(iter(range(0)))) == 1
+    _main_ts = PyThreadState_Get()
     _set_local_events = _sys.monitoring.set_local_events
     _hello(False)
     mon = _sys.monitoring
