@@ -241,27 +241,37 @@ cdef extern from *:
         return -1;
     }
 
-    /* Where the for-loop whose head (FOR_ITER, after any EXTENDED_ARG) is at offset `head` ends:
-       the offset its exhausted iterator jumps to (its body and every backward jump lie before
-       it; an if/else may place one after the loop's main jump); `hi` when the head is not a
-       FOR_ITER as expected (another tool's instrumentation, say). */
-    static int gyro_loop_end(PyObject *code, int head, int hi) {
+    /* The offset of the FOR_ITER at a backward jump's target `head` (after any EXTENDED_ARG),
+       and its oparg; -1 when the target is not a FOR_ITER (a while loop's test, or another
+       tool's instrumentation there). */
+    static Py_ssize_t gyro_for_head(PyObject *code, int head, int *oparg) {
     #if GYRO_FRAMES
-        if (!PyCode_Check(code)) return hi;
+        if (!PyCode_Check(code)) return -1;
         const uint8_t *b = (const uint8_t *)((PyCodeObject *)code)->co_code_adaptive;
         Py_ssize_t n = 2 * Py_SIZE(code);
         Py_ssize_t i = head;
         int arg = 0;
         while (i >= 0 && i + 1 < n && b[i] == EXTENDED_ARG) { arg = (arg | b[i + 1]) << 8; i += 2; }
-        if (i < 0 || i + 1 >= n) return hi;
-        int op = b[i];
-        if (op != FOR_ITER && op != FOR_ITER_RANGE && op != INSTRUMENTED_FOR_ITER) return hi;
-        Py_ssize_t end = i + 4 + 2 * (Py_ssize_t)(arg | b[i + 1]);   /* the instruction, its cache, oparg units */
-        return (end > hi && end < n) ? (int)end : hi;
+        if (i < 0 || i + 1 >= n) return -1;
+        if (b[i] != FOR_ITER && b[i] != FOR_ITER_RANGE && b[i] != INSTRUMENTED_FOR_ITER) return -1;
+        *oparg = arg | b[i + 1];
+        return i;
     #else
-        (void)code; (void)head;
-        return hi;
+        (void)code; (void)head; (void)oparg;
+        return -1;
     #endif
+    }
+
+    /* Where the for-loop whose head (FOR_ITER, after any EXTENDED_ARG) is at offset `head` ends:
+       the offset its exhausted iterator jumps to (its body and every backward jump lie before
+       it; an if/else may place one after the loop's main jump); `hi` when the head is not a
+       FOR_ITER as expected (another tool's instrumentation, say). */
+    static int gyro_loop_end(PyObject *code, int head, int hi) {
+        int arg = 0;
+        Py_ssize_t i = gyro_for_head(code, head, &arg);
+        if (i < 0) return hi;
+        Py_ssize_t end = i + 4 + 2 * (Py_ssize_t)arg;   /* the instruction, its cache, oparg units */
+        return (end > hi && end < 2 * Py_SIZE(code)) ? (int)end : hi;
     }
     """
     int GYRO_FRAMES
@@ -272,6 +282,7 @@ cdef extern from *:
     int gyro_ts_alive(PyThreadState* ts)
     int gyro_frame_offset(PyThreadState* ts, void* fp)
     int gyro_loop_end(object code, int head, int hi)
+    Py_ssize_t gyro_for_head(object code, int head, int* oparg)
     PyThreadState* PyThreadState_Get()
     void Py_INCREF(PyObject*)
     void Py_DECREF(PyObject*)
@@ -809,9 +820,10 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
     cdef PyObject* it = gyro_loop_iter(f)
     cdef int j
     cdef int done = 0
+    cdef int oparg = 0
     cdef Span* sp
-    if it == NULL:
-        return False
+    if it == NULL or gyro_for_head(code, dest, &oparg) < 0:
+        return False      # not a for-loop: the range iterator on the stack is an enclosing loop's
     j = _n_spans - 1
     while j >= 0 and _spans[j].it != it:
         j -= 1

@@ -70,8 +70,8 @@ def test_what_is_counted_never_exceeds_the_truth(both) -> None:
 
 def test_loops_without_a_range_iterator_say_their_rate_is_from_timed_hits(both) -> None:
     _, _, _, m = both
-    for name in ("whiled", "listed"):
-        assert m[name]["iterations_per_s_source"] == "timed hits"
+    for name in ("whiled", "listed", "while_in_for"):
+        assert m[name]["iterations_per_s_source"] == "timed hits", name
         assert not m[name]["iterations_exact"] and m[name]["iterations_error"] > 0
 
 
