@@ -155,7 +155,6 @@ cdef extern from "<errno.h>" nogil:
 # spans are off and every count beyond the hits is estimated, as before). See "Spans" below.
 cdef extern from *:
     """
-    #include <time.h>
     #if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
     #define GYRO_FRAMES 1
     #include "opcode.h"
@@ -241,10 +240,13 @@ cdef extern from *:
         return -1;
     }
 
-    /* The offset of the FOR_ITER at a backward jump's target `head` (after any EXTENDED_ARG),
-       and its oparg; -1 when the target is not a FOR_ITER (a while loop's test, or another
-       tool's instrumentation there). */
-    static Py_ssize_t gyro_for_head(PyObject *code, int head, int *oparg) {
+    /* Where the for-loop whose backward jumps target `head` ends: the offset its exhausted
+       iterator jumps to, past its FOR_ITER (after any EXTENDED_ARG), its cache entry and oparg
+       code units (its body and every backward jump lie before it; an if/else may place one after
+       the loop's main jump). -1 when the target is not a FOR_ITER: a while loop's test (the
+       range iterator on top of the stack is then an enclosing loop's), or another tool's
+       instrumentation there. */
+    static int gyro_loop_end(PyObject *code, int head) {
     #if GYRO_FRAMES
         if (!PyCode_Check(code)) return -1;
         const uint8_t *b = (const uint8_t *)((PyCodeObject *)code)->co_code_adaptive;
@@ -254,24 +256,12 @@ cdef extern from *:
         while (i >= 0 && i + 1 < n && b[i] == EXTENDED_ARG) { arg = (arg | b[i + 1]) << 8; i += 2; }
         if (i < 0 || i + 1 >= n) return -1;
         if (b[i] != FOR_ITER && b[i] != FOR_ITER_RANGE && b[i] != INSTRUMENTED_FOR_ITER) return -1;
-        *oparg = arg | b[i + 1];
-        return i;
+        Py_ssize_t end = i + 4 + 2 * (Py_ssize_t)(arg | b[i + 1]);
+        return end < n ? (int)end : 0;     /* 0: a for-loop whose end is out of reach */
     #else
-        (void)code; (void)head; (void)oparg;
+        (void)code; (void)head;
         return -1;
     #endif
-    }
-
-    /* Where the for-loop whose head (FOR_ITER, after any EXTENDED_ARG) is at offset `head` ends:
-       the offset its exhausted iterator jumps to (its body and every backward jump lie before
-       it; an if/else may place one after the loop's main jump); `hi` when the head is not a
-       FOR_ITER as expected (another tool's instrumentation, say). */
-    static int gyro_loop_end(PyObject *code, int head, int hi) {
-        int arg = 0;
-        Py_ssize_t i = gyro_for_head(code, head, &arg);
-        if (i < 0) return hi;
-        Py_ssize_t end = i + 4 + 2 * (Py_ssize_t)arg;   /* the instruction, its cache, oparg units */
-        return (end > hi && end < 2 * Py_SIZE(code)) ? (int)end : hi;
     }
     """
     int GYRO_FRAMES
@@ -281,8 +271,7 @@ cdef extern from *:
     int64_t gyro_iter_pos(PyObject* o, int* done) nogil
     int gyro_ts_alive(PyThreadState* ts)
     int gyro_frame_offset(PyThreadState* ts, void* fp)
-    int gyro_loop_end(object code, int head, int hi)
-    Py_ssize_t gyro_for_head(object code, int head, int* oparg)
+    int gyro_loop_end(object code, int head)
     PyThreadState* PyThreadState_Get()
     void Py_INCREF(PyObject*)
     void Py_DECREF(PyObject*)
@@ -769,10 +758,8 @@ cdef void _span_event(object code, int kind, int offset, int dest=-1) noexcept:
                 else:
                     _gap[s] = 1      # a short run: its code waits for the window's re-arm
         j -= 1
-        if j >= _n_spans:
-            j = _n_spans - 1
     if n_slots:
-        ok = _rearm_now(code)
+        ok = _rearm_code(code)
         for j in range(n_slots):
             if ok:
                 _off[slots[j]] = 0
@@ -795,8 +782,8 @@ cdef inline int64_t _rearm_guess(object code):
     return 400 + 6 * Py_SIZE(code)     # Py_SIZE: the code's length in 2-byte units
 
 
-cdef bint _rearm_now(object code) noexcept:
-    """Re-arm one code object from its own callback (our tool's events only, as _rearm_codes)."""
+cdef bint _rearm_code(object code) noexcept:
+    """Re-arm one code object (our tool's events only: see _rearm_codes), noting what it cost."""
     global _errors, last_error
     cdef int64_t t0 = _now()
     try:
@@ -820,16 +807,20 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
     cdef PyObject* it = gyro_loop_iter(f)
     cdef int j
     cdef int done = 0
-    cdef int oparg = 0
+    cdef int end = -1
     cdef Span* sp
-    if it == NULL or gyro_for_head(code, dest, &oparg) < 0:
-        return False      # not a for-loop: the range iterator on the stack is an enclosing loop's
+    if it == NULL:
+        return False
     j = _n_spans - 1
     while j >= 0 and _spans[j].it != it:
         j -= 1
-    if j >= 0 and (_spans[j].lo != dest or _spans[j].frame != f):
-        _span_close(j, 0)          # another loop takes over the iterator (one left it with `break`)
-        j = -1
+    if j < 0 or _spans[j].lo != dest or _spans[j].frame != f:
+        end = gyro_loop_end(code, dest)
+        if end < 0:
+            return False   # not a for-loop: the range iterator on the stack is an enclosing loop's
+        if j >= 0:
+            _span_close(j, 0)      # another loop takes over the iterator (one left it with `break`)
+            j = -1
     if j >= 0:
         sp = &_spans[j]
         sp.hits += 1
@@ -866,7 +857,7 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
         sp.pos0 = gyro_iter_pos(it, &done)
         sp.hits = 1
         sp.lo = dest
-        sp.hi = gyro_loop_end(code, dest, offset)
+        sp.hi = end if end > offset else offset
         sp.jump = offset
         sp.jump2 = -1
         _n_spans += 1
@@ -1210,22 +1201,14 @@ cdef void _rearm_codes():
     moment of the window, not right after the drain: the timed hits that follow must not
     coincide with gyroscope's own work on the window just shipped (decoding it on the other core
     slowed them by ~10%)."""
-    global _errors, last_error, _rearm_pending
+    global _rearm_pending
     _close_all_spans()      # before the hits start again (see "spans")
     memset(_off, 0, _n_slots)
     _rearm_pending = False
     codes = list(_rearm.values())
     _rearm.clear()
-    mon = _sys.monitoring
     for code in codes:
-        try:
-            t0 = _now()
-            mon.set_local_events(_tool, code, 0)
-            mon.set_local_events(_tool, code, LOCAL_EVENTS)
-            _note_rearm_cost(code, _now() - t0)
-        except BaseException as e:
-            _errors += 1
-            last_error = repr(e)
+        _rearm_code(code)
 
 
 cdef void _ship_window() noexcept nogil:
@@ -1599,9 +1582,9 @@ cdef void _set_ptracer() noexcept nogil:
 
 # ---- start ---------------------------------------------------------------------------------
 def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follow=True,
-          long tracer_pid=0, bint spans=True) -> bool:
-    """Connect to gyroscope and start watching. False (and nothing changed) when it cannot.
-    `spans`: read the loops' iterators (see "spans"; only on CPython 3.12 and 3.13)."""
+          long tracer_pid=0) -> bool:
+    """Connect to gyroscope and start watching. False (and nothing changed) when it cannot. The
+    loops' iterators are read (see "spans") on CPython 3.12 and 3.13 only."""
     global _predicate, _DISABLE, _k, _window_ns, _follow, _tool, _active, _started, LOCAL_EVENTS
     global _tracer_pid, _spans_on, _set_local_events, _main_ts
     cdef bytes p = socket_path.encode("utf-8", "surrogateescape")
@@ -1625,7 +1608,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follo
     _k = k if k > WARM_HITS + 1 else WARM_HITS + 2
     _window_ns = <int64_t>(window_s * 1e9)
     _follow = follow
-    _spans_on = spans and gyro_frames_init(type(iter(range(0)))) == 1
+    _spans_on = gyro_frames_init(type(iter(range(0)))) == 1
     _main_ts = PyThreadState_Get()
     _set_local_events = _sys.monitoring.set_local_events
     _hello(False)
