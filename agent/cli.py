@@ -2,13 +2,15 @@
 `add_arguments(parser)` and `main(args) -> int`; this file only wires them together."""
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
 
 from gyroscope.agent import __version__, errors
 from gyroscope.agent.errors import GyroscopeError
+
+TYPE_CHECKING = False   # argparse is imported once a command line needs it (agent/launch.py)
+if TYPE_CHECKING:
+    import argparse
 
 # The one place where an error class becomes an exit code (the numbers each command's --help
 # documents). The most specific class wins; GyroscopeError itself is 2 (bad input).
@@ -64,37 +66,13 @@ option, unreadable file); see each command's --help for the rest.
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """The help as written, at the terminal's width found without `shutil`: argparse imports it
-    for that, and with the bz2, lzma and zlib it loads it is ~0.8 MiB of the watcher's RSS."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        if width is None:   # shutil.get_terminal_size's rule: $COLUMNS, the terminal, else 80
-            try:
-                width = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
-            except (AttributeError, ValueError, OSError):
-                width = 0
-            width = (width or 80) - 2
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line (argparse prints the whole usage block first), and
-    its help is _Formatter's."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, the other commands' modules are not imported (start-up: `gyroscope
     run` starts the program ~80 ms sooner when it does not import attach, eval, report and replay)."""
-    parser = _Parser(prog="gyroscope", description=DESCRIPTION)
+    import importlib
+
+    from gyroscope.agent.cli_parser import Parser
+    parser = Parser(prog="gyroscope", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"gyroscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
@@ -117,16 +95,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=first if first in {c[0] for c in COMMANDS} else None)
-    args = parser.parse_args(argv)
-    if getattr(args, "_missing", None):
-        print(f"gyroscope: error: the '{args._missing}' command is not available in this build", file=sys.stderr)
-        return 2
-    if not getattr(args, "_main", None):
-        parser.print_help(sys.stderr)
-        return 2
+    launch = program = None
+    if argv[:1] == ["run"]:   # the program's interpreter starts while gyroscope reads its options
+        from gyroscope.agent.launch import early_launch, program_argv
+        program = program_argv(argv[1:])
+        launch = early_launch(program)
     try:
+        first = next((a for a in argv if not a.startswith("-")), None)
+        parser = build_parser(only=first if first in {c[0] for c in COMMANDS} else None)
+        args = parser.parse_args(argv)
+        if getattr(args, "_missing", None):
+            print(f"gyroscope: error: the '{args._missing}' command is not available in this build", file=sys.stderr)
+            return 2
+        if not getattr(args, "_main", None):
+            parser.print_help(sys.stderr)
+            return 2
+        args._launch, args._program_argv = launch, program
         return int(args._main(args) or 0)
     except GyroscopeError as e:
         print(f"gyroscope: error: {e.message}", file=sys.stderr)
@@ -134,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gyroscope: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if launch is not None:
+            launch.abort()   # the program never got its go (bad options, --help): it leaves unseen
 
 
 def entry() -> None:

@@ -191,6 +191,11 @@ class PhaseGate:
         except OSError:
             self._trace = None
 
+    @property
+    def tracing(self) -> bool:
+        """GYROSCOPE_GATE_TRACE is set: every cycle goes through filter(), sinks or not."""
+        return self._trace is not None
+
     def counters(self) -> dict[str, int]:
         return {"gate_sent": self.sent, "gate_held": self.held, "gate_bytes_sent": self.bytes_sent,
                 "gate_records_ungated": self.records_ungated, "gate_bytes_ungated": self.bytes_ungated}

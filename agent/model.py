@@ -177,6 +177,8 @@ class Counters(_Record):
     gate_sent / gate_held            records the Phase OS gate (agent/gate.py) sent / held back
     gate_bytes_sent                  JSON bytes of what was sent
     gate_records_ungated / gate_bytes_ungated   what sending everything every cycle would have cost
+                                     (all five 0 when the session had no live sink: --stream,
+                                     --trace, --otlp)
     timeline_dropped                 wait intervals beyond the timeline's cap (10,000)
     threads_forgotten                thread records beyond the session's cap (4,096; the least
                                      recently seen go first: a thread per request)

@@ -6,7 +6,8 @@ The process boundary (spec 002 §12.2's orchestration boundary):
   `python - args` reading the script from stdin) with the same interpreter, stdio, environment
   and process group. A bootstrap (bridges/boot/sitecustomize.py, found through PYTHONPATH for
   that process only) starts the lean in-process bridge (bridges/_inproc.pyx) before the first
-  line and leaves no trace the program can see;
+  line and leaves no trace the program can see. The process is started as soon as the command
+  line says what to run, and waits at a gate (agent/launch.py) while this one gets ready;
 - this process listens on a Unix socket in a private directory for what the bridge ships once
   per window (bridges/channel.py), samples the program's stacks from outside with py-spy, and
   holds everything else: kernel, measurements, decisions, gate, sinks, summary and files.
@@ -98,11 +99,15 @@ class Program:
 
 
 def program_of(args: argparse.Namespace) -> Program:
-    prog_args = list(args.args or [])
+    """What to run. The program's arguments are the command line's own (agent/launch.py reads
+    them; argparse would drop a `--` among them), or argparse's when that cannot tell."""
+    raw = getattr(args, "_program_argv", None)
+    prog_args = list(args.args or []) if raw is None else raw[1:]
     if args.module is not None:
         if not args.module:
             raise UsageError("argument -m: expected a module name")
-        module, prog_args = args.module[0], list(args.module[1:])
+        module = args.module[0]
+        prog_args = list(args.module[1:]) if raw is None else raw[2:]
         origin = _module_origin(module)
         extra = [origin] if origin else []
         return Program(["-m", module, *prog_args], ["-m", module, *prog_args], [os.getcwd()], extra, extra)
@@ -146,20 +151,20 @@ def _module_origin(module: str) -> str | None:
     return spec.origin if spec.origin and os.path.exists(spec.origin) else None
 
 
-def _child_env(socket_path: str, args: argparse.Namespace, own_config: str) -> dict[str, str]:
-    env = dict(os.environ)
-    boot = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bridges", "boot")
-    orig = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = boot if not orig else boot + os.pathsep + orig
+def _bridge_config(socket_path: str, args: argparse.Namespace, own_config: str, pythonpath: str | None) -> str:
+    """The session's address, as the bootstrap reads it (bridges/boot/sitecustomize.py)."""
     fields = ["1", socket_path, repr(float(args.window)), "320", "1" if args.subprocesses else "0", str(os.getpid()),
-              "u" if orig is None else "s" + orig, own_config]
-    env["GYROSCOPE_BRIDGE"] = "\x1d".join(fields)
-    return env
+              "u" if pythonpath is None else "s" + pythonpath, own_config]
+    return "\x1d".join(fields)
 
 
 def main(args: argparse.Namespace) -> int:
     # Until the program is started, import nothing that python does not have loaded already:
     # the time to the program's first line is the user's start-up cost (benchmarks/startup.py).
+    # The program's interpreter is usually starting already (agent/cli.py: agent/launch.py's
+    # early launch), and waits at its gate until everything below is ready.
+    from gyroscope.agent.launch import Launch
+    launch: Launch | None = getattr(args, "_launch", None)
     from gyroscope.bridges.owncode import OwnCode
     prog = program_of(args)
     own = OwnCode.for_program(prog.roots, extra=prog.extra, include=args.include, all_code=args.all_code)
@@ -175,16 +180,20 @@ def main(args: argparse.Namespace) -> int:
     listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     listener.bind(sock_path)
     listener.listen(64)
-    t_spawn = time.monotonic_ns()
+    if launch is not None and launch.argv != prog.argv:   # never expected: argparse read it otherwise
+        launch.abort()
+        launch = None
     try:
-        pid = os.posix_spawn(sys.executable, [sys.executable, *prog.argv],
-                             _child_env(sock_path, args, own.to_config()))
+        if launch is None:
+            launch = Launch(prog.argv)
     except OSError as e:
         listener.close()
         remove_dir(tmp)
         raise GyroscopeError(f"cannot start {sys.executable}: {e.strerror or e}", 2) from None
+    launch.go(_bridge_config(sock_path, args, own.to_config(), launch.pythonpath))
+    pid = launch.pid
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)   # after the spawn: the child keeps python's mask
-    child = _Child(pid, t_spawn)
+    child = _Child(pid, launch.t0_ns)
     _SignalForwarder(child).start()
     try:
         # the sampler first: every millisecond between the program's start and py-spy's is a

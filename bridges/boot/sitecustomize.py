@@ -1,11 +1,14 @@
 """gyroscope's bootstrap: starts the in-process bridge before the program's first line.
 
 `gyroscope run` starts the program as `python app.py args` with this directory prepended to
-PYTHONPATH and the session's address in GYROSCOPE_BRIDGE. Python imports this module while
-`site` runs (before __main__ exists). It leaves no trace the program can see:
-- this directory is taken off sys.path; os.environ shows PYTHONPATH and the environment as the
-  program's parent gave them (the variables stay in the process's C environment only, so that
-  the program's own python subprocesses, multiprocessing workers included, are followed);
+PYTHONPATH and a gate in GYROSCOPE_BRIDGE ("gate", then the descriptor of a pipe's read end:
+agent/launch.py). Python imports this module while `site` runs (before __main__ exists); it
+reads the session's address from the pipe, and leaves at once if the pipe closes empty. It
+leaves no trace the program can see:
+- the pipe is closed; this directory is taken off sys.path; os.environ shows PYTHONPATH and the
+  environment as the program's parent gave them (the variables, GYROSCOPE_BRIDGE now holding the
+  address, stay in the process's C environment only, so that the program's own python
+  subprocesses, multiprocessing workers included, are followed);
 - the user's own sitecustomize, if any, is imported in our place (its errors print as python
   prints them); if there is none, this module ends with the ImportError that python's `site`
   silently ignores, so `sitecustomize` is not in sys.modules, as under plain python;
@@ -14,10 +17,10 @@ PYTHONPATH and the session's address in GYROSCOPE_BRIDGE. Python imports this mo
 Any other interpreter (older Python, one without gyroscope) finds nothing to start and goes on,
 so this file must stay valid for any Python 3.3+.
 
-GYROSCOPE_BRIDGE fields, separated by \\x1d: version "1", socket path, window seconds, K,
-follow subprocesses "1"/"0", gyroscope's pid, the program's PYTHONPATH ("s" + value, or "u" when
-unset),
-the own-code rule (bridges/owncode.py's to_config()).
+The address (what the gate delivers, and what the C environment then holds) has these fields,
+separated by \\x1d: version "1", socket path, window seconds, K, follow subprocesses "1"/"0",
+gyroscope's pid, the program's PYTHONPATH ("s" + value, or "u" when unset), the own-code rule
+(bridges/owncode.py's to_config()).
 """
 
 
@@ -27,6 +30,9 @@ def _gyroscope_boot():
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if not p or os.path.abspath(p) != here]
     cfg = os.environ.get("GYROSCOPE_BRIDGE", "")
+    if cfg.startswith("gate\x1d"):
+        cfg = _gyroscope_gate(int(cfg[5:]))
+        os.putenv("GYROSCOPE_BRIDGE", cfg)   # the program's python subprocesses: the session's address
     fields = cfg.split("\x1d")
     if len(fields) < 8 or fields[0] != "1":
         return
@@ -58,6 +64,28 @@ def _gyroscope_boot():
         _inproc.add_source(lambda: _lock_window(_locks))
     except Exception:
         pass
+
+
+def _gyroscope_gate(fd):
+    """Wait for gyroscope's go: the bridge's configuration, then the end of the pipe. Nothing
+    (gyroscope refused its options, or is gone): leave now, before the program's first line."""
+    import os
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except KeyboardInterrupt:   # Ctrl-C in the terminal while gyroscope was starting
+        os._exit(130)
+    except OSError:
+        chunks = []
+    finally:
+        os.close(fd)
+    if not chunks:
+        os._exit(2)
+    return os.fsdecode(b"".join(chunks))
 
 
 def _lock_window(locks):

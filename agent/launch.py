@@ -1,0 +1,133 @@
+"""Starting the program's process, behind a gate.
+
+`gyroscope run` starts the program as `python app.py args` with the bootstrap
+(bridges/boot/sitecustomize.py) on its PYTHONPATH. The bootstrap runs while python's `site`
+runs, before the program's first line, and waits there on a pipe (the gate) for the session's
+address: gyroscope opens its socket, checks the outputs and reads the options while the
+program's interpreter starts, instead of before. When gyroscope writes the address and closes
+the pipe, the program goes on; when gyroscope closes the pipe without writing (a bad option, a
+missing script, gyroscope killed), the program's process exits at once, silently, before its
+first line.
+
+To start that early, the command line is read here without argparse (whose import costs ~2-10
+ms, `re` included): `program_argv` finds python's arguments (`run [OPTIONS] app.py ARGS`, `run
+[OPTIONS] -m mod ARGS`, `run [OPTIONS] - ARGS`) and gives up on anything else (help, unknown
+options, errors), which argparse then reads as always. It is also the reading the program gets:
+argparse drops a `--` among the program's arguments, python does not (`python app.py -- x` has
+argv ['app.py', '--', 'x']). tests/agent/test_launch.py keeps the option tables equal to the
+parser's.
+
+Imports only `os`, `sys` and `time`: this runs before anything else of gyroscope's is imported.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+BOOT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bridges", "boot")
+
+# `gyroscope run`'s options (agent/run_command.py, agent/sinks/factory.py) by what follows them
+VALUE_OPTIONS = frozenset({
+    "--json", "--window", "--rate", "--include", "--act",
+    "--otlp", "--stream", "--trace", "--ledger", "--pprof", "--speedscope", "--collapsed",
+})
+FLAG_OPTIONS = frozenset({"-q", "--quiet", "--all-code", "--no-subprocesses", "--no-sampling", "--no-otlp-profiles"})
+
+
+def program_argv(run_args: list[str]) -> list[str] | None:
+    """python's arguments for `gyroscope run RUN_ARGS`: everything from the script (or -m) on,
+    exactly as given; None when only argparse can tell (help, errors, grouped short options).
+    Long options may be abbreviated, as argparse allows."""
+    i = 0
+    while i < len(run_args):
+        arg = run_args[i]
+        if arg == "-m":
+            rest = run_args[i + 1:]
+            return ["-m", *rest] if rest and not rest[0].startswith("-") else None
+        if arg == "-" or not arg.startswith("-"):
+            return run_args[i:]
+        name, eq, _ = arg.partition("=")
+        name = _long_option(name) if name.startswith("--") else name
+        if name in VALUE_OPTIONS:
+            i += 1 if eq else 2
+        elif name in FLAG_OPTIONS and not eq:
+            i += 1
+        else:
+            return None
+    return None
+
+
+def _long_option(name: str) -> str | None:
+    """The long option `name` stands for (itself, or the one option it is a prefix of)."""
+    if name in VALUE_OPTIONS or name in FLAG_OPTIONS or name == "--help":
+        return name
+    found = [o for o in (*VALUE_OPTIONS, *FLAG_OPTIONS, "--help") if o.startswith(name)]
+    return found[0] if len(found) == 1 else None
+
+
+class Launch:
+    """The program's process, waiting at the gate until `go` (or leaving at `abort`)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        read_end, self._gate = os.pipe()   # both ends close-on-exec; the program's end is opened below
+        env = dict(os.environ)
+        self.pythonpath = env.get("PYTHONPATH")   # the program's own, which the bootstrap restores
+        env["PYTHONPATH"] = BOOT_DIR if not self.pythonpath else BOOT_DIR + os.pathsep + self.pythonpath
+        env["GYROSCOPE_BRIDGE"] = f"gate\x1d{read_end}"
+        self.t0_ns = time.monotonic_ns()
+        try:
+            os.set_inheritable(read_end, True)
+            self.pid = os.posix_spawn(sys.executable, [sys.executable, *argv], env)
+        except BaseException:
+            os.close(self._gate)
+            self._gate = -1
+            raise
+        finally:
+            os.close(read_end)
+        self.went = False
+
+    def go(self, config: str) -> bool:
+        """Let the program run with this bridge configuration; False if its process is gone."""
+        self.went = True
+        try:
+            data = os.fsencode(config)
+            while data:
+                data = data[os.write(self._gate, data):]
+            return True
+        except OSError:   # the program died at its start (killed): gyroscope reports its status
+            return False
+        finally:
+            self._close()
+
+    def abort(self) -> None:
+        """Make the program's process leave before its first line, and reap it (no-op after go)."""
+        if self.went:
+            return
+        self.went = True
+        self._close()
+        while True:
+            try:
+                os.waitpid(self.pid, 0)
+                return
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                return
+
+    def _close(self) -> None:
+        if self._gate >= 0:
+            os.close(self._gate)
+            self._gate = -1
+
+
+def early_launch(argv: list[str] | None) -> Launch | None:
+    """The program's process started before gyroscope parses its own options (argv: python's
+    arguments, from program_argv), or None (argparse reads the command line first)."""
+    if argv is None:
+        return None
+    try:
+        return Launch(argv)
+    except OSError:
+        return None   # run_command starts it again, and reports the failure in one line
