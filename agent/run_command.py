@@ -233,23 +233,26 @@ def _private_dir() -> str:
 
 
 class _Child:
-    """The program's process: pid and, once it has ended, its wait status."""
+    """The program's process: pid and, once it has ended, its wait status and the CPU time it
+    and the processes it waited for used (not gyroscope's: see _watch)."""
 
     def __init__(self, pid: int, t0_ns: int = 0) -> None:
         self.pid = pid
         self.t0_ns = t0_ns or time.monotonic_ns()   # when it was spawned
         self.returncode: int | None = None
+        self.cpu_ns = 0
 
     def wait(self) -> int:
         while self.returncode is None:
             try:
-                _, status = os.waitpid(self.pid, 0)
+                _, status, usage = os.wait4(self.pid, 0)
             except ChildProcessError:
                 self.returncode = 0
                 break
             except InterruptedError:
                 continue
             self.returncode = os.waitstatus_to_exitcode(status)
+            self.cpu_ns = int((usage.ru_utime + usage.ru_stime) * 1e9)
         return self.returncode
 
 
@@ -281,6 +284,7 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, sourc
     except Exception as e:   # the agent failing must not change what the program does
         print(f"gyroscope: error: the agent failed to start: {type(e).__name__}: {e}", file=err)
     returncode = child.wait()
+    source.program_cpu_ns = child.cpu_ns   # reaped: in this process's children's CPU, which is py-spy's
     exit_code, sig = (128 - returncode, -returncode) if returncode < 0 else (returncode, 0)
     server.drain(0.5)
     status = exit_code

@@ -120,7 +120,6 @@ class Session:
         now = time.monotonic_ns()
         self._t0 = now if t0_ns is None else min(t0_ns, now)
         self._unix0 = time.time() - (now - self._t0) / 1e9
-        self._agent_cpu_ns = 0
         self._lock = threading.Lock()   # one window at a time (the thread, then stop())
         self._started = False
 
@@ -135,7 +134,6 @@ class Session:
         self._started = True
 
     def _run(self) -> None:
-        cpu0 = time.thread_time_ns()
         while not self._stop.wait(self.window_s):
             if not getattr(self, "_started", False):
                 continue
@@ -144,7 +142,6 @@ class Session:
                 self._window(obs)
             except Exception as e:  # the agent keeps going; the report says what failed
                 self._error(f"agent: {type(e).__name__}: {e}")
-            self._agent_cpu_ns = time.thread_time_ns() - cpu0
 
     def stop(self, exit_code: int | None = None, signal: int | None = None) -> SessionResult:
         """Stop watching, build the result, close the sinks; return the session result."""
@@ -158,7 +155,6 @@ class Session:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
-        cpu0 = time.thread_time_ns()
         try:
             obs = self.source.stop()
             self._window(obs, final=True)
@@ -170,7 +166,6 @@ class Session:
             except Exception as e:
                 self._error(f"priorities: {type(e).__name__}: {e}")
         result = self._build_result(exit_code, signal)
-        result.agent.cpu_s += (time.thread_time_ns() - cpu0) / 1e9
         try:
             self.pool.close()
         except Exception:
@@ -440,6 +435,7 @@ class Session:
         for k, v in self.gate.counters().items():
             setattr(counters, k, v)
         counters.timeline_dropped = self.timeline_dropped
+        # gyroscope's CPU: this process's (start-up included) and its samplers' (py-spy)
         src_cpu = getattr(self.source, "agent_cpu_ns", lambda: 0)()
         actions = list(self.actions) + self._lane_actions()   # before `errors` is copied: it may add some
         return SessionResult(
@@ -447,7 +443,7 @@ class Session:
             duration_s=(time.monotonic_ns() - self._t0) / 1e9, window_s=self.window_s, windows=self.windows,
             counters=counters, errors=list(self.errors), entities=entities, decisions=decisions,
             actions=actions, timeline=list(self.timeline),
-            agent=AgentInfo(cpu_s=(self._agent_cpu_ns + src_cpu) / 1e9, version=__version__),
+            agent=AgentInfo(cpu_s=(time.process_time_ns() + src_cpu) / 1e9, version=__version__),
             extra={"profile": self.stacks.to_json()})
 
 

@@ -159,7 +159,8 @@ class MultiSource:
         return out
 
     def agent_cpu_ns(self) -> int:
-        """CPU of every py-spy this process ran (they are its only children) and of the recorders."""
+        """CPU of every py-spy this process ran and reaped (they are its only children; the
+        recorders' threads are in this process's own CPU time)."""
         import resource
         r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return int((r.ru_utime + r.ru_stime) * 1e9) + sum(s.record.thread_cpu_ns for s in self.sources.values())
+        return int((r.ru_utime + r.ru_stime) * 1e9)

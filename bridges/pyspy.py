@@ -336,10 +336,12 @@ class PySpySource:
         tmpdir.remove_dir(self._tmpdir)
 
     def agent_cpu_ns(self) -> int:
-        """CPU spent by the py-spy processes that ended and by the recorder's thread."""
+        """CPU spent by the processes this one ran and reaped: the py-spy processes that ended
+        (under `gyroscope run` also the program, which RunSource takes off). The recorder's
+        thread is in this process's own CPU time."""
         import resource
         r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return int((r.ru_utime + r.ru_stime) * 1e9) + self.record.thread_cpu_ns
+        return int((r.ru_utime + r.ru_stime) * 1e9)
 
     @property
     def gap_ns(self) -> int:

@@ -172,7 +172,6 @@ class ChunkedRecorder:
         self.tmpdir = tmpdir
         self.explain = explain
         self.on_tick, self.tick_s = on_tick, tick_s
-        self.thread_cpu_ns = 0        # CPU time of the recorder's own thread (parsing, /proc reads)
         self._next_tick = 0.0
         self.interval_ns = int(1e9 / rate_hz)
         self.covered_until = 0        # monotonic ns up to which samples were delivered
@@ -309,7 +308,6 @@ class ChunkedRecorder:
             for chunk in self._live:
                 self._finish(chunk)
             self._live = []
-            self.thread_cpu_ns = time.thread_time_ns()
             self.finished.set()
 
     def __del__(self) -> None:
@@ -410,7 +408,6 @@ class ChunkedRecorder:
             young = now - self.started_ns / 1e9 < 1.0
             self._next_tick = now + (min(self.tick_s, 0.05) if young else self.tick_s)
             self.on_tick()
-        self.thread_cpu_ns = time.thread_time_ns()
 
     def _young(self) -> bool:
         return self.fresh and not self.chunks_with_samples() and procfs.process_age_s(self.pid) < 10.0

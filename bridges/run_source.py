@@ -48,6 +48,7 @@ class RunSource:
         self._stopping = threading.Event()
         self._spawned = threading.Event()   # py-spy started, or will not be
         self._first_hit: dict[tuple[Entity, int], int] | None = {}   # until the first samples
+        self.program_cpu_ns = 0   # the reaped program's CPU time, and its reaped children's
 
     def start(self) -> None:
         """Start the sampler (again: nothing)."""
@@ -188,9 +189,11 @@ class RunSource:
         return self._combine(self.channel.stop(), sampled, sampler)
 
     def agent_cpu_ns(self) -> int:
+        """py-spy's CPU (the sampler's: the CPU of this process's reaped children), less the
+        program's own once it is reaped (`program_cpu_ns`, set by `gyroscope run`)."""
         s = self.sampler
         f = getattr(s, "agent_cpu_ns", None)
-        return int(f()) if f else 0
+        return max(0, int(f()) - self.program_cpu_ns) if f else 0
 
 
 def _gil_enabled() -> bool:

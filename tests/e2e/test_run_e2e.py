@@ -203,3 +203,19 @@ def test_cpu_bound_threads_share_the_cpu(tmp_path):
     for e in doc["entities"]:
         share[e["function"]] = share.get(e["function"], 0) + e["measurements"]["cpu_share"]
     assert share.get("spin_a", 0) > 0.2 and share.get("spin_b", 0) > 0.2, share
+
+
+@pytest.mark.slow
+def test_agent_cpu_is_gyroscopes_own(tmp_path):
+    """agent.cpu_s is gyroscope's CPU (its process and py-spy's), never the program's: the
+    program, reaped by gyroscope, is one of its children in getrusage(RUSAGE_CHILDREN), and was
+    counted there until this was checked (agent cpu 1.02 s for a 0.9 s loop)."""
+    script = tmp_path / "burn.py"
+    script.write_text("import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0:\n    pass\n"
+                      "print(round(time.process_time(), 3))\n")
+    out = tmp_path / "s.json"
+    p = run([GYRO, "run", "-q", "--json", str(out), str(script)], tmp_path)
+    assert p.returncode == 0, p.stderr
+    program_cpu = float(p.stdout)
+    agent_cpu = json.loads(out.read_text())["agent"]["cpu_s"]
+    assert 0 < agent_cpu < 0.6 * program_cpu, (agent_cpu, program_cpu)
