@@ -14,7 +14,10 @@ repeat (the order rotates from one repeat to the next), and reports the median r
         [--tools bare,gyroscope,cProfile,pyinstrument,yappi,py-spy,gyroscope-nosampler,bare-control]
 
 bare-control runs bare again as if it were a tool: its ratio (ideally 1.000) shows how much of
-a ratio is noise from the machine.
+a ratio is noise from the machine. `--baseline CHECKOUT` adds the tool gyroscope-baseline:
+`gyroscope run -q` from another checkout of gyroscope (its extensions built in place:
+`python setup.py build_ext --inplace` there), so that a change is measured against the code
+before it in one run, on the same noise.
 
 Other processes share the machine: ratios are measured within one run, side by side.
 """
@@ -42,6 +45,7 @@ BENCHMARKS = ["nbody", "richards", "raytrace", "chaos", "float", "deltablue", "g
               "unpack_sequence"]
 TOOLS = ["bare", "gyroscope", "cProfile", "pyinstrument", "yappi", "py-spy"]
 EXTRA_TOOLS = ["gyroscope-nosampler", "bare-control"]   # opt-in with --tools
+BASELINE_ENV: dict[str, str] = {}   # gyroscope-baseline's environment (--baseline)
 PY = sys.executable
 BIN = Path(sys.executable).parent
 
@@ -57,6 +61,9 @@ def command(tool: str, script: Path, worker: list[str]) -> list[str]:
         return [PY, s, *worker]
     if tool == "gyroscope":
         return [str(BIN / "gyroscope"), "run", "-q", s, *worker]
+    if tool == "gyroscope-baseline":   # the other checkout comes first on PYTHONPATH (--baseline)
+        return [PY, "-c", "import sys; from gyroscope.agent.cli import entry; sys.argv[0] = 'gyroscope'; entry()",
+                "run", "-q", s, *worker]
     if tool == "gyroscope-nosampler":   # py-spy sampling off (counters only): what sampling costs
         return [str(BIN / "gyroscope"), "run", "-q", "--no-sampling", s, *worker]
     if tool == "cProfile":
@@ -78,7 +85,8 @@ def run_once(tool: str, script: Path, loops: int, tmp: Path) -> tuple[float, flo
     worker = ["--worker", "-l", str(loops), "-n", "1", "-w", "0", "--output", str(out)]
     t0 = time.perf_counter()
     p = subprocess.run(command(tool, script, worker), cwd=script.parent, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, text=True, timeout=600)
+                       stderr=subprocess.PIPE, text=True, timeout=600,
+                       env=BASELINE_ENV if tool == "gyroscope-baseline" else None)
     wall = time.perf_counter() - t0
     if p.returncode != 0 or not out.exists():
         print(f"  {tool} failed (exit {p.returncode}): {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -100,6 +108,18 @@ def calibrate(script: Path, target: float, tmp: Path) -> int:
     return max(1, min(10_000_000, round(target / per_loop)))
 
 
+def _baseline_env(checkout: Path) -> tempfile.TemporaryDirectory:
+    """PYTHONPATH -> a folder whose `gyroscope` is the other checkout (ahead of this one's
+    editable install), its bytecode written as an install would."""
+    import compileall
+    links = tempfile.TemporaryDirectory()
+    os.symlink(checkout, Path(links.name) / "gyroscope")
+    for pkg in ("agent", "bridges", "cyext", "schedulers"):
+        compileall.compile_dir(str(checkout / pkg), quiet=1)
+    BASELINE_ENV.update(os.environ, PYTHONPATH=links.name + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return links
+
+
 def geomean(xs: list[float]) -> float:
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
@@ -112,11 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--target", type=float, default=1.0, help="seconds of timed work per bare run")
+    ap.add_argument("--baseline", metavar="CHECKOUT",
+                    help="also run gyroscope from this other checkout (tool gyroscope-baseline)")
     args = ap.parse_args(argv)
     compile_gyroscope()   # as installed: no module compiled in a measured run
     names = args.only.split(",") if args.only else BENCHMARKS
     tools = [t for t in args.tools.split(",") if t]
-    unknown = [t for t in tools if t not in TOOLS + EXTRA_TOOLS]
+    links = None
+    if args.baseline:
+        links = _baseline_env(Path(args.baseline).resolve())
+        tools.append("gyroscope-baseline")
+    unknown = [t for t in tools if t not in TOOLS + EXTRA_TOOLS + ["gyroscope-baseline"]]
     if unknown:
         print(f"overhead.py: error: unknown tool(s) {', '.join(unknown)}; known: {', '.join(TOOLS + EXTRA_TOOLS)}",
               file=sys.stderr)
@@ -154,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             per[name] = row
             print(f"{name:16} " + "  ".join(f"{t}={row['inner'].get(t, float('nan')):.3f}x" for t in tools
                                             if t != "bare"), flush=True)
+    if links is not None:
+        links.cleanup()
     others = [t for t in tools if t != "bare"]
     gm = {t: geomean([per[n]["inner"].get(t) for n in per]) for t in others}
     gm_wall = {t: geomean([per[n]["wall"].get(t) for n in per]) for t in others}

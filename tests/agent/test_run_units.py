@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import sysconfig
 import time
@@ -229,3 +230,23 @@ def test_rate_leaves_out_the_first_burst():
     assert _burst_median([(40 * ms, 10e6), (10 * ms, 5e6), (100 * ms, 10.4e6), (200 * ms, 9.8e6)]) == 10e6
     assert _burst_median([(10 * ms, 5e6), (60 * ms, 10e6)]) == 10e6
     assert _burst_median([(10 * ms, 7e6)]) == 7e6
+
+
+def test_own_code_follows_symlinks_like_realpath(tmp_path):
+    """The own-code rule resolves a file as os.path.realpath does (its folder's resolution is
+    cached): a link to the project's file is the program's, a file reached through a linked
+    folder too, a link out of it is not."""
+    proj, lib = tmp_path / "proj", tmp_path / "lib"
+    proj.mkdir()
+    lib.mkdir()
+    (proj / "app.py").write_text("")
+    (lib / "other.py").write_text("")
+    (lib / "to_app.py").symlink_to(proj / "app.py")
+    (proj / "to_other.py").symlink_to(lib / "other.py")
+    (tmp_path / "proj_link").symlink_to(proj)
+    own = OwnCode([str(proj)], [str(lib)])
+    for f in (lib / "to_app.py", proj / "to_other.py", tmp_path / "proj_link" / "app.py", proj / "app.py",
+              lib / "other.py", proj / "missing.py"):
+        assert own._realpath(str(f)) == os.path.realpath(f)
+    assert own.ours(str(lib / "to_app.py")) and own.ours(str(tmp_path / "proj_link" / "app.py"))
+    assert not own.ours(str(proj / "to_other.py")) and not own.ours(str(lib / "other.py"))
