@@ -14,7 +14,11 @@ The kernel knows how much CPU each thread used (bridges/procfs.py, polled every 
   no CPU free: a busy machine) is running too (with no CPU time);
 - the rest is waiting for the GIL (state gil) as far as the other Python
   threads of the process ran meanwhile (someone held the GIL), else blocked in a C call we do not
-  know (state wait).
+  know (state wait). The other threads include those that hold the GIL when they run but are
+  left out of the samples (`gil_holders`: the bridge's shipper in a `gyroscope run` program):
+  the program's thread that waits while the shipper ships a window waits for the GIL, and was
+  reported as blocked at its line (a 1-4 ms "wait" in the hot loop of every single-threaded
+  program).
 
 So CPU shares are shares of the process's CPU time (the sum of `cpu_ns` over a bin is what the
 kernel counted), and a thread that waits for the GIL is not counted as running. Where no CPU
@@ -103,7 +107,7 @@ class Portion:
 
 
 def attribute(spans: list[Span], history: CpuHistory,
-              waiting: Callable[[tuple], bool]) -> list[Portion]:
+              waiting: Callable[[tuple], bool], gil_holders: set[int] | frozenset[int] = frozenset()) -> list[Portion]:
     """Split `spans` at the history's poll times and give each part its running / GIL / waiting
     time and CPU time (module docstring). Returned in time order per thread."""
     if not spans:
@@ -150,6 +154,7 @@ def attribute(spans: list[Span], history: CpuHistory,
         sampled = [t for t in threads if t in known]
         pooled = [p for t, ps in threads.items() if t not in known for p in ps]
         py_cpu = sum(max(0, known[t][0]) for t in sampled)
+        py_cpu += sum(max(0, known[t][0]) for t in gil_holders if t in known and t not in threads)
         for t in sampled:
             cpu, runq = max(0, known[t][0]), max(0, known[t][1])
             _spread(threads[t], cpu, runq, py_cpu - cpu, waiting)

@@ -389,7 +389,7 @@ class PySpySource:
         self._poll_proc()      # a reading at the end of the chunk: every span is inside the history
         with self._lock:
             spans = [s for s in self._clip_ended(spans) if s.tid not in self._bridge_tids]
-            portions = attribute(spans, self._history, waiting_leaf)
+            portions = attribute(spans, self._history, waiting_leaf, self._bridge_tids)
             self._raw += len(spans)
             for p in portions:
                 self._fold(p.span, p.t0_ns, p.t1_ns, p.run_ns, p.gil_ns, p.wait_ns, p.cpu_ns)

@@ -64,6 +64,20 @@ def test_attribution_run_gil_wait_and_busy_machine():
     assert h.times == [100 * MS]
 
 
+def test_attribution_a_gil_holder_left_out_of_the_samples_explains_the_wait():
+    """The program's only sampled thread ran 60 of 100 ms while the bridge's shipper (not sampled)
+    used 40 ms of CPU holding the GIL: the main thread waited for the GIL, not in a C call."""
+    hot = [Frame("/w/a.py", "spin", 3)]
+    h = CpuHistory()
+    h.add(0, {1: (0, 0), 9: (0, 0)})
+    h.add(100 * MS, {1: (60 * MS, 0), 9: (40 * MS, 0)})
+    spans = [_span(1, hot, 0, 100 * MS)]
+    (before,) = attribute(spans, h, lambda f: False)
+    assert (before.run_ns, before.gil_ns, before.wait_ns) == (60 * MS, 0, 40 * MS)
+    (p,) = attribute(spans, h, lambda f: False, gil_holders={9})
+    assert (p.run_ns, p.gil_ns, p.wait_ns) == (60 * MS, 40 * MS, 0)
+
+
 def _watch(script: Path, seconds: float | None = None, **kw) -> tuple[list, PySpySource, subprocess.Popen]:
     target = subprocess.Popen([PY, str(script)], cwd=script.parent)
     src = PySpySource(target.pid, fresh=True, **kw)
