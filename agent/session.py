@@ -158,6 +158,7 @@ class Session:
         try:
             obs = self.source.stop()
             self._window(obs, final=True)
+            self.measure.complete = True
         except Exception as e:
             self._error(f"agent: {type(e).__name__}: {e}")
         if self.priorities is not None:

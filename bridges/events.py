@@ -187,6 +187,9 @@ class Observation:
     # (pid, index in that process, the action dict as last shipped)
     actions: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
     loop_reads: list[LoopRead] = field(default_factory=list)   # iterator readings (bridges/_inproc.pyx)
+    # loops seen running other code of the program (an outer program frame of a running sample:
+    # bridges/stacks.py enclosing_loops); their time includes their callees'
+    enclosing: set[Entity] = field(default_factory=set)
 
 
 class Source(Protocol):

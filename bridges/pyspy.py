@@ -66,7 +66,7 @@ from gyroscope.bridges.events import (
 )
 from gyroscope.bridges.owncode import looks_like_program
 from gyroscope.bridges.pyspy_record import ChunkedRecorder, Span
-from gyroscope.bridges.stacks import NOT_YET, Frame, classify, library_loop, waiting_leaf
+from gyroscope.bridges.stacks import NOT_YET, Frame, classify, enclosing_loops, library_loop, waiting_leaf
 
 SUPPORTED_PYTHONS = "CPython 2.3-2.7 and 3.3-3.14"   # what py-spy 0.4.x can read
 DUMP_TIMEOUT_S = 10.0
@@ -238,6 +238,8 @@ class PySpySource:
         self._lib_file_samples: dict[str, int] = {}   # running samples seen per library file not read yet
         self._stacks: dict[tuple[int, int, tuple[Frame, ...], str], list] = {}
         self._classified: dict[tuple[tuple[Frame, ...], str], tuple[Entity, EventKind] | None] = {}
+        self._outer: dict[tuple[Frame, ...], list[Entity]] = {}    # stacks -> their enclosing_loops
+        self._enclosing: set[Entity] = set()
         self._episodes: list[Event] = []
         self._lifecycle: list[Event] = []
         self._errors: list[str] = []
@@ -451,6 +453,8 @@ class PySpySource:
             if got is None:
                 continue
             ent, kind = got
+            if kind == EventKind.SAMPLE_RUN:
+                self._enclosing.update(self._enclosing_loops(span.frames))
             dur = cpu if state == StackState.RUN else ns
             role = _ROLE[kind]
             if kind == EventKind.SAMPLE_RUN and span.frames and not self.own_code(span.frames[0].file):
@@ -512,6 +516,12 @@ class PySpySource:
             return got
         return _memo(self._classified, (frames, state), compute)
 
+    def _enclosing_loops(self, frames: tuple[Frame, ...]) -> list[Entity]:
+        def compute() -> list[Entity]:
+            got = enclosing_loops(frames, self.own_code)
+            return [dataclasses.replace(e, pid=self.entity_pid) for e in got] if self.entity_pid else got
+        return _memo(self._outer, frames, compute)
+
     def _keep_stack(self, thread_name: str, tid: int, frames: tuple[Frame, ...], seconds: float) -> None:
         assert self.stacks is not None
         # a kind of numbered thread is one profile, not one per thread (bounded memory)
@@ -546,6 +556,7 @@ class PySpySource:
             errors, self._errors = self._errors, []
             samples, self._samples = self._samples, 0.0
             raw, self._raw = self._raw, 0
+            enclosing, self._enclosing = self._enclosing, set()
             names = {st.tid: st.name for st in self._threads.values()}
             threads = {tid: ThreadInfo(tid, names[tid], ps.cpu_ns)
                        for tid, ps in self._proc_threads.items() if tid in names}
@@ -556,6 +567,6 @@ class PySpySource:
         stacks = [StackSample(pid, tid, acc[3], frames, state, max(1, round(acc[0])), acc[1], acc[2])
                   for (pid, tid, frames, state), acc in stacks_acc.items()]
         obs = Observation(self._t_last, now, life + events + episodes, threads, n_samples, raw, 0, errors,
-                          stacks, self.entity_pid)
+                          stacks, self.entity_pid, enclosing=enclosing)
         self._t_last = now
         return obs

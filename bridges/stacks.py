@@ -179,6 +179,23 @@ def qualified(frame: Frame) -> tuple[str, int, int | None]:
     return name, first, header
 
 
+def enclosing_loops(frames: list[Frame] | tuple[Frame, ...], is_own_code: Callable[[str], bool]) -> list[Entity]:
+    """The loops of the program's frames outside its innermost one: loops that were running
+    other code of the program when the stack was sampled (their time includes their callees').
+    Innermost-first frames, as classify takes them."""
+    out = []
+    own_seen = False
+    for f in frames:
+        if not is_own_code(f.file):
+            continue
+        if own_seen:
+            name, _first, header = qualified(f)
+            if header is not None:
+                out.append(Entity(EntityKind.LOOP, f.file, name, header))
+        own_seen = True
+    return out
+
+
 NOT_YET = Entity(EntityKind.LOOP, "", "", 0)   # library_loop: a file it would read is not `ready`
 
 

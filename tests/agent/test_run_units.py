@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 from gyroscope.agent.measure import ESTIMATE_ERROR, MIN_FREE_NS, Measurements
 from gyroscope.agent.session import Session
-from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LoopRead, Observation, WaitKind
+from gyroscope.bridges.events import (
+    Entity,
+    EntityKind,
+    Event,
+    EventKind,
+    Frame,
+    LoopRead,
+    Observation,
+    WaitKind,
+)
 from gyroscope.bridges.owncode import OwnCode
 from gyroscope.bridges.serializer import KIND_CODE, TABLE, Serializer
 
@@ -170,6 +179,40 @@ def test_measure_prefers_the_iterator_readings_to_the_timed_hits():
     # the same seen on two threads: not whole
     m.update(Observation(0, 1, [Event(whole, "iter", EventKind.LOOP_ITER, 2, 0, 65, 64_000)]))
     assert not m.as_dict(whole)["iterations_exact"]
+
+
+def test_measure_cpu_share_of_a_whole_loop_is_its_count_over_its_rate():
+    """At the session's end, a loop counted whole at an uninstrumented rate has its CPU time from
+    the two (the samples would say 60%: noise), unless it was seen running other program code."""
+    from gyroscope.bridges.events import StackSample
+    m = Measurements()
+    loop, outer = Entity(EntityKind.LOOP, "a.py", "f", 3), Entity(EntityKind.LOOP, "a.py", "main", 20)
+    samples = [StackSample(1, 1, "MainThread", (), "run", 10, 0, 500_000_000)]   # 0.5 s of process CPU
+    for ent in (loop, outer):
+        m.update(Observation(0, 1, [Event(ent, "iter", EventKind.LOOP_ITER, 1, 0, 65, 64_000),
+                                    Event(ent, "run", EventKind.SAMPLE_RUN, 1, 0, 6, 300_000_000)],
+                             loop_reads=[LoopRead(ent, 199_935, 100_000, 50_000_000)]))   # 2e6 it/s
+    m.update(Observation(0, 1, stacks=samples, enclosing={outer}))
+    assert m.as_dict(loop)["cpu_share"] == pytest.approx(0.6)            # while the session runs: sampled
+    m.complete = True
+    d = m.as_dict(loop)
+    assert d["cpu_share"] == pytest.approx(200_000 / 2e6 / 0.5) and d["cpu_share_source"] == "iterations / rate"
+    d = m.as_dict(outer)
+    assert d["cpu_share"] == pytest.approx(0.6) and d["cpu_share_source"] == "samples"
+
+
+def test_stacks_enclosing_loops(tmp_path):
+    from gyroscope.bridges.stacks import enclosing_loops
+    src = tmp_path / "p.py"
+    src.write_text("def work(x):\n    return x * 2\n\n\ndef main():\n    t = 0\n    for i in range(9):\n"
+                   "        t += work(i)\n    return t\n")
+    own = lambda f: f == str(src)   # noqa: E731
+    leaf = Frame(str(src), "work", 2)
+    caller = Frame(str(src), "main", 8)
+    lib = Frame("/usr/lib/python3.13/json/decoder.py", "decode", 340)
+    assert enclosing_loops((leaf, caller), own) == [Entity(EntityKind.LOOP, str(src), "main", 7)]
+    assert enclosing_loops((lib, caller), own) == []          # the loop runs library code: its own time
+    assert enclosing_loops((caller,), own) == []
 
 
 def test_measure_joins_counts_and_sampled_time_over_the_session_and_estimates_native_time():
