@@ -18,7 +18,8 @@ The kernel knows how much CPU each thread used (bridges/procfs.py, polled every 
   left out of the samples (`gil_holders`: the bridge's shipper in a `gyroscope run` program):
   the program's thread that waits while the shipper ships a window waits for the GIL, and was
   reported as blocked at its line (a 1-4 ms "wait" in the hot loop of every single-threaded
-  program).
+  program). A stack whose leaf line calls nothing (`no_call`: bridges.stacks.calls_nothing)
+  cannot be blocked in a call: its unexplained time off the CPU is a wait for the GIL too.
 
 So CPU shares are shares of the process's CPU time (the sum of `cpu_ns` over a bin is what the
 kernel counted), and a thread that waits for the GIL is not counted as running. Where no CPU
@@ -107,7 +108,8 @@ class Portion:
 
 
 def attribute(spans: list[Span], history: CpuHistory,
-              waiting: Callable[[tuple], bool], gil_holders: set[int] | frozenset[int] = frozenset()) -> list[Portion]:
+              waiting: Callable[[tuple], bool], gil_holders: set[int] | frozenset[int] = frozenset(),
+              no_call: Callable[[tuple], bool] = lambda frames: False) -> list[Portion]:
     """Split `spans` at the history's poll times and give each part its running / GIL / waiting
     time and CPU time (module docstring). Returned in time order per thread."""
     if not spans:
@@ -157,7 +159,7 @@ def attribute(spans: list[Span], history: CpuHistory,
         py_cpu += sum(max(0, known[t][0]) for t in gil_holders if t in known and t not in threads)
         for t in sampled:
             cpu, runq = max(0, known[t][0]), max(0, known[t][1])
-            _spread(threads[t], cpu, runq, py_cpu - cpu, waiting)
+            _spread(threads[t], cpu, runq, py_cpu - cpu, waiting, no_call)
         if not pooled:
             continue
         # threads without a reading of their own: born and ended between two readings, ended
@@ -173,7 +175,7 @@ def attribute(spans: list[Span], history: CpuHistory,
                     unread.setdefault(pid, []).append(p)
             continue
         accounted = sum(max(0, d[0]) for d in known.values())
-        _spread(pooled, max(0, proc[0] - accounted), 0, py_cpu, waiting)
+        _spread(pooled, max(0, proc[0] - accounted), 0, py_cpu, waiting, no_call)
         for p in pooled:
             if p.span.tid in deltas and not waiting(p.span.frames):
                 # it ended in this interval, and py-spy keeps an ended thread's last stack until
@@ -214,7 +216,7 @@ def _one_at_a_time(portions: list[Portion]) -> None:
 
 
 def _spread(portions: list[Portion], cpu: int, runq: int, others: int,
-            waiting: Callable[[tuple], bool]) -> None:
+            waiting: Callable[[tuple], bool], no_call: Callable[[tuple], bool] = lambda frames: False) -> None:
     """Give `cpu` (and `runq`, run-queue delay) of one thread, or of a pool of threads, in one bin
     to its portions (module docstring); `others` is the CPU of the other Python threads."""
     flags = [waiting(p.span.frames) for p in portions]
@@ -242,7 +244,7 @@ def _spread(portions: list[Portion], cpu: int, runq: int, others: int,
             idle = wall - on_cpu
             queued = int(idle * runq_frac)
             p.run_ns = on_cpu + queued
-            p.gil_ns = int((idle - queued) * gil_frac)
+            p.gil_ns = idle - queued if no_call(p.span.frames) else int((idle - queued) * gil_frac)
             p.wait_ns = idle - queued - p.gil_ns
             p.cpu_ns = on_cpu
         run_total += p.cpu_ns

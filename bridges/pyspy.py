@@ -66,7 +66,15 @@ from gyroscope.bridges.events import (
 )
 from gyroscope.bridges.owncode import looks_like_program
 from gyroscope.bridges.pyspy_record import ChunkedRecorder, Span
-from gyroscope.bridges.stacks import NOT_YET, Frame, classify, enclosing_loops, library_loop, waiting_leaf
+from gyroscope.bridges.stacks import (
+    NOT_YET,
+    Frame,
+    calls_nothing,
+    classify,
+    enclosing_loops,
+    library_loop,
+    waiting_leaf,
+)
 
 SUPPORTED_PYTHONS = "CPython 2.3-2.7 and 3.3-3.14"   # what py-spy 0.4.x can read
 DUMP_TIMEOUT_S = 10.0
@@ -391,7 +399,7 @@ class PySpySource:
         self._poll_proc()      # a reading at the end of the chunk: every span is inside the history
         with self._lock:
             spans = [s for s in self._clip_ended(spans) if s.tid not in self._bridge_tids]
-            portions = attribute(spans, self._history, waiting_leaf, self._bridge_tids)
+            portions = attribute(spans, self._history, waiting_leaf, self._bridge_tids, calls_nothing)
             self._raw += len(spans)
             for p in portions:
                 self._fold(p.span, p.t0_ns, p.t1_ns, p.run_ns, p.gil_ns, p.wait_ns, p.cpu_ns)

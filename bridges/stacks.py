@@ -165,6 +165,30 @@ def waiting_leaf(frames: list[Frame] | tuple[Frame, ...]) -> bool:
     return got
 
 
+# A line that can hand control to C code which may block: a call, iteration (`for line in f`),
+# a with-statement, await / yield, an import.
+_MAY_BLOCK = re.compile(r"\(|^\s*(async\s+)?(for|with)\b|\b(await|yield|import)\b")
+_NO_CALL_CACHE: dict[tuple[str, int], bool] = {}
+
+
+def calls_nothing(frames: list[Frame] | tuple[Frame, ...]) -> bool:
+    """Whether the innermost frame is Python source at a line that calls nothing (`s += i * i`):
+    a thread off the CPU there is not blocked in a call (its callee would be the leaf), it waits
+    for the interpreter lock (bridges/cpu_attribution.py). Unknown source: False."""
+    if not frames:
+        return False
+    leaf = frames[0]
+    key = (leaf.file, leaf.line)
+    got = _NO_CALL_CACHE.get(key)
+    if got is None:
+        text = codemap.source_line(leaf.file, leaf.line).split("#", 1)[0]
+        got = bool(text.strip()) and not _MAY_BLOCK.search(text)
+        if len(_NO_CALL_CACHE) > 100_000:
+            _NO_CALL_CACHE.clear()
+        _NO_CALL_CACHE[key] = got
+    return got
+
+
 def qualified(frame: Frame) -> tuple[str, int, int | None]:
     """(qualname, first line, loop header or None) of a frame of the program, via the code map
     when the file can be read, else from what the frame says."""

@@ -78,6 +78,25 @@ def test_attribution_a_gil_holder_left_out_of_the_samples_explains_the_wait():
     assert (p.run_ns, p.gil_ns, p.wait_ns) == (60 * MS, 40 * MS, 0)
 
 
+def test_attribution_a_line_that_calls_nothing_is_not_blocked_in_a_call(tmp_path):
+    """Off the CPU at `s += i * i` (no call on the line), with no other thread running: the thread
+    waited for the interpreter lock (a GIL holder no sampler sees), never in a call; a line with a
+    call, or a `for` over something that may block, keeps the unexplained time as a wait."""
+    from gyroscope.bridges.stacks import calls_nothing
+    src = tmp_path / "p.py"
+    src.write_text("def f(n, f2):\n    s = 0\n    for i in range(n):\n        s += i * i  # sum\n"
+                   "    for line in f2:\n        s += len(line)\n    return s\n")
+    body, header, call = Frame(str(src), "f", 4), Frame(str(src), "f", 5), Frame(str(src), "f", 6)
+    assert calls_nothing([body]) and not calls_nothing([header]) and not calls_nothing([call])
+    assert not calls_nothing([Frame(str(tmp_path / "missing.py"), "f", 1)]) and not calls_nothing([])
+    h = CpuHistory()
+    h.add(0, {1: (0, 0)})
+    h.add(100 * MS, {1: (60 * MS, 0)})
+    for frame, want in ((body, (60 * MS, 40 * MS, 0)), (call, (60 * MS, 0, 40 * MS))):
+        (p,) = attribute([_span(1, [frame], 0, 100 * MS)], h, lambda f: False, no_call=calls_nothing)
+        assert (p.run_ns, p.gil_ns, p.wait_ns) == want
+
+
 def _watch(script: Path, seconds: float | None = None, **kw) -> tuple[list, PySpySource, subprocess.Popen]:
     target = subprocess.Popen([PY, str(script)], cwd=script.parent)
     src = PySpySource(target.pid, fresh=True, **kw)
