@@ -34,10 +34,12 @@ _FUNC_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 @dataclass(frozen=True, slots=True)
 class Location:
-    """Where a line sits: its scope's qualified name and first line, and its innermost loop."""
+    """Where a line sits: its scope's qualified name and first line, its innermost loop, and the
+    loops of its scope around that one (innermost first)."""
     qualname: str
     first_line: int
     loop_header: int | None
+    outer_loops: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -82,12 +84,10 @@ class FileMap:
         scope = self.scope_at(line, name)
         if scope is None:
             return None
-        header = None
-        size = 1 << 30
-        for start, end in scope.loops:
-            if start <= line <= end and end - start < size:
-                header, size = start, end - start
-        return Location(scope.qualname, scope.first_line, header)
+        around = sorted((end - start, start) for start, end in scope.loops if start <= line <= end)
+        if not around:
+            return Location(scope.qualname, scope.first_line, None)
+        return Location(scope.qualname, scope.first_line, around[0][1], tuple(h for _, h in around[1:]))
 
 
 def _inner(a: _Scope, b: _Scope) -> bool:
@@ -299,7 +299,8 @@ def _locate_in_function(lines: list[str], line: int, short: str,
             if loc is None or loc.qualname.rsplit(".", 1)[-1] != short:
                 break            # the line is not in this def: one further up may hold it
             return Location(loc.qualname, loc.first_line + shift,
-                            None if loc.loop_header is None else loc.loop_header + shift)
+                            None if loc.loop_header is None else loc.loop_header + shift,
+                            tuple(h + shift for h in loc.outer_loops))
     return None
 
 

@@ -204,18 +204,21 @@ def qualified(frame: Frame) -> tuple[str, int, int | None]:
 
 
 def enclosing_loops(frames: list[Frame] | tuple[Frame, ...], is_own_code: Callable[[str], bool]) -> list[Entity]:
-    """The loops of the program's frames outside its innermost one: loops that were running
-    other code of the program when the stack was sampled (their time includes their callees').
-    Innermost-first frames, as classify takes them."""
+    """The loops that were running other code of the program when the stack was sampled (their
+    time includes it): every loop of the program's frames outside its innermost one, and the
+    loops of the innermost one around the loop it is in. Innermost-first frames, as classify
+    takes them."""
     out = []
     own_seen = False
     for f in frames:
         if not is_own_code(f.file):
             continue
-        if own_seen:
-            name, _first, header = qualified(f)
-            if header is not None:
-                out.append(Entity(EntityKind.LOOP, f.file, name, header))
+        name, _first, header = qualified(f)
+        if header is not None:
+            loc = codemap.locate(f.file, f.line, f.function)
+            outer = loc.outer_loops if loc is not None and loc.loop_header == header else ()
+            heads = (header, *outer) if own_seen else outer
+            out.extend(Entity(EntityKind.LOOP, f.file, name, h) for h in heads)
         own_seen = True
     return out
 

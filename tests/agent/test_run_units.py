@@ -205,7 +205,8 @@ def test_stacks_enclosing_loops(tmp_path):
     from gyroscope.bridges.stacks import enclosing_loops
     src = tmp_path / "p.py"
     src.write_text("def work(x):\n    return x * 2\n\n\ndef main():\n    t = 0\n    for i in range(9):\n"
-                   "        t += work(i)\n    return t\n")
+                   "        t += work(i)\n    return t\n\n\ndef grid():\n    for r in range(3):\n"
+                   "        for c in range(3):\n            pass\n")
     own = lambda f: f == str(src)   # noqa: E731
     leaf = Frame(str(src), "work", 2)
     caller = Frame(str(src), "main", 8)
@@ -213,6 +214,8 @@ def test_stacks_enclosing_loops(tmp_path):
     assert enclosing_loops((leaf, caller), own) == [Entity(EntityKind.LOOP, str(src), "main", 7)]
     assert enclosing_loops((lib, caller), own) == []          # the loop runs library code: its own time
     assert enclosing_loops((caller,), own) == []
+    # a loop around the innermost frame's own loop runs that loop too
+    assert enclosing_loops((Frame(str(src), "grid", 15),), own) == [Entity(EntityKind.LOOP, str(src), "grid", 13)]
 
 
 def test_measure_joins_counts_and_sampled_time_over_the_session_and_estimates_native_time():
