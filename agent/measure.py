@@ -45,7 +45,8 @@ What the numbers are (and are not):
   (the in-process sampler) fall back to the entity's share of the running samples' time.
   `cpu_share_source` says which: "samples", or, in the session's result, "iterations / rate"
   for a loop counted whole at an uninstrumented rate that no sample saw running other code of
-  the program (Observation.enclosing): its exact count over its measured rate is its CPU time,
+  the program, nor another loop of its function (Observation.enclosing): its exact count over
+  its measured rate is its CPU time,
   free of the sampling noise (two loops alternating every ~10 ms in a 0.3 s program: -0.7 ..
   +1.1 points over three runs, against -9.2 .. +8.8 from the samples). Inclusive of what it
   calls in libraries, as the samples are (role "via").
