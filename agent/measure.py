@@ -27,7 +27,7 @@ What the numbers are (and are not):
   was counted whole: a range loop, counted on one thread, none of whose windows the bridge flagged
   (nor the channel: a process that ended without its last window)
   (every run counted by hits or read from its iterator; a run that ends while the slot is
-  disarmed re-arms the code at once when it took >= 200x the re-arm's cost, ~1 ms: bridges/
+  disarmed re-arms the code at once when it took >= 200x the re-arm's cost, 0.4-1 ms: bridges/
   _inproc.pyx "coverage"). Else `iterations_counted` were counted exactly and the count is that
   or, when more, the rate times the loop's sampled running time (see _extrapolate; a loop that
   encloses other loops gets no running samples of its own, so its count is then what was
