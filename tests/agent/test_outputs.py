@@ -182,6 +182,25 @@ def test_check_outputs_refuses_inputs_duplicates_and_bad_ledgers(tmp_path, app):
     assert loop.is_symlink()     # a loop is reported, never renamed over
 
 
+def test_check_outputs_refuses_a_folder_it_may_not_write(tmp_path, monkeypatch):
+    """A new file needs its nearest existing folder writable, an existing one itself (as root,
+    os.access grants both: the rule is checked with access() answering as for a user)."""
+    locked, mine = tmp_path / "locked", tmp_path / "locked" / "mine.json"
+    locked.mkdir()
+    mine.write_text("{}")
+    real_access = os.access
+    monkeypatch.setattr(outputs.os, "access",
+                        lambda p, mode: False if os.fspath(p) == str(locked) else real_access(p, mode))
+    with pytest.raises(GyroscopeError, match=r"permission denied: .*locked$"):
+        outputs.check_outputs({"--json": str(locked / "new.json")}, [])
+    with pytest.raises(GyroscopeError, match=r"permission denied: .*locked$"):
+        outputs.check_outputs({"--trace": str(locked / "sub" / "t.json")}, [])
+    outputs.check_outputs({"--json": str(mine)}, [])   # an existing writable file: rewritten in place
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: False)
+    with pytest.raises(GyroscopeError, match="permission denied$"):
+        outputs.check_outputs({"--json": str(mine)}, [])
+
+
 # ---- through `gyroscope run`, as a user types it ---------------------------------------------
 def test_run_json_to_a_device_leaves_it_a_device(tmp_path, app):
     dev = null_device(tmp_path)
