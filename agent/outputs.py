@@ -27,8 +27,8 @@ The command line side: `resolve_outputs(args)` makes every output option absolut
 directory gyroscope was started in (call it once, before the program starts: the program may
 chdir), and `check_outputs(outputs, inputs)` refuses, before anything runs, an output that is
 the script or an input file, two outputs that are the same file, a directory, a missing
-folder for a stream, a folder the user may not write a new file in (an existing file: the file
-itself not writable), and a --ledger at an existing file that is not a GYRL ledger.
+folder for a stream, a folder the user may not write a new file in (an existing file: neither
+its folder nor itself writable), and a --ledger at an existing file that is not a GYRL ledger.
 
 Cost (measured 2026-12-01, CPython 3.13, /tmp on a virtio disk, shared 2-core machine, medians):
 resolve_outputs + check_outputs for 4 outputs 84 us at start; write_text of a 443 KB session
@@ -135,7 +135,7 @@ def _check_folder(option: str, path: str, must_exist: bool, exists: bool = False
     """The folder a file will be written in: it exists (streams), or its nearest existing parent
     is a directory; and where a new file (or folder) must be made, we may write there (a user's
     `--json /usr/s.json` is refused before the program runs, not after it ran). An existing file
-    needs only to be writable itself: it is rewritten in place when no temporary file can be made."""
+    needs its folder writable (a rename replaces it) or itself (it is rewritten in place)."""
     folder = os.path.dirname(os.path.realpath(path)) or "/"
     probe = folder
     while not os.path.exists(probe):
@@ -144,8 +144,8 @@ def _check_folder(option: str, path: str, must_exist: bool, exists: bool = False
         probe = os.path.dirname(probe) or "/"
     if not os.path.isdir(probe):
         raise GyroscopeError(f"cannot write {option} {path}: not a directory: {probe}")
-    if exists:
-        if not os.access(path, os.W_OK):
+    if exists:   # replaced by a rename in its folder, or rewritten in place
+        if not (os.access(probe, os.W_OK | os.X_OK) or os.access(path, os.W_OK)):
             raise GyroscopeError(f"cannot write {option} {path}: permission denied")
     elif not os.access(probe, os.W_OK | os.X_OK):
         raise GyroscopeError(f"cannot write {option} {path}: permission denied: {probe}")

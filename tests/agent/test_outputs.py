@@ -183,8 +183,8 @@ def test_check_outputs_refuses_inputs_duplicates_and_bad_ledgers(tmp_path, app):
 
 
 def test_check_outputs_refuses_a_folder_it_may_not_write(tmp_path, monkeypatch):
-    """A new file needs its nearest existing folder writable, an existing one itself (as root,
-    os.access grants both: the rule is checked with access() answering as for a user)."""
+    """A new file needs its nearest existing folder writable, an existing one its folder or itself
+    (as root, os.access grants all: the rule is checked with access() answering as for a user)."""
     locked, mine = tmp_path / "locked", tmp_path / "locked" / "mine.json"
     locked.mkdir()
     mine.write_text("{}")
@@ -196,6 +196,8 @@ def test_check_outputs_refuses_a_folder_it_may_not_write(tmp_path, monkeypatch):
     with pytest.raises(GyroscopeError, match=r"permission denied: .*locked$"):
         outputs.check_outputs({"--trace": str(locked / "sub" / "t.json")}, [])
     outputs.check_outputs({"--json": str(mine)}, [])   # an existing writable file: rewritten in place
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: os.fspath(p) != str(mine))
+    outputs.check_outputs({"--json": str(mine)}, [])   # a read-only file in a writable folder: replaced
     monkeypatch.setattr(outputs.os, "access", lambda p, mode: False)
     with pytest.raises(GyroscopeError, match="permission denied$"):
         outputs.check_outputs({"--json": str(mine)}, [])
