@@ -162,6 +162,4 @@ class MultiSource:
     def agent_cpu_ns(self) -> int:
         """CPU of every py-spy this process ran and reaped (they are its only children; the
         recorders' threads are in this process's own CPU time)."""
-        import resource
-        r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return int((r.ru_utime + r.ru_stime) * 1e9)
+        return procfs.reaped_children_cpu_ns()

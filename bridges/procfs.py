@@ -67,6 +67,14 @@ def process_cpu_ns(pid: int) -> int | None:
         return None
 
 
+def reaped_children_cpu_ns() -> int:
+    """CPU time of the processes this one started and reaped (getrusage RUSAGE_CHILDREN): the
+    samplers' py-spy processes that ended, and under `gyroscope run` the program once reaped."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return int((r.ru_utime + r.ru_stime) * 1e9)
+
+
 def thread_ids(pid: int) -> list[int]:
     """The native ids of `pid`'s threads ([] when it is gone)."""
     try:

@@ -349,9 +349,7 @@ class PySpySource:
         """CPU spent by the processes this one ran and reaped: the py-spy processes that ended
         (under `gyroscope run` also the program, which RunSource takes off). The recorder's
         thread is in this process's own CPU time."""
-        import resource
-        r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return int((r.ru_utime + r.ru_stime) * 1e9)
+        return procfs.reaped_children_cpu_ns()
 
     @property
     def gap_ns(self) -> int:
