@@ -216,7 +216,7 @@ def _one_at_a_time(portions: list[Portion]) -> None:
 
 
 def _spread(portions: list[Portion], cpu: int, runq: int, others: int,
-            waiting: Callable[[tuple], bool], no_call: Callable[[tuple], bool] = lambda frames: False) -> None:
+            waiting: Callable[[tuple], bool], no_call: Callable[[tuple], bool]) -> None:
     """Give `cpu` (and `runq`, run-queue delay) of one thread, or of a pool of threads, in one bin
     to its portions (module docstring); `others` is the CPU of the other Python threads."""
     flags = [waiting(p.span.frames) for p in portions]

@@ -141,6 +141,18 @@ def wait_kind(library: list[Frame], own: Frame) -> str:
 
 
 _LEAF_CACHE: dict[tuple[str, str, int], bool] = {}
+_LEAF_CACHE_MAX = 100_000   # answers kept per leaf rule (a program that generates code stays bounded)
+
+
+def _leaf_answer(cache: dict, key: tuple, compute: Callable[[], bool]) -> bool:
+    """cache[key], computed once per leaf (a frame's line is read at most once)."""
+    got = cache.get(key)
+    if got is None:
+        got = compute()
+        if len(cache) > _LEAF_CACHE_MAX:
+            cache.clear()
+        cache[key] = got
+    return got
 
 
 def waiting_leaf(frames: list[Frame] | tuple[Frame, ...]) -> bool:
@@ -152,17 +164,9 @@ def waiting_leaf(frames: list[Frame] | tuple[Frame, ...]) -> bool:
     if not frames:
         return False
     leaf = frames[0]
-    key = (leaf.file, leaf.function, leaf.line)
-    got = _LEAF_CACHE.get(key)
-    if got is None:
-        if _library_wait(leaf) is not None:
-            got = True
-        else:
-            got = wait_kind_from_text(codemap.source_line(leaf.file, leaf.line)) != WaitKind.OTHER
-        if len(_LEAF_CACHE) > 100_000:
-            _LEAF_CACHE.clear()
-        _LEAF_CACHE[key] = got
-    return got
+    return _leaf_answer(_LEAF_CACHE, (leaf.file, leaf.function, leaf.line), lambda: (
+        _library_wait(leaf) is not None
+        or wait_kind_from_text(codemap.source_line(leaf.file, leaf.line)) != WaitKind.OTHER))
 
 
 # A line that can hand control to C code which may block: a call, iteration (`for line in f`),
@@ -178,15 +182,11 @@ def calls_nothing(frames: list[Frame] | tuple[Frame, ...]) -> bool:
     if not frames:
         return False
     leaf = frames[0]
-    key = (leaf.file, leaf.line)
-    got = _NO_CALL_CACHE.get(key)
-    if got is None:
+
+    def compute() -> bool:
         text = codemap.source_line(leaf.file, leaf.line).split("#", 1)[0]
-        got = bool(text.strip()) and not _MAY_BLOCK.search(text)
-        if len(_NO_CALL_CACHE) > 100_000:
-            _NO_CALL_CACHE.clear()
-        _NO_CALL_CACHE[key] = got
-    return got
+        return bool(text.strip()) and not _MAY_BLOCK.search(text)
+    return _leaf_answer(_NO_CALL_CACHE, (leaf.file, leaf.line), compute)
 
 
 def qualified(frame: Frame) -> tuple[str, int, int | None]:
