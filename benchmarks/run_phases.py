@@ -31,11 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gyroscope.agent.result import write_json_atomic  # noqa: E402
-from overhead import BASELINE_ENV, _baseline_env, bench_dir, calibrate  # noqa: E402
+from overhead import BASELINE_ENV, _baseline_env, bench_dir, calibrate, command  # noqa: E402
 from warm_bytecode import compile_gyroscope  # noqa: E402
 
-PY = sys.executable
-GYRO = str(Path(sys.executable).parent / "gyroscope")
 FIRST = ("import time as _gyro_t, sys as _gyro_s, os as _gyro_o; _gyro_t0 = _gyro_t.monotonic(); "
          "_gyro_s.stderr.write('phase-first %.6f\\n' % (_gyro_t0 - float(_gyro_o.environ.get('PHASE_T0', 'nan'))))\n")
 LAST = ("\n_gyro_s.stderr.write('phase-body %.6f\\n' % (_gyro_t.monotonic() - _gyro_t0)); "
@@ -54,25 +52,15 @@ def stamped_copy(script: Path, into: Path) -> Path:
     return out
 
 
-def command(tool: str, script: Path, worker: list[str]) -> tuple[list[str], dict[str, str] | None]:
-    if tool == "bare":
-        return [PY, str(script), *worker], None
-    if tool == "gyroscope":
-        return [GYRO, "run", "-q", str(script), *worker], None
-    if tool == "gyroscope-baseline":
-        return [PY, "-c", "import sys; from gyroscope.agent.cli import entry; sys.argv[0] = 'gyroscope'; entry()",
-                "run", "-q", str(script), *worker], BASELINE_ENV
-    raise ValueError(tool)
-
-
 def run_once(tool: str, script: Path, loops: int, tmp: Path) -> dict[str, float] | None:
     out = tmp / "pyperf.json"
     if out.exists():
         out.unlink()
-    cmd, env = command(tool, script, ["--worker", "-l", str(loops), "-n", "1", "-w", "0", "--output", str(out)])
+    cmd = command(tool, script, ["--worker", "-l", str(loops), "-n", "1", "-w", "0", "--output", str(out)])
+    env = BASELINE_ENV if tool == "gyroscope-baseline" else os.environ
     t0 = time.monotonic()
     p = subprocess.run(cmd, cwd=script.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                       env=dict(env or os.environ, PHASE_T0=repr(t0)), timeout=600)
+                       env=dict(env, PHASE_T0=repr(t0)), timeout=600)
     t1 = time.monotonic()
     got = dict(line.split(" ", 1) for line in p.stderr.splitlines() if line.startswith("phase-"))
     if p.returncode != 0 or len(got) != 3:
