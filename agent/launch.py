@@ -107,14 +107,10 @@ class Launch:
             return
         self.went = True
         self._close()
-        while True:
-            try:
-                os.waitpid(self.pid, 0)
-                return
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                return
+        try:
+            os.waitpid(self.pid, 0)   # retried by python when a signal interrupts it (PEP 475)
+        except ChildProcessError:
+            pass
 
     def _close(self) -> None:
         if self._gate >= 0:

@@ -46,10 +46,9 @@ What the numbers are (and are not):
   `cpu_share_source` says which: "samples", or, in the session's result, "iterations / rate"
   for a loop counted whole at an uninstrumented rate that no sample saw running other code of
   the program, nor another loop of its function (Observation.enclosing): its exact count over
-  its measured rate is its CPU time,
-  free of the sampling noise (two loops alternating every ~10 ms in a 0.3 s program: -0.7 ..
-  +1.1 points over three runs, against -9.2 .. +8.8 from the samples). Inclusive of what it
-  calls in libraries, as the samples are (role "via").
+  its measured rate is its CPU time, free of the sampling noise (two loops alternating every
+  ~10 ms in a 0.3 s program: -0.7 .. +1.1 points over three runs, against -9.2 .. +8.8 from the
+  samples). Inclusive of what it calls in libraries, as the samples are (role "via").
 - wait_s_total: sampled blocked time; waits: sampled episodes (a thread blocked at one site in
   consecutive samples without using CPU in between is one episode).
 - exact lock figures: for a lock (or Event / Barrier / Queue "wait") entity fed by the profiled
