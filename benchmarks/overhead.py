@@ -112,6 +112,10 @@ def _baseline_env(checkout: Path) -> tempfile.TemporaryDirectory:
     """PYTHONPATH -> a folder whose `gyroscope` is the other checkout (ahead of this one's
     editable install), its bytecode written as an install would."""
     import compileall
+    if not (checkout / "agent" / "cli.py").is_file() or not list((checkout / "bridges").glob("_inproc*.so")):
+        # else the import falls through to this checkout: the "baseline" would be this code
+        raise SystemExit(f"error: --baseline {checkout}: not a gyroscope checkout with its extensions built "
+                         "(python setup.py build_ext --inplace there)")
     links = tempfile.TemporaryDirectory()
     os.symlink(checkout, Path(links.name) / "gyroscope")
     for pkg in ("agent", "bridges", "cyext", "schedulers"):
