@@ -88,6 +88,7 @@ class EntityStats:
     read_windows: int = 0        # windows with iterator readings
     counting_threads: set[int] = field(default_factory=set)   # threads the bridge counted its iterations on
     encloses: bool = False       # a loop seen running other code of the program (Observation.enclosing)
+    inner_ns: int = 0            # ... and its sampled CPU time there (its run_ns leaves it out)
     call_exact: int = 0
     call_saturated: int = 0
     call_rates: list[tuple[int, float]] = field(default_factory=list)
@@ -298,8 +299,10 @@ class Measurements:
             st.free_ns += r.free_ns
             st.gaps += r.gap
             st.read_windows += 1
-        for ent in obs.enclosing:
-            self.get(ent).encloses = True
+        for ent, ns in obs.enclosing.items():
+            st = self.get(ent)
+            st.encloses = True
+            st.inner_ns += ns
         for lw in obs.locks:
             st = self.get(lw.entity)
             touched.add(lw.entity)
@@ -311,8 +314,9 @@ class Measurements:
 
     def as_dict(self, ent: Entity) -> dict[str, Any]:
         st = self.get(ent)
-        iterations, ips, ips_source = _extrapolate(st.exact_hits, st.saturated_hits, st.rates, st.run_ns,
-                                                   st.iter_read, st.free_iters, st.free_ns)
+        # the rates are of whole iterations, callees and inner loops included: so is the time
+        iterations, ips, ips_source = _extrapolate(st.exact_hits, st.saturated_hits, st.rates,
+                                                   st.run_ns + st.inner_ns, st.iter_read, st.free_iters, st.free_ns)
         # counted whole: every window's runs were counted by hits or read from the iterator, in a
         # process of one thread (bridges/channel.py: a run another thread started while the slot
         # was disarmed would not be seen)

@@ -52,7 +52,8 @@ TRUTH_DIR = ROOT / "tests" / "fixtures" / "truth"
 BIN = Path(sys.executable).parent
 GYRO = BIN / "gyroscope"
 
-PROGRAMS = ("hot_loop", "short_loop", "two_loops", "stat_loop", "cpu_split", "numpy_loop", "async_block", "threadpool", "locks")
+PROGRAMS = ("hot_loop", "short_loop", "two_loops", "stat_loop", "cpu_split", "iter_loops", "numpy_loop", "async_block",
+            "threadpool", "locks")
 QUICK = ("hot_loop", "two_loops", "cpu_split", "locks")
 LOCK_VARS = {"lock": "lock", "semaphore": "sem", "condition": "cond", "rlock": "rl", "bounded": "bs",
              "event": "evs", "barrier": "bar", "queue": "q"}   # truth name -> variable
@@ -302,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs per program (medians are printed)")
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}, no peers")
     ap.add_argument("--no-peers", action="store_true", help="skip pyinstrument and py-spy")
+    ap.add_argument("--only", help=f"comma-separated programs of {', '.join(PROGRAMS)}")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         print("accuracy: --repeat must be >= 1", file=sys.stderr)
@@ -310,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"accuracy: {GYRO} not found (run bash .ci/setup)", file=sys.stderr)
         return 2
     programs = QUICK if args.quick else PROGRAMS
+    if args.only:
+        programs = tuple(p.strip() for p in args.only.split(",") if p.strip())
+        unknown = [p for p in programs if p not in PROGRAMS]
+        if unknown or not programs:
+            print(f"accuracy: --only: unknown program(s) {', '.join(unknown) or '(none)'}; known: "
+                  f"{', '.join(PROGRAMS)}", file=sys.stderr)
+            return 2
     peers = not (args.quick or args.no_peers)
     runs: list[list[Result]] = []
     t0 = time.perf_counter()

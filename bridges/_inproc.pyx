@@ -45,14 +45,15 @@ Wire format (native byte order; the reader is on the same machine): frames of
 - WINDOW 3 / FINAL 4: i64 t_ns, u64 raw callbacks, u64 dropped, u64 callback errors,
   u32 n_hits, u32 n_threads, then n_hits x (u32 slot, u32 hits, i64 t_first, i64 span,
   u64 thread ident, u64 second thread ident, u64 iter_read, u64 free_iters, i64 free_ns, u64
-  flags (bit 0: the window's count may be incomplete); a slot with no hits but iterator readings
-  or a flag has hits 0; see "spans" and "coverage"), n_threads x (u64 ident, u64 native id),
+  flags (bit 0: the window's count may be incomplete), i64 others (the other callbacks inside
+  the timed gaps, scaled as span is); a slot with no hits but iterator readings or a flag has
+  hits 0; see "spans" and "coverage"), n_threads x (u64 ident, u64 native id),
   3 x (i64 collections, i64 total pause ns, i64 longest ns, i64 first start ns) for gc
   generations 0-2, then the coroutine steps (see _build_steps), then f64 near and f64 far: this
   process's dispatch cost of a callback (see calibrate; 0.0 until measured). span, when the slot
   saturated (else 0): (hits - WARM) x the median quarter's mean gap between its timed hits (one
   thread's consecutive hits), so that span / (hits - WARM) is the time from one callback's
-  return to the next one's start.
+  return to the next one's start, less the durations of the other callbacks in between.
 - EXTRA 5: a marshal'd object from another in-process part (e.g. the lock profiler).
 The other way, gyroscope -> program, on the same connection:
 - LIVE 16: the live decisions, a marshal'd list of dicts; read by the shipper after each window
@@ -187,10 +188,51 @@ cdef extern from *:
         return 1;
     }
 
+    /* The iterators the bridge reads, laid out as in Objects/listobject.c, tupleobject.c,
+       dictobject.c (dictiterobject) and enumobject.c: the same in 3.12 and 3.13. */
+    typedef struct { PyObject_HEAD Py_ssize_t it_index; PyObject *it_seq; } gyro_seqiter;
+    typedef struct { PyObject_HEAD PyObject *di_dict; Py_ssize_t di_used; Py_ssize_t di_pos;
+        PyObject *di_result; Py_ssize_t len; } gyro_dictiter;
+    typedef struct { PyObject_HEAD Py_ssize_t en_index; PyObject *en_sit; PyObject *en_result; } gyro_enum;
+    enum { GYRO_NONE = 0, GYRO_RANGE, GYRO_SEQ, GYRO_DICT, GYRO_ENUM };
+
+    static int gyro_kind(PyObject *o) {
+    #if GYRO_FRAMES
+        PyTypeObject *t = Py_TYPE(o);
+        if (t == gyro_t_range) return GYRO_RANGE;
+        if (t == &PyListIter_Type || t == &PyTupleIter_Type) return GYRO_SEQ;
+        if (t == &PyDictIterKey_Type || t == &PyDictIterValue_Type || t == &PyDictIterItem_Type) return GYRO_DICT;
+        if (t == &PyEnum_Type) return GYRO_ENUM;
+    #endif
+        (void)o; return GYRO_NONE;
+    }
+
+    /* The list, tuple or dict a loop's iterator holds until it is exhausted (through an
+       enumerate), else NULL. */
+    static PyObject *gyro_held(PyObject *o) {
+        switch (gyro_kind(o)) {
+        case GYRO_SEQ: return ((gyro_seqiter *)o)->it_seq;
+        case GYRO_DICT: return ((gyro_dictiter *)o)->di_dict;
+        case GYRO_ENUM: {
+            PyObject *in = ((gyro_enum *)o)->en_sit;
+            return in != NULL && gyro_kind(in) != GYRO_ENUM ? gyro_held(in) : NULL;
+        }
+        }
+        return NULL;
+    }
+
+    /* Only the loop's iterator holds its list, tuple or dict now (see "spans"). */
+    static int gyro_alone(PyObject *o) {
+        PyObject *c = gyro_held(o);
+        return c != NULL && Py_REFCNT(c) == 1;
+    }
+
     /* The iterator of the for-loop whose backward jump is running in frame fp (the top of its
-       value stack), if it is a range iterator; else NULL (borrowed). List and tuple iterators
-       are not taken: holding one keeps its list alive after a `break`, and the program would see
-       its items' finalizers run later than under python. */
+       value stack), if the bridge can read it: a range, list, tuple or dict iterator, or an
+       enumerate over one; else NULL (borrowed). A list, tuple or dict only the loop holds
+       (`for x in sorted(a)`) is not taken (gyro_alone): after a `break`, holding its iterator
+       would keep it alive, and the program would see its items' finalizers run later than under
+       python. Nor is an enumerate over anything else (a generator's `finally` would run late). */
     static PyObject *gyro_loop_iter(void *fp) {
     #if GYRO_FRAMES
         gyro_iframe *f = (gyro_iframe *)fp;
@@ -199,22 +241,80 @@ cdef extern from *:
         if (f->stacktop <= co->co_nlocalsplus || f->stacktop > co->co_nlocalsplus + co->co_stacksize) return NULL;
         PyObject *o = f->localsplus[f->stacktop - 1];
         if (o == NULL) return NULL;
-        PyTypeObject *t = Py_TYPE(o);
-        return t == gyro_t_range ? o : NULL;
+        int k = gyro_kind(o);
+        if (k == GYRO_ENUM) {
+            PyObject *in = ((gyro_enum *)o)->en_sit;
+            int ki = in != NULL ? gyro_kind(in) : GYRO_NONE;
+            return ki == GYRO_RANGE || ki == GYRO_SEQ || ki == GYRO_DICT ? o : NULL;
+        }
+        return k != GYRO_NONE ? o : NULL;
     #else
         (void)fp; return NULL;
     #endif
     }
 
-    /* How far the range iterator has gone (grows by one per item taken); *done: it is exhausted. */
-    static int64_t gyro_iter_pos(PyObject *o, int *done) {
+    /* How far the iterator has gone (grows by one per item taken); *done: it handed out its last
+       item; *len: a list or tuple iterator's sequence length now, -1 when it let go of its
+       sequence (exhausted: its position is lost in 3.13; see "spans") or is another kind. */
+    static int64_t gyro_iter_pos(PyObject *o, int *done, int64_t *len) {
+        *len = -1;
+        *done = 0;
     #if GYRO_FRAMES
-        long n = ((gyro_rangeiter *)o)->len;
-        *done = n <= 0;
-        return -(int64_t)n;
-    #else
-        (void)o; *done = 1; return 0;
+        switch (gyro_kind(o)) {
+        case GYRO_RANGE: {
+            long n = ((gyro_rangeiter *)o)->len;
+            *done = n <= 0;
+            return -(int64_t)n;
+        }
+        case GYRO_SEQ: {
+            gyro_seqiter *it = (gyro_seqiter *)o;
+            if (it->it_seq == NULL || it->it_index < 0) { *done = 1; return 0; }
+            *len = Py_SIZE(it->it_seq);
+            *done = it->it_index >= *len;
+            return it->it_index;
+        }
+        case GYRO_DICT: {      /* len: the items still to come (0 once exhausted) */
+            gyro_dictiter *d = (gyro_dictiter *)o;
+            *done = d->di_dict == NULL || d->len <= 0;
+            return -(int64_t)d->len;
+        }
+        case GYRO_ENUM: {      /* en_index: the items taken */
+            gyro_enum *e = (gyro_enum *)o;
+            int64_t inner_len;
+            if (e->en_sit != NULL) gyro_iter_pos(e->en_sit, done, &inner_len);
+            return e->en_index;
+        }
+        }
     #endif
+        (void)o; *done = 1; return 0;
+    }
+
+    /* Would a (result) tuple's last reference free an item that may run code when freed? */
+    static int gyro_result_frees(PyObject *t) {
+        if (t == NULL || Py_REFCNT(t) != 1 || !PyTuple_CheckExact(t)) return 0;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+            PyObject *x = PyTuple_GET_ITEM(t, i);
+            if (x != NULL && Py_REFCNT(x) == 1 && !PyLong_CheckExact(x) && !PyUnicode_CheckExact(x)
+                    && !PyFloat_CheckExact(x)) return 1;
+        }
+        return 0;
+    }
+
+    /* Would dropping this (last) reference to a loop's iterator free an object that may run code
+       (its list, tuple or dict, or the last item a dict or enumerate iterator keeps)? */
+    static int gyro_frees(PyObject *o) {
+        if (Py_REFCNT(o) != 1) return 0;
+        switch (gyro_kind(o)) {
+        case GYRO_SEQ:
+            return gyro_alone(o);
+        case GYRO_DICT:
+            return gyro_alone(o) || gyro_result_frees(((gyro_dictiter *)o)->di_result);
+        case GYRO_ENUM: {
+            gyro_enum *e = (gyro_enum *)o;
+            return (e->en_sit != NULL && gyro_frees(e->en_sit)) || gyro_result_frees(e->en_result);
+        }
+        }
+        return 0;
     }
 
     /* Is the thread state still one of the interpreter's (a thread that ended is not)? */
@@ -255,7 +355,8 @@ cdef extern from *:
         int arg = 0;
         while (i >= 0 && i + 1 < n && b[i] == EXTENDED_ARG) { arg = (arg | b[i + 1]) << 8; i += 2; }
         if (i < 0 || i + 1 >= n) return -1;
-        if (b[i] != FOR_ITER && b[i] != FOR_ITER_RANGE && b[i] != INSTRUMENTED_FOR_ITER) return -1;
+        if (b[i] != FOR_ITER && b[i] != FOR_ITER_RANGE && b[i] != FOR_ITER_LIST && b[i] != FOR_ITER_TUPLE
+                && b[i] != FOR_ITER_GEN && b[i] != INSTRUMENTED_FOR_ITER) return -1;
         Py_ssize_t end = i + 4 + 2 * (Py_ssize_t)(arg | b[i + 1]);
         return end < n ? (int)end : 0;     /* 0: a for-loop whose end is out of reach */
     #else
@@ -268,7 +369,11 @@ cdef extern from *:
     int gyro_frames_init(object r)
     void* gyro_frame_of(PyThreadState* ts) nogil
     PyObject* gyro_loop_iter(void* fp) nogil
-    int64_t gyro_iter_pos(PyObject* o, int* done) nogil
+    int64_t gyro_iter_pos(PyObject* o, int* done, int64_t* len) nogil
+    int gyro_kind(PyObject* o) nogil
+    int gyro_alone(PyObject* o) nogil
+    int gyro_frees(PyObject* o) nogil
+    int GYRO_SEQ
     int gyro_ts_alive(PyThreadState* ts)
     int gyro_frame_offset(PyThreadState* ts, void* fp)
     int gyro_loop_end(object code, int head)
@@ -300,6 +405,15 @@ cdef int64_t _t_out[MAX_SLOTS]      # when the last timed callback of the slot r
 DEF QUARTERS = 4
 cdef int64_t _gap_sum[MAX_SLOTS][QUARTERS]
 cdef uint32_t _gap_n[MAX_SLOTS][QUARTERS]
+# the other callbacks inside a gap (a generator the loop draws from, a function it calls, an inner
+# loop, while their own locations are armed) are not the loop's time: each callback adds its own
+# duration to _cb_ns and one to _cb_n; a gap leaves out the callbacks' durations since the slot's
+# last return, and counts them (_gap_cbs) so that bridges/channel.py takes off their dispatch too
+cdef int64_t _cb_ns = 0
+cdef uint64_t _cb_n = 0
+cdef int64_t _cb_ns_out[MAX_SLOTS]
+cdef uint64_t _cb_n_out[MAX_SLOTS]
+cdef uint32_t _gap_cbs[MAX_SLOTS][QUARTERS]
 cdef unsigned long _last_tid[MAX_SLOTS]
 # a random number of extra hits (0..SKIP_SPAN-1) before a slot's timed hits, drawn per window:
 # the timed hits land at a random depth of the loop, not always at its start (a loop entered
@@ -504,7 +618,8 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
         _dropped += 1
         return -1
     s = _n_slots
-    _describe(s, code, offset, kind, dest)
+    if not _calibrating:
+        _describe(s, code, offset, kind, dest)
     _n_slots += 1
     _hits[s] = 0
     _thread[s] = 0
@@ -522,6 +637,11 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     _step_total[s] = 0
     _step_max[s] = 0
     _long_total[s] = 0
+    if _calibrating:            # every gap timed, never disabled (_dispatch_ns)
+        _base[s] = 0
+        _warm[s] = 0
+        _lim[s] = 0xFFFFFFFF
+        _cal_slots.append(s)
     _slot_of[key] = s
     return s
 
@@ -539,35 +659,51 @@ cdef inline void _clear_gaps(int s) noexcept nogil:
     for q in range(QUARTERS):
         _gap_sum[s][q] = 0
         _gap_n[s][q] = 0
+        _gap_cbs[s][q] = 0
 
 
-cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
+cdef int64_t _burst_span(int s, uint32_t h, int64_t* others) noexcept nogil:
     """The timed gaps of slot s as (h - its base warm-up) x the median quarter's mean gap (0: none
-    timed): bridges/channel.py divides by the same."""
+    timed), and in `others` the other callbacks in them at that quarter's mean (x (h - base)):
+    bridges/channel.py divides by the same."""
     cdef double m[QUARTERS]
+    cdef double c[QUARTERS]
     cdef double t
+    cdef double u
     cdef int n = 0
     cdef int i, j
+    others[0] = 0
     for i in range(QUARTERS):
         if _gap_n[s][i]:
             m[n] = _gap_sum[s][i] / <double>_gap_n[s][i]
+            c[n] = _gap_cbs[s][i] / <double>_gap_n[s][i]
             n += 1
     if n == 0:
         return 0
-    for i in range(1, n):        # insertion sort of at most 4
+    for i in range(1, n):        # insertion sort of at most 4, by the mean gap
         t = m[i]
+        u = c[i]
         j = i - 1
         while j >= 0 and m[j] > t:
             m[j + 1] = m[j]
+            c[j + 1] = c[j]
             j -= 1
         m[j + 1] = t
-    t = m[n // 2] if n % 2 else (m[n // 2 - 1] + m[n // 2]) / 2
+        c[j + 1] = u
+    if n % 2:
+        t = m[n // 2]
+        u = c[n // 2]
+    else:
+        t = (m[n // 2 - 1] + m[n // 2]) / 2
+        u = (c[n // 2 - 1] + c[n // 2]) / 2
+    others[0] = <int64_t>(u * (h - _base[s]) + 0.5)
     return <int64_t>(t * (h - _base[s]))
 
 
 # ---- spans: the loop's own iterator counts what the hits do not -----------------------------
-# A for-loop over a range keeps its iterator on the frame's value stack, and the iterator knows
-# how many items it has handed out. At a loop hit, the bridge takes a reference to
+# A for-loop over a range, a list, a tuple or a dict (its keys, values or items), or over an
+# enumerate of one of those, keeps its iterator on the frame's value stack, and the iterator
+# knows how many items it has handed out. At a loop hit, the bridge takes a reference to
 # that iterator and notes its position (a span); when the span closes, the items taken since are
 # exactly the iterations run since, the hits included: those not counted by hits are shipped as
 # `iter_read`. A span closes at the next event of its frame outside the loop (the loop ended: a
@@ -579,19 +715,29 @@ cdef int64_t _burst_span(int s, uint32_t h) noexcept nogil:
 # the loop's own rate, measured, not corrected for the callbacks (`free_iters`, `free_ns`).
 # Coverage: a window's count of a loop is complete when every run of the loop in it was counted by
 # hits or read by a span. The bridge flags the window (_gap) when that may not hold: the slot was
-# disarmed at a hit with no span to carry on (not a range loop, or too many spans), or a run ended
+# disarmed at a hit with no span to carry on (no iterator to read, or too many spans), or a run ended
 # while the slot was disarmed and its code was not re-armed at once (a short run, or the end seen
 # only at the re-arm: the next runs until then went uncounted), it was disarmed in a process
 # that forked (the run goes on in the child), or a thread other than the one that started the
-# bridge made a callback in the window (it may have run the loop while the slot was disarmed). A loop whose windows were never flagged, counted on
-# one thread, in a process whose last window arrived (bridges/channel.py), is counted exactly
-# (agent/measure.py). A loop with several backward jumps (an if/else at the end of its body, a
+# bridge made a callback in the window (it may have run the loop while the slot was disarmed).
+# A loop whose windows were never flagged, counted on one thread, in a process whose last window
+# arrived (bridges/channel.py), is counted exactly (agent/measure.py). A loop with several backward jumps (an if/else at the end of its body, a
 # `continue`) shares one span among them: the iterator counts the loop's items whichever jump
 # ran.
 # Holding a range iterator changes nothing the program can see: it refers to no other object and
-# has no finalizer, so letting go of it never runs code. (A list or tuple iterator would keep its
-# list alive after a `break`, and the program would see its items' finalizers run later than
-# under python: those loops keep the timed hits.)
+# has no finalizer, so letting go of it never runs code. A list, tuple or dict iterator holds its
+# container until it is exhausted: it is taken only when something else holds the container too
+# (gyro_loop_iter), so that a `break` frees nothing later than under python; an enumerate, only
+# over such an iterator (a generator under it would see its `finally` run late). If the other
+# holder lets go during the loop, the span closes at the loop's next hit; if the loop has no
+# more hits in the window (its burst is over), a `break` then frees the container when the span
+# closes (the frame's next event, or the re-arm), the last reference dropped by a pending call
+# in the main thread, outside any callback (_let_go): that one case differs from python.
+# Exhausted, a list or tuple iterator lets go of its sequence and (3.13) of its position: it
+# then took as many items as the sequence had when last read (`seqlen`: at each hit of the span
+# and as it closes). A list whose length changed between two readings may change again before
+# its end: such a span's end is not counted (`resized`: the window is flagged). A dict iterator
+# counts the items still to come, an enumerate the items taken: neither loses its position.
 DEF MAX_SPANS = 32
 
 cdef struct Span:
@@ -613,6 +759,9 @@ cdef struct Span:
     int hi
     int jump               # the offsets of its backward jumps seen (a second one: an if/else or
     int jump2              # `continue`; -1 until seen)
+    bint seq               # a list or tuple iterator ...
+    bint resized           # ... whose sequence's length changed between two readings
+    int64_t seqlen         # ... and that length when last read (-1: not yet)
 
 cdef Span _spans[MAX_SPANS]
 cdef int _n_spans = 0
@@ -644,6 +793,51 @@ cdef inline int64_t _cpu_of(clockid_t clk, bint* ok) noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
+cdef int64_t _span_pos(Span* sp, int* done) noexcept:
+    """The position of the span's iterator (see gyro_iter_pos); an exhausted list or tuple
+    iterator is at its sequence's length when last read."""
+    cdef int64_t n = -1
+    cdef int64_t pos = gyro_iter_pos(sp.it, done, &n)
+    if not sp.seq:
+        return pos
+    if n < 0:
+        return sp.seqlen
+    if sp.seqlen >= 0 and n != sp.seqlen:
+        sp.resized = True
+    sp.seqlen = n
+    return pos
+
+
+cdef list _doomed = []             # iterators whose last reference frees a sequence (_let_go)
+cdef bint _doomed_pending = False
+
+
+cdef int _release_doomed(void* arg) noexcept:
+    """A pending call (the main thread, outside any callback): drop the doomed iterators."""
+    global _doomed_pending
+    _doomed_pending = False
+    try:
+        del _doomed[:]
+    except BaseException:
+        pass
+    return 0
+
+
+cdef void _let_go(PyObject* it) noexcept:
+    """Drop a span's reference to its iterator. When that would free a list or tuple (see
+    "spans"), its items' finalizers must not run inside a callback (which holds the span table)
+    nor in the shipper (not one of the program's threads): a pending call drops it instead."""
+    global _doomed_pending
+    if gyro_frees(it):
+        try:
+            _doomed.append(<object>it)
+            if not _doomed_pending:
+                _doomed_pending = Py_AddPendingCall(_release_doomed, NULL) == 0
+        except BaseException:
+            pass
+    Py_DECREF(it)
+
+
 cdef int _span_state(Span* sp) noexcept:
     """Where the span's loop is, seen from the shipper: 3, paused at one of its backward jumps
     seen (a disarmed jump fires no event when it resumes); 2, elsewhere in its body (or a call
@@ -669,8 +863,9 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     global _n_spans
     cdef Span sp = _spans[j]
     cdef int done = 0
-    cdef int64_t pos = gyro_iter_pos(sp.it, &done)
-    cdef int64_t n = pos - sp.pos0 - (<int64_t>sp.hits - 1)
+    cdef int64_t pos = _span_pos(&sp, &done)
+    cdef bint lost = sp.seq and done and sp.resized   # where the resized sequence ended: unknown
+    cdef int64_t n = 0 if lost else pos - sp.pos0 - (<int64_t>sp.hits - 1)
     if inside and not _off[sp.slot]:
         n -= 1
     cdef int64_t cpu
@@ -682,7 +877,9 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     cdef bint disarmed = _off[s]
     if n > 0:
         _iter_read[s] += <uint64_t>n
-    if sp.burst and how and pos > sp.pos_b:
+    if lost:
+        _gap[s] = 1
+    elif sp.burst and how and pos > sp.pos_b:
         if how == 1:
             timed = True
         elif not done:
@@ -714,7 +911,7 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     _n_spans -= 1
     if j != _n_spans:
         _spans[j] = _spans[_n_spans]
-    Py_DECREF(sp.it)       # a range iterator: freeing it runs no code
+    _let_go(sp.it)
     return ended
 
 
@@ -729,7 +926,7 @@ cdef void _forget_spans() noexcept:
     global _n_spans
     cdef int j
     for j in range(_n_spans):
-        Py_DECREF(_spans[j].it)
+        _let_go(_spans[j].it)
     _n_spans = 0
 
 
@@ -827,9 +1024,18 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
         if j >= 0:
             _span_close(j, 0)      # another loop takes over the iterator (one left it with `break`)
             j = -1
+    if j < 0 and gyro_alone(it):
+        return False               # a list, tuple or dict only the loop holds (see "spans")
     if j >= 0:
         sp = &_spans[j]
         sp.hits += 1
+        if gyro_alone(it):
+            # the container's other holders let go: holding its iterator past a `break` would
+            # now keep it alive (see "spans"); the rest of the run is not read
+            _span_close(j, 0)
+            return False
+        if sp.seq:
+            _span_pos(sp, &done)    # another reading of its sequence's length (see "spans")
         if sp.slot != s:
             sp.shared = True
             if offset != sp.jump:
@@ -860,7 +1066,10 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
         if _carry_frame[s] == f:
             sp.prior = _carry_ns[s]
         _carry_frame[s] = NULL
-        sp.pos0 = gyro_iter_pos(it, &done)
+        sp.seq = gyro_kind(it) == GYRO_SEQ
+        sp.resized = False
+        sp.seqlen = -1
+        sp.pos0 = _span_pos(sp, &done)
         sp.hits = 1
         sp.lo = dest
         sp.hi = end if end > offset else offset
@@ -868,16 +1077,19 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
         sp.jump2 = -1
         _n_spans += 1
     if h >= _lim[s] and sp.slot == s and sp.clk_ok:
-        sp.pos_b = gyro_iter_pos(it, &done)
+        sp.pos_b = _span_pos(sp, &done)
         sp.cpu_b = _cpu_of(sp.clk, &sp.clk_ok)
         sp.burst = True
     return True
 
 
-cdef inline object _hit(object code, int offset, int kind, int dest):
-    """Count one hit; return DISABLE when the slot has had K hits in this window."""
-    global _raw, _errors, last_error, _last_slot, _rearm_pending, _others_ran
-    cdef int64_t t_in = _now()      # first: the gap to the last return excludes this callback's work
+cdef inline object _hit(object code, int offset, int kind, int dest, int64_t t_in=0):
+    """Count one hit; return DISABLE when the slot has had K hits in this window. t_in: when the
+    callback started, if it did work before (else now)."""
+    global _raw, _errors, last_error, _last_slot, _rearm_pending, _others_ran, _cb_ns, _cb_n
+    if t_in == 0:
+        t_in = _now()    # first: the gap to the last return excludes this callback's work
+    cdef int64_t t_out
     cdef int s
     cdef int q
     cdef uint32_t h
@@ -919,18 +1131,29 @@ cdef inline object _hit(object code, int offset, int kind, int dest):
         q = <int>((h - _warm[s] - 1) * QUARTERS // (_lim[s] - _warm[s]))
         if q >= QUARTERS:
             q = QUARTERS - 1
-        _gap_sum[s][q] += t_in - _t_out[s]
+        _gap_sum[s][q] += t_in - _t_out[s] - (_cb_ns - _cb_ns_out[s] - _t_out[s])
+        _gap_cbs[s][q] += <uint32_t>(_cb_n - _cb_n_out[s])
         _gap_n[s][q] += 1
     _last_tid[s] = tid
+    r = None
     if h >= _lim[s] and not rearmed:
         _rearm[<Py_ssize_t><void*>code] = code
         _rearm_pending = True
         if kind == 0:
             _off[s] = 1
-        return _DISABLE
+        r = _DISABLE
+    _cb_n += 1
     if h >= _warm[s]:
-        _t_out[s] = _now()
-    return None
+        # the slot's next gap leaves out the callbacks' durations added from here on but this
+        # one's (its end, t_out, is taken last: what follows it is in the calibrated dispatch)
+        _cb_ns_out[s] = _cb_ns - t_in
+        _cb_n_out[s] = _cb_n
+        t_out = _now()
+        _t_out[s] = t_out
+    else:
+        t_out = _now()
+    _cb_ns += t_out - t_in
+    return r
 
 
 # ---- the callbacks -------------------------------------------------------------------------
@@ -1005,12 +1228,13 @@ def on_jump(code, int offset, int dest):
 def on_py_return(code, int offset, retval):
     if not _active:
         return _DISABLE
+    cdef int64_t t_in = _now()
     cdef bint rearmed = False
     if _n_spans:
         rearmed = _span_event(code, 1, offset)
     if <Py_ssize_t><void*>code in _coro:
         _step_end(code)
-    r = _hit(code, 0, 1, 0)
+    r = _hit(code, 0, 1, 0, t_in)
     return None if rearmed else r
 
 
@@ -1025,12 +1249,13 @@ def on_py_resume(code, int offset):
 def on_py_yield(code, int offset, retval):
     if not _active:
         return _DISABLE
+    cdef int64_t t_in = _now()
     cdef bint rearmed = False
     if _n_spans:
         rearmed = _span_event(code, 3, offset)
     if <Py_ssize_t><void*>code in _coro:
         _step_end(code)
-    r = _hit(code, 0, 3, 0)
+    r = _hit(code, 0, 3, 0, t_in)
     return None if rearmed else r
 
 
@@ -1077,7 +1302,8 @@ cdef void _build_hits() noexcept nogil:
     cdef uint32_t h
     cdef int64_t i64
     cdef uint64_t u64
-    cdef char rec[72]
+    cdef int64_t others = 0
+    cdef char rec[80]
     _out_len = 0
     i64 = _now()
     memcpy(rec, &i64, 8)
@@ -1092,7 +1318,7 @@ cdef void _build_hits() noexcept nogil:
             _gap[s] = 1     # another thread ran the program's code: it may have run this loop unseen
         if h or _iter_read[s] or _free_ns[s] or _gap[s]:
             # "span": the timed gaps as hits - WARM of the median quarter's mean (_burst_span)
-            i64 = _burst_span(s, h) if h >= _lim[s] else 0
+            i64 = _burst_span(s, h, &others) if h >= _lim[s] else 0
             memcpy(rec, &s, 4)
             memcpy(rec + 4, &h, 4)
             memcpy(rec + 8, &_t_first[s], 8)
@@ -1106,7 +1332,10 @@ cdef void _build_hits() noexcept nogil:
             memcpy(rec + 56, &_free_ns[s], 8)
             u64 = _gap[s]
             memcpy(rec + 64, &u64, 8)
-            _put(&_out, &_out_len, &_out_cap, rec, 72)
+            if i64 == 0:
+                others = 0
+            memcpy(rec + 72, &others, 8)
+            _put(&_out, &_out_len, &_out_cap, rec, 80)
             _clear_reads(s)
             _hits[s] = 0
             _thread[s] = 0
@@ -1656,46 +1885,34 @@ def add_source(fn) -> None:
 
 
 # ---- the dispatch cost of a callback --------------------------------------------------------
-cdef int64_t _cal_out = 0
-cdef int64_t _cal_sum = 0
-cdef uint32_t _cal_n = 0
 cdef double _cal_near = 0.0      # this process's own calibration (ns), shipped with every window
 cdef double _cal_far = 0.0
 cdef bint _cal_done = False
+cdef bint _calibrating = False   # the slots made now are the calibration's (_new_slot): never shipped
+cdef list _cal_slots = []
 _cal_codes = {}
 
 
-def _cal_jump(code, int offset, int dest):
-    """The calibration's JUMP callback: the same kind of function as on_jump (a Cython def with
-    the same arguments and the same first test), timing the gaps exactly as _hit does."""
-    global _cal_out, _cal_sum, _cal_n
-    cdef int64_t t_in = _now()
-    if not _active or dest >= offset:
-        return None
-    if _cal_out:
-        _cal_sum += t_in - _cal_out
-        _cal_n += 1
-    _cal_out = _now()
-    return None
-
-
 cdef object _cal_loop(bint far):
-    """A private loop `calib(n)`, past offset 256 when `far` (both of the callback's offsets are
-    then new ints)."""
+    """A private loop `calib(n)`, a while loop as the loops the timed hits are for (a for-loop's
+    range, list, tuple or dict iterator is read instead: "spans"), past offset 256 when `far`
+    (both of the callback's offsets are then new ints)."""
     f = _cal_codes.get(far)
     if f is None:
         ns = {}
         pad = "    x = 0\n" * (200 if far else 1)
-        exec(compile(f"def calib(n):\n{pad}    for i in range(n):\n        x += 1\n", "<gyroscope-calibration>",
-                     "exec"), ns)
+        exec(compile(f"def calib(n):\n{pad}    i = 0\n    while i < n:\n        i += 1\n",
+                     "<gyroscope-calibration>", "exec"), ns)
         f = _cal_codes[far] = ns["calib"]
     return f
 
 
 cdef double _dispatch_ns(object f, int n, int trials) except -1.0:
     """The median over trials of (mean gap between timed JUMP hits of f's loop) less (f's bare time
-    per iteration), on a free sys.monitoring tool id; 0.0 when none is free."""
-    global _cal_out, _cal_sum, _cal_n, _active
+    per iteration), on a free sys.monitoring tool id, with the bridge's own JUMP callback (on_jump:
+    its work disturbs the loop's caches as it does the program's loops) on a slot of its own that
+    is never shipped; 0.0 when no tool id is free. The bridge's counters are left as they were."""
+    global _active, _calibrating, _others_ran, _raw, _last_slot, _cb_ns, _cb_n
     mon = _sys.monitoring
     tool = -1
     for t in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID):   # never the debugger's or coverage's
@@ -1707,29 +1924,42 @@ cdef double _dispatch_ns(object f, int n, int trials) except -1.0:
     import time
     clock = time.perf_counter_ns
     code = f.__code__
-    was_active = _active
+    saved = (_active, _others_ran, _raw, _last_slot, _cb_ns, _cb_n)
+    cdef int s
+    cdef int q
+    cdef int64_t total
+    cdef uint32_t count
     got = []
     mon.use_tool_id(tool, "gyroscope-calibration")
     try:
         _active = True
-        mon.register_callback(tool, mon.events.JUMP, _cal_jump)
+        _calibrating = True
+        mon.register_callback(tool, mon.events.JUMP, on_jump)
         f(n)
         for _ in range(trials):
             t0 = clock()
             f(n)
             bare = (clock() - t0) / n
-            _cal_out = 0
-            _cal_sum = 0
-            _cal_n = 0
             mon.set_local_events(tool, code, mon.events.JUMP)
             f(n)
             mon.set_local_events(tool, code, 0)
-            if _cal_n > n // 2:
-                got.append(_cal_sum / <double>_cal_n - bare)
+            total = 0
+            count = 0
+            for s in _cal_slots:
+                for q in range(QUARTERS):
+                    total += _gap_sum[s][q]
+                    count += _gap_n[s][q]
+                _hits[s] = 0
+                _last_tid[s] = 0
+                _clear_gaps(s)
+                _clear_reads(s)
+            if count > <uint32_t>(n // 2):
+                got.append(total / <double>count - bare)
     finally:
         mon.register_callback(tool, mon.events.JUMP, None)
         mon.free_tool_id(tool)
-        _active = was_active
+        _calibrating = False
+        _active, _others_ran, _raw, _last_slot, _cb_ns, _cb_n = saved
     if not got:
         return 0.0
     got.sort()

@@ -188,8 +188,13 @@ class Observation:
     actions: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
     loop_reads: list[LoopRead] = field(default_factory=list)   # iterator readings (bridges/_inproc.pyx)
     # loops seen running other code of the program (an outer program frame of a running sample:
-    # bridges/stacks.py enclosing_loops); their time includes their callees'
-    enclosing: set[Entity] = field(default_factory=set)
+    # bridges/stacks.py enclosing_loops), with the CPU time (ns) of those samples: a loop's time
+    # includes its callees' and its inner loops' (the span of its timed hits does too)
+    enclosing: dict[Entity, int] = field(default_factory=dict)
+
+    def add_enclosing(self, other: dict[Entity, int]) -> None:
+        for ent, ns in other.items():
+            self.enclosing[ent] = self.enclosing.get(ent, 0) + ns
 
 
 class Source(Protocol):

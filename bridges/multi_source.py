@@ -117,7 +117,7 @@ class MultiSource:
             obs.errors += p.errors
             obs.stacks += p.stacks
             obs.loop_reads += p.loop_reads
-            obs.enclosing |= p.enclosing
+            obs.add_enclosing(p.enclosing)
         obs.errors += self.errors
         self.errors = []
         self._t_last = now

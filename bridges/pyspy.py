@@ -247,7 +247,7 @@ class PySpySource:
         self._stacks: dict[tuple[int, int, tuple[Frame, ...], str], list] = {}
         self._classified: dict[tuple[tuple[Frame, ...], str], tuple[Entity, EventKind] | None] = {}
         self._outer: dict[tuple[Frame, ...], list[Entity]] = {}    # stacks -> their enclosing_loops
-        self._enclosing: set[Entity] = set()
+        self._enclosing: dict[Entity, int] = {}
         self._episodes: list[Event] = []
         self._lifecycle: list[Event] = []
         self._errors: list[str] = []
@@ -460,7 +460,8 @@ class PySpySource:
                 continue
             ent, kind = got
             if kind == EventKind.SAMPLE_RUN:
-                self._enclosing.update(self._enclosing_loops(span.frames))
+                for outer in self._enclosing_loops(span.frames):
+                    self._enclosing[outer] = self._enclosing.get(outer, 0) + cpu
             dur = cpu if state == StackState.RUN else ns
             role = _ROLE[kind]
             if kind == EventKind.SAMPLE_RUN and span.frames and not self.own_code(span.frames[0].file):
@@ -562,7 +563,7 @@ class PySpySource:
             errors, self._errors = self._errors, []
             samples, self._samples = self._samples, 0.0
             raw, self._raw = self._raw, 0
-            enclosing, self._enclosing = self._enclosing, set()
+            enclosing, self._enclosing = self._enclosing, {}
             names = {st.tid: st.name for st in self._threads.values()}
             threads = {tid: ThreadInfo(tid, names[tid], ps.cpu_ns)
                        for tid, ps in self._proc_threads.items() if tid in names}

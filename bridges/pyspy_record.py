@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 from gyroscope.bridges import procfs
 from gyroscope.bridges.events import Frame
+from gyroscope.bridges.stacks import StackMender
 
 STOP_TIMEOUT_S = 10.0
 FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to chunk_s, doubling
@@ -189,6 +190,7 @@ class ChunkedRecorder:
         self._retries = 0
         self._live: list[tuple[subprocess.Popen, str, int]] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.mender = StackMender()   # generator stacks a --nonblocking read cut short
 
     def start(self) -> None:
         self.started_ns = time.monotonic_ns()
@@ -292,6 +294,7 @@ class ChunkedRecorder:
                 continue
             if s.t0_ns < lo:
                 s.t0_ns = lo
+            s.frames = self.mender.mend(s.tid, s.frames)
             kept.append(s)
         self.covered_until = max(lo, end)
         if kept:

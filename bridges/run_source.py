@@ -211,4 +211,4 @@ def _merge(into: Observation, other: Observation) -> None:
     into.errors.extend(other.errors)
     into.stacks.extend(other.stacks)
     into.loop_reads.extend(other.loop_reads)
-    into.enclosing |= other.enclosing
+    into.add_enclosing(other.enclosing)

@@ -223,6 +223,46 @@ def enclosing_loops(frames: list[Frame] | tuple[Frame, ...], is_own_code: Callab
     return out
 
 
+def _is_root(frame: Frame) -> bool:
+    """The outermost frame of a whole stack: a module's body (the script, `-m`'s runpy), or a
+    thread's start in threading.py."""
+    return frame.function == "<module>" or os.path.basename(frame.file) in ("threading.py", "runpy.py")
+
+
+class StackMender:
+    """Stacks cut short by a sampler that does not pause its target (`py-spy --nonblocking`): a
+    generator or coroutine links to its caller's frame only while it runs, and a read that lands
+    as it yields sees its frame alone (on a loop over a generator, ~half the generator's samples).
+    Such a stack, whose outermost frame is no root, is completed with the callers that frame had
+    in the latest whole stack of the same thread that holds it (innermost-first frames)."""
+
+    KEEP = 16     # whole stacks remembered per thread
+
+    def __init__(self) -> None:
+        self._whole: dict[int, list[tuple[Frame, ...]]] = {}
+        self.mended = 0
+
+    def mend(self, tid: int, frames: tuple[Frame, ...]) -> tuple[Frame, ...]:
+        if not frames:
+            return frames
+        recent = self._whole.setdefault(tid, [])
+        if _is_root(frames[-1]):
+            if not recent or recent[0] != frames:
+                recent.insert(0, frames)
+                del recent[self.KEEP:]
+            return frames
+        outer = frames[-1]
+        for whole in recent:
+            for i, f in enumerate(whole):
+                if f.file == outer.file and f.function == outer.function and i + 1 < len(whole):
+                    self.mended += 1
+                    return frames + whole[i + 1:]
+        return frames
+
+    def forget(self, tid: int) -> None:
+        self._whole.pop(tid, None)
+
+
 NOT_YET = Entity(EntityKind.LOOP, "", "", 0)   # library_loop: a file it would read is not `ready`
 
 

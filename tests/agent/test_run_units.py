@@ -181,6 +181,21 @@ def test_measure_prefers_the_iterator_readings_to_the_timed_hits():
     assert not m.as_dict(whole)["iterations_exact"]
 
 
+def test_measure_extrapolates_a_loop_over_its_time_with_what_it_runs():
+    """A loop counted in part (timed hits: rates of whole iterations) is extrapolated over its own
+    sampled time and the time of the program code it ran (a generator it draws from, a function
+    it calls: Observation.enclosing), which the samples give to that code."""
+    m = Measurements()
+    loop = Entity(EntityKind.LOOP, "a.py", "f", 3)
+    m.update(Observation(0, 1, [Event(loop, "iter", EventKind.LOOP_ITER, 1, 0, 65, 64_000),     # 1e6 it/s
+                                Event(loop, "run", EventKind.SAMPLE_RUN, 1, 0, 6, 300_000_000)]))
+    assert m.as_dict(loop)["iterations"] == pytest.approx(300_000, rel=1e-3)
+    m.update(Observation(0, 1, enclosing={loop: 200_000_000}))
+    d = m.as_dict(loop)
+    assert d["iterations"] == pytest.approx(500_000, rel=1e-3) and not d["iterations_exact"]
+    assert d["run_s_total"] == pytest.approx(0.3)     # its own time (CPU shares): the callees' stays theirs
+
+
 def test_measure_cpu_share_of_a_whole_loop_is_its_count_over_its_rate():
     """At the session's end, a loop counted whole at an uninstrumented rate has its CPU time from
     the two (the samples would say 60%: noise), unless it was seen running other program code."""
@@ -192,7 +207,7 @@ def test_measure_cpu_share_of_a_whole_loop_is_its_count_over_its_rate():
         m.update(Observation(0, 1, [Event(ent, "iter", EventKind.LOOP_ITER, 1, 0, 65, 64_000),
                                     Event(ent, "run", EventKind.SAMPLE_RUN, 1, 0, 6, 300_000_000)],
                              loop_reads=[LoopRead(ent, 199_935, 100_000, 50_000_000)]))   # 2e6 it/s
-    m.update(Observation(0, 1, stacks=samples, enclosing={outer}))
+    m.update(Observation(0, 1, stacks=samples, enclosing={outer: 100_000_000}))
     assert m.as_dict(loop)["cpu_share"] == pytest.approx(0.6)            # while the session runs: sampled
     m.complete = True
     d = m.as_dict(loop)

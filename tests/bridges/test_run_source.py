@@ -71,3 +71,15 @@ def test_threads_that_share_the_interpreter_lock_share_the_start():
     src._credit_start(sampled, sampler(118 * MS))
     start = [e.duration_ns for e in sampled.events if e.role == "start"]
     assert len(start) == 4 and abs(sum(start) - 18 * MS) <= 4
+
+
+def test_timed_gaps_leave_out_the_other_callbacks_dispatch():
+    """A loop drawing from a generator has the generator's callbacks in each timed gap: the bridge
+    leaves out their durations, the channel their dispatch (halfway between near and far)."""
+    from gyroscope.bridges.channel import ChannelServer
+    me = SimpleNamespace(dispatch_ns=None)
+    own = (40.0, 60.0)
+    alone = ChannelServer._duration(me, 65 * 300, 321, 0, own, 256)
+    assert alone == (300 - 40) * 320
+    drawn = ChannelServer._duration(me, 65 * 300, 321, 0, own, 256, others=3 * 65)
+    assert drawn == (300 - 40 - 3 * 50) * 320

@@ -365,3 +365,20 @@ def test_library_loop_is_where_the_time_is(fx, tmp_path):
     assert ent is not None and (ent.kind, ent.file, ent.function, ent.line) == (EntityKind.LOOP, str(lib), "tokens", 3)
     assert library_loop([Frame(str(lib), "thin", 10), own], fx.is_own) is None
     assert library_loop([own, in_loop], fx.is_own) is None
+
+
+def test_stack_mender_completes_a_generator_stack_cut_short():
+    """py-spy --nonblocking sees a generator's frame alone when it reads as the generator yields:
+    the stack gets the callers that frame had in the thread's latest whole stack."""
+    from gyroscope.bridges.stacks import StackMender
+    gen, caller, main = Frame("a.py", "numbers", 34), Frame("a.py", "over_gen", 40), Frame("a.py", "<module>", 60)
+    mender = StackMender()
+    assert mender.mend(1, (Frame("a.py", "numbers", 35),)) == (Frame("a.py", "numbers", 35),)   # nothing seen yet
+    whole = (Frame("a.py", "numbers", 35), caller, main)
+    assert mender.mend(1, whole) == whole
+    assert mender.mend(1, (gen,)) == (gen, caller, main)
+    assert mender.mend(2, (gen,)) == (gen,)                          # another thread's stacks are its own
+    assert mender.mend(1, (Frame("b.py", "other", 3),)) == (Frame("b.py", "other", 3),)   # no stack holds it
+    boot = (Frame("t.py", "work", 5), Frame("/usr/lib/python3.13/threading.py", "run", 1010),
+            Frame("/usr/lib/python3.13/threading.py", "_bootstrap", 1032))
+    assert mender.mend(3, boot) == boot and mender.mended == 1
