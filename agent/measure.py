@@ -24,14 +24,14 @@ What the numbers are (and are not):
     runs on tight loops of ~40-55 ns per iteration, where the dispatch cost (~35 ns) is as large
     as the body; loops with heavier bodies are less affected.
 - iterations: exact (`iterations_exact`) when the loop never ran K times in a window, or when it
-  was counted whole: a range loop, counted on one thread, none of whose windows the bridge flagged
+  was counted whole: a loop over a range, list, tuple, dict or enumerate of one, counted on one
+  thread, none of whose windows the bridge flagged
   (nor the channel: a process that ended without its last window)
   (every run counted by hits or read from its iterator; a run that ends while the slot is
   disarmed re-arms the code at once when it took >= 200x the re-arm's cost, 0.4-1 ms: bridges/
   _inproc.pyx "coverage"). Else `iterations_counted` were counted exactly and the count is that
-  or, when more, the rate times the loop's sampled running time (see _extrapolate; a loop that
-  encloses other loops gets no running samples of its own, so its count is then what was
-  counted: a lower bound), with the sampled running time's error (the time before py-spy's first
+  or, when more, the rate times the loop's sampled time, its callees' and inner loops' included
+  (Observation.enclosing: the rate is of whole iterations too; see _extrapolate), with the sampled running time's error (the time before py-spy's first
   sample, 10-20 ms after the program's first line, is shared by the loops counted since before
   it: bridges/run_source.py). benchmarks/accuracy.py, single runs: whole counts on hot_loop,
   two_loops and stat_loop (-2.4% .. +0.2% where a run was missed); runs of 1.4 ms: -1.8% .. +8.5%;
@@ -331,15 +331,18 @@ class Measurements:
                 and not st.encloses and self.total_cpu_ns):
             # its exact count at its measured rate is its CPU time, without the samples' noise
             share, share_source = min(1.0, counted / ips / (self.total_cpu_ns / 1e9)), "iterations / rate"
+        # a loop the samples saw running but no counter counted (a library's loop, not watched
+        # without --all-code / --include): its count is unknown, not 0
+        uncounted = ent.kind == "loop" and not counted and st.run_ns > 0
         out = {
             "iterations": int(round(iterations)),
             "iterations_per_s": float(ips),
-            "iterations_exact": whole or not st.saturated_hits,
+            "iterations_exact": (whole or not st.saturated_hits) and not uncounted,
             # counted exactly (hits, and iterator readings between them): the count is never less
             "iterations_counted": counted,
             "iterations_per_s_source": ips_source,
             # the expected relative error of what is estimated (0.0: exact, or nothing to estimate)
-            "iterations_error": (ESTIMATE_ERROR[ips_source or "timed hits"]["iterations"]
+            "iterations_error": (1.0 if uncounted else ESTIMATE_ERROR[ips_source or "timed hits"]["iterations"]
                                  if st.saturated_hits and not whole else 0.0),
             "iterations_per_s_error": ESTIMATE_ERROR[ips_source]["iterations_per_s"] if ips_source else 0.0,
             "native_share": (_native_share(iterations, st.saturated_hits, st.run_ns) if ent.kind == "loop" else

@@ -268,8 +268,6 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, sourc
     try:
         from gyroscope.agent.session import Session
         from gyroscope.agent.sinks.factory import build_otlp_sink, make_session
-        from gyroscope.bridges import _inproc
-        server.dispatch_ns = (_inproc.calibrate(far=False), _inproc.calibrate(far=True))
         try:
             sinks = sinks + build_otlp_sink(args)
         except GyroscopeError as e:

@@ -13,7 +13,7 @@ medians are reported:
   - wall:   the whole command.
 
     .venv/bin/python benchmarks/run_phases.py [--only richards,go] [--repeat 9] [--baseline CHECKOUT]
-        [--json OUT]
+        [--tools bare,gyroscope,gyroscope-nosampler,py-spy] [--json OUT]
 
 --baseline CHECKOUT adds gyroscope from another checkout (see benchmarks/overhead.py).
 """
@@ -76,10 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--target", type=float, default=0.3, help="seconds of timed work per bare run")
     ap.add_argument("--baseline", metavar="CHECKOUT", help="also gyroscope from this other checkout")
+    ap.add_argument("--tools", default="bare,gyroscope",
+                    help="comma-separated, bare first (benchmarks/overhead.py's: gyroscope-nosampler, py-spy, ...)")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
     compile_gyroscope()
-    tools = ["bare", "gyroscope"]
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if not tools or tools[0] != "bare":
+        print("run_phases: --tools must start with bare (the phases are added to it)", file=sys.stderr)
+        return 2
     links = None
     if args.baseline:
         links = _baseline_env(Path(args.baseline).resolve())

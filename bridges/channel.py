@@ -92,8 +92,9 @@ class ChannelServer:
         """`listener`: a listening AF_UNIX socket bound at `path` (made before the program starts;
         a bare _socket.socket is fine)."""
         self.path = path
-        # (near, far): bridges/_inproc.pyx calibrate(), set by `gyroscope run` once the program
-        # runs; the windows decoded before that are priced again at the next poll
+        # (near, far): bridges/_inproc.pyx calibrate() in this process, a fallback measured at the
+        # first poll that needs it (a window without the program's own calibration: its bridge
+        # found no free sys.monitoring tool id); such windows are priced again then
         self.dispatch_ns = dispatch_ns
         self._unpriced: list[tuple[Event, int, int, int, int, int]] = []
         self._main_pid = main_pid_getter or (lambda: 0)
@@ -254,6 +255,11 @@ class ChannelServer:
             pass
         return obs
 
+    @staticmethod
+    def _fallback_dispatch() -> tuple[float, float]:
+        from gyroscope.bridges import _inproc
+        return _inproc.calibrate(far=False), _inproc.calibrate(far=True)
+
     def _duration(self, span: int, count: int, far: int, own: tuple[float, float] | None = None,
                   warm: int = WARM, others: int = 0) -> int:
         """The time of count - 1 iterations without the callbacks, from the gaps of the timed ones
@@ -272,6 +278,8 @@ class ChannelServer:
 
     def poll(self) -> Observation:
         now = time.monotonic_ns()
+        if self._unpriced and self.dispatch_ns is None:
+            self.dispatch_ns = self._fallback_dispatch()
         with self._lock:
             if self._unpriced and self.dispatch_ns is not None:
                 for ev, span, count, far, warm, others in self._unpriced:

@@ -196,6 +196,17 @@ def test_measure_extrapolates_a_loop_over_its_time_with_what_it_runs():
     assert d["run_s_total"] == pytest.approx(0.3)     # its own time (CPU shares): the callees' stays theirs
 
 
+def test_measure_a_loop_no_counter_counted_has_an_unknown_count():
+    """A library's loop the samples found (not watched without --all-code) says its count is not
+    known, rather than an exact 0."""
+    m = Measurements()
+    lib = Entity(EntityKind.LOOP, "/usr/lib/python3.13/json/decoder.py", "raw_decode", 40)
+    m.update(Observation(0, 1, [Event(lib, "lib", EventKind.SAMPLE_RUN, 1, 0, 6, 30_000_000)]))
+    d = m.as_dict(lib)
+    assert d["iterations"] == 0 and not d["iterations_exact"] and d["iterations_error"] == 1.0
+    assert d["library"] and d["run_s_total"] == pytest.approx(0.03)
+
+
 def test_measure_cpu_share_of_a_whole_loop_is_its_count_over_its_rate():
     """At the session's end, a loop counted whole at an uninstrumented rate has its CPU time from
     the two (the samples would say 60%: noise), unless it was seen running other program code."""
