@@ -60,6 +60,7 @@ The other way, gyroscope -> program, on the same connection:
   (non-blocking) and decoded on demand by `live_decisions()` (gyroscope.schedulers.live).
 """
 from cpython.object cimport PyObject, Py_SIZE
+from cpython.weakref cimport PyWeakref_NewRef
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
@@ -253,6 +254,28 @@ cdef extern from *:
     #endif
     }
 
+    /* Where the loop's iterator sits on frame fp's value stack (at a backward jump: its top). */
+    static int gyro_stack_depth(void *fp) {
+    #if GYRO_FRAMES
+        return ((gyro_iframe *)fp)->stacktop - 1;
+    #else
+        (void)fp; return -1;
+    #endif
+    }
+
+    /* Does frame fp (alive: the caller knows) run `code`, paused at a byte offset in lo..hi, with
+       `it` at `depth` of its value stack? (A loop keeps its iterator there while it runs.) */
+    static int gyro_frame_in_loop(void *fp, PyObject *code, int lo, int hi, int depth, PyObject *it) {
+    #if GYRO_FRAMES
+        gyro_iframe *f = (gyro_iframe *)fp;
+        if (f->f_executable != code || !PyCode_Check(code) || f->instr_ptr == NULL || depth < 0) return 0;
+        long off = (long)((char *)f->instr_ptr - ((PyCodeObject *)code)->co_code_adaptive);
+        return off >= lo && off <= hi && f->localsplus[depth] == it;
+    #else
+        (void)fp; (void)code; (void)lo; (void)hi; (void)depth; (void)it; return 0;
+    #endif
+    }
+
     /* How far the iterator has gone (grows by one per item taken); *done: it handed out its last
        item; *len: a list or tuple iterator's sequence length now, -1 when it let go of its
        sequence (exhausted: its position is lost in 3.13; see "spans") or is another kind. */
@@ -371,6 +394,12 @@ cdef extern from *:
     PyObject* gyro_loop_iter(void* fp) nogil
     int64_t gyro_iter_pos(PyObject* o, int* done, int64_t* len) nogil
     int gyro_kind(PyObject* o) nogil
+    int gyro_stack_depth(void* fp) nogil
+    int gyro_frame_in_loop(void* fp, PyObject* code, int lo, int hi, int depth, PyObject* it) nogil
+    ctypedef struct PyFrameObject:
+        pass
+    PyFrameObject* PyEval_GetFrame()
+    PyObject* PyFrame_GetGenerator(PyFrameObject* frame)
     int gyro_alone(PyObject* o) nogil
     int gyro_frees(PyObject* o) nogil
     int GYRO_SEQ
@@ -709,7 +738,10 @@ cdef int64_t _burst_span(int s, uint32_t h, int64_t* others) noexcept nogil:
 # `iter_read`. A span closes at the next event of its frame outside the loop (the loop ended: a
 # return, a yield, a backward jump of an enclosing or later loop), at a hit of its slot on
 # another iterator (a new run of the loop), at the re-arm (under the GIL, in the shipper) and at
-# exit. From the end of the slot's burst (its last hit of the window, DISABLE) to that close the
+# exit. A yield inside the loop (a generator expression yields every item) only pauses it: the
+# span stays open, and the bridge keeps a weak reference to the generator, so that the re-arm
+# can tell a loop suspended at a yield (the generator alive, suspended, its frame inside the loop
+# with the iterator on its stack) from one that ended (_gen_paused). From the end of the slot's burst (its last hit of the window, DISABLE) to that close the
 # loop ran with no callback at all: when the close time is known (an event of its frame, or the
 # re-arm while the frame still runs the loop), the items taken and the thread's CPU time give
 # the loop's own rate, measured, not corrected for the callbacks (`free_iters`, `free_ns`).
@@ -759,6 +791,10 @@ cdef struct Span:
     int hi
     int jump               # the offsets of its backward jumps seen (a second one: an if/else or
     int jump2              # `continue`; -1 until seen)
+    PyObject* code         # (borrowed: compared, never read) the loop's code, and ...
+    int depth              # ... where its iterator sits on the frame's value stack
+    PyObject* gen_wr       # a weak reference to the generator whose frame it is, once it yielded
+                           # inside the loop (the span stays open across; NULL before)
     bint seq               # a list or tuple iterator ...
     bint resized           # ... whose sequence's length changed between two readings
     int64_t seqlen         # ... and that length when last read (-1: not yet)
@@ -838,16 +874,63 @@ cdef void _let_go(PyObject* it) noexcept:
     Py_DECREF(it)
 
 
+cdef int _gen_paused(Span* sp) noexcept:
+    """2 when the span's frame is a generator's, suspended inside the loop's body with the loop's
+    iterator on its stack (it yielded there: the item's jump is still to come); else 0. The
+    generator is alive (its weak reference says so), so its frame's memory is."""
+    if sp.gen_wr == NULL:
+        return 0
+    gen = (<object>sp.gen_wr)()
+    if gen is None:
+        return 0
+    try:
+        suspended = None
+        for name in ("gi_suspended", "cr_suspended", "ag_suspended"):   # a generator, coroutine ...
+            suspended = getattr(gen, name, None)
+            if suspended is not None:
+                break
+        if not suspended:
+            return 0
+    except BaseException:
+        return 0
+    return 2 if gyro_frame_in_loop(sp.frame, sp.code, sp.lo, sp.hi, sp.depth, sp.it) else 0
+
+
+cdef void _watch_generator(Span* sp) noexcept:
+    """A yield inside the span's loop (from its callback: the current frame is the generator's):
+    keep a weak reference to the generator, which says later whether the loop is only paused."""
+    cdef PyFrameObject* fo
+    cdef PyObject* gen
+    if sp.gen_wr != NULL:
+        return
+    try:
+        fo = PyEval_GetFrame()
+        if fo == NULL:
+            return
+        gen = PyFrame_GetGenerator(fo)      # a new reference, or NULL
+        if gen == NULL:
+            return
+        try:
+            wr = PyWeakref_NewRef(<object>gen, None)
+        finally:
+            Py_DECREF(gen)
+        Py_INCREF(<PyObject*>wr)
+        sp.gen_wr = <PyObject*>wr
+    except BaseException:
+        pass
+
+
 cdef int _span_state(Span* sp) noexcept:
     """Where the span's loop is, seen from the shipper: 3, paused at one of its backward jumps
     seen (a disarmed jump fires no event when it resumes); 2, elsewhere in its body (or a call
-    made from it: the item's jump is still to come); 1, its frame is elsewhere; 0, returned."""
+    made from it, or a generator suspended at a yield in it: the item's jump is still to come);
+    1, its frame is elsewhere; 0, returned."""
     cdef int off
     if not gyro_ts_alive(sp.ts):
-        return 0
+        return _gen_paused(sp)
     off = gyro_frame_offset(sp.ts, sp.frame)
     if off == -1:
-        return 0
+        return _gen_paused(sp)
     if off < sp.lo or off > sp.hi:
         return 1
     return 3 if off == sp.jump or off == sp.jump2 else 2
@@ -911,6 +994,8 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     _n_spans -= 1
     if j != _n_spans:
         _spans[j] = _spans[_n_spans]
+    if sp.gen_wr != NULL:
+        Py_DECREF(sp.gen_wr)     # our weak reference: dropping it runs no code
     _let_go(sp.it)
     return ended
 
@@ -926,6 +1011,8 @@ cdef void _forget_spans() noexcept:
     global _n_spans
     cdef int j
     for j in range(_n_spans):
+        if _spans[j].gen_wr != NULL:
+            Py_DECREF(_spans[j].gen_wr)
         _let_go(_spans[j].it)
     _n_spans = 0
 
@@ -948,6 +1035,11 @@ cdef bint _span_event(object code, int kind, int offset, int dest=-1) noexcept:
     cdef bint ok
     while j >= 0:
         inside = _spans[j].lo <= offset <= _spans[j].hi or dest == _spans[j].lo
+        if _spans[j].frame == f and kind == 3 and inside:
+            _watch_generator(&_spans[j])     # paused, not ended: the span stays open
+            if _spans[j].gen_wr != NULL:
+                j -= 1
+                continue
         if _spans[j].frame == f and (kind == 1 or kind == 3 or not inside):
             s = _spans[j].slot
             ran = _span_close(j, 1, kind == 3 and inside)
@@ -1058,6 +1150,9 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
         sp.burst = False
         sp.it = it
         Py_INCREF(it)
+        sp.code = <PyObject*>code
+        sp.depth = gyro_stack_depth(f)
+        sp.gen_wr = NULL
         sp.frame = f
         sp.ts = ts
         sp.clk_ok = pthread_getcpuclockid(pthread_self(), &sp.clk) == 0

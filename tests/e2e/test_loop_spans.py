@@ -41,20 +41,21 @@ def test_the_program_sees_python(both) -> None:
 
 
 @pytest.mark.parametrize("name", ["single", "nested", "run_once", "over_list", "over_tuple", "over_dict",
-                                  "enumerated"])
+                                  "enumerated", "gen_expr.<locals>.<genexpr>"])
 def test_a_range_loop_is_counted_whole(tmp_path: Path, name: str) -> None:
     """In a program of one thread, a range loop run in one call, or in runs of ~3.5 ms each (the
     code is re-armed as each run ends: the next run is counted from its first hit), or in 400
     calls of ~0.8 ms (more calls in a window than its return is counted: the return that re-arms
     must not disable itself), and a loop over a list, a tuple, a dict's items or an enumerate of a
-    list another name holds (200 calls of ~0.5 ms), has every iteration counted, and the count says it is exact; its CPU share is then
+    list another name holds, or a generator expression over it, which yields inside its loop
+    (200 calls of ~0.5 ms), has every iteration counted, and the count says it is exact; its CPU share is then
     its count over its rate."""
     gyro = gyroscope("run", "-q", "--json", str(tmp_path / "s.json"), str(PROGRAM.with_name("spans_whole.py")),
                      str(tmp_path / "truth.json"))
     assert gyro.returncode == 0, gyro.stderr
     truth = json.loads((tmp_path / "truth.json").read_text())
     m = {e["function"]: e["measurements"] for e in json.loads((tmp_path / "s.json").read_text())["entities"]
-         if e["kind"] == "loop" and e["function"] == name and e["line"] in (11, 19, 26, 40, 47, 54, 61)}[name]
+         if e["kind"] == "loop" and e["function"] == name and e["line"] in (11, 19, 26, 40, 47, 54, 61, 67)}[name]
     assert (m["iterations_counted"], m["iterations"], m["iterations_exact"]) == (truth[name], truth[name], True)
     assert m["iterations_per_s_source"] == "uninstrumented" and m["cpu_share_source"] == "iterations / rate"
 
