@@ -732,30 +732,31 @@ cdef int64_t _burst_span(int s, uint32_t h, int64_t* others) noexcept nogil:
 # ---- spans: the loop's own iterator counts what the hits do not -----------------------------
 # A for-loop over a range, a list, a tuple or a dict (its keys, values or items), or over an
 # enumerate of one of those, keeps its iterator on the frame's value stack, and the iterator
-# knows how many items it has handed out. At a loop hit, the bridge takes a reference to
-# that iterator and notes its position (a span); when the span closes, the items taken since are
+# knows how many items it has handed out. At a loop hit, the bridge takes a reference to that
+# iterator and notes its position (a span); when the span closes, the items taken since are
 # exactly the iterations run since, the hits included: those not counted by hits are shipped as
 # `iter_read`. A span closes at the next event of its frame outside the loop (the loop ended: a
 # return, a yield, a backward jump of an enclosing or later loop), at a hit of its slot on
 # another iterator (a new run of the loop), at the re-arm (under the GIL, in the shipper) and at
 # exit. A yield inside the loop (a generator expression yields every item) only pauses it: the
 # span stays open, and the bridge keeps a weak reference to the generator, so that the re-arm
-# can tell a loop suspended at a yield (the generator alive, suspended, its frame inside the loop
-# with the iterator on its stack) from one that ended (_gen_paused). From the end of the slot's burst (its last hit of the window, DISABLE) to that close the
-# loop ran with no callback at all: when the close time is known (an event of its frame, or the
-# re-arm while the frame still runs the loop), the items taken and the thread's CPU time give
-# the loop's own rate, measured, not corrected for the callbacks (`free_iters`, `free_ns`).
-# Coverage: a window's count of a loop is complete when every run of the loop in it was counted by
-# hits or read by a span. The bridge flags the window (_gap) when that may not hold: the slot was
-# disarmed at a hit with no span to carry on (no iterator to read, or too many spans), or a run ended
-# while the slot was disarmed and its code was not re-armed at once (a short run, or the end seen
-# only at the re-arm: the next runs until then went uncounted), it was disarmed in a process
-# that forked (the run goes on in the child), or a thread other than the one that started the
-# bridge made a callback in the window (it may have run the loop while the slot was disarmed).
-# A loop whose windows were never flagged, counted on one thread, in a process whose last window
-# arrived (bridges/channel.py), is counted exactly (agent/measure.py). A loop with several backward jumps (an if/else at the end of its body, a
-# `continue`) shares one span among them: the iterator counts the loop's items whichever jump
-# ran.
+# can tell a loop suspended at a yield (the generator alive, suspended, its frame inside the
+# loop with the iterator on its stack) from one that ended (_gen_paused). From the end of the
+# slot's burst (its last hit of the window, DISABLE) to that close the loop ran with no callback
+# at all: when the close time is known (an event of its frame, or the re-arm while the frame
+# still runs the loop), the items taken and the thread's CPU time give the loop's own rate,
+# measured, not corrected for the callbacks (`free_iters`, `free_ns`).
+# Coverage: a window's count of a loop is complete when every run of the loop in it was counted
+# by hits or read by a span. The bridge flags the window (_gap) when that may not hold: the slot
+# was disarmed at a hit with no span to carry on (no iterator to read, or too many spans), or a
+# run ended while the slot was disarmed and its code was not re-armed at once (a short run, or
+# the end seen only at the re-arm: the next runs until then went uncounted), it was disarmed in
+# a process that forked (the run goes on in the child), or a thread other than the one that
+# started the bridge made a callback in the window (it may have run the loop while the slot was
+# disarmed). A loop whose windows were never flagged, counted on one thread, in a process whose
+# last window arrived (bridges/channel.py), is counted exactly (agent/measure.py). A loop with
+# several backward jumps (an if/else at the end of its body, a `continue`) shares one span among
+# them: the iterator counts the loop's items whichever jump ran.
 # Holding a range iterator changes nothing the program can see: it refers to no other object and
 # has no finalizer, so letting go of it never runs code. A list, tuple or dict iterator holds its
 # container until it is exhausted: it is taken only when something else holds the container too
