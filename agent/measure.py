@@ -18,7 +18,7 @@ What the numbers are (and are not):
   - "timed hits", for the other loops (lists, tuples, dicts, generators, while loops, ...; a list
     iterator is not held: it would keep its list alive after a `break`): the median over
     windows of the timed hits: after each re-arm (at a random moment of the window) and WARM + a
-    random skip of hits, the gaps between K - WARM consecutive hits of one thread, each from the
+    random skip of hits, the gaps between K - WARM consecutive hits of one frame, each from the
     return of one callback to the start of the next, less the dispatch cost of a callback that
     the process measured on itself (bridges/channel.py). An estimate: -10% .. +30% in single
     runs on tight loops of ~40-55 ns per iteration, where the dispatch cost (~35 ns) is as large

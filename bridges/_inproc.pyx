@@ -52,7 +52,7 @@ Wire format (native byte order; the reader is on the same machine): frames of
   generations 0-2, then the coroutine steps (see _build_steps), then f64 near and f64 far: this
   process's dispatch cost of a callback (see calibrate; 0.0 until measured). span, when the slot
   saturated (else 0): (hits - WARM) x the median quarter's mean gap between its timed hits (one
-  thread's consecutive hits), so that span / (hits - WARM) is the time from one callback's
+  frame's consecutive hits), so that span / (hits - WARM) is the time from one callback's
   return to the next one's start, less the durations of the other callbacks in between.
 - EXTRA 5: a marshal'd object from another in-process part (e.g. the lock profiler).
 The other way, gyroscope -> program, on the same connection:
@@ -428,7 +428,7 @@ DEF T_LIVE = 16                  # gyroscope -> program: the live decisions (mar
 cdef uint32_t _hits[MAX_SLOTS]
 cdef int64_t _t_first[MAX_SLOTS]
 cdef int64_t _t_out[MAX_SLOTS]      # when the last timed callback of the slot returned
-# the gaps from one callback's return to the next one's start (one thread's consecutive hits),
+# the gaps from one callback's return to the next one's start (one frame's consecutive hits),
 # summed per quarter of the timed hits: a quarter that the thread spent preempted (a busy
 # machine: milliseconds in one gap) is left out by the median of the quarters (_burst_span)
 DEF QUARTERS = 4
@@ -444,6 +444,10 @@ cdef int64_t _cb_ns_out[MAX_SLOTS]
 cdef uint64_t _cb_n_out[MAX_SLOTS]
 cdef uint32_t _gap_cbs[MAX_SLOTS][QUARTERS]
 cdef unsigned long _last_tid[MAX_SLOTS]
+# ... and of one frame: the hits of generators or coroutines that run the same loop in turn on
+# one thread (asyncio tasks), or of a recursive function's loop, interleave; a gap from one
+# frame's hit to another's is no iteration of either
+cdef void* _last_frame[MAX_SLOTS]
 # a random number of extra hits (0..SKIP_SPAN-1) before a slot's timed hits, drawn per window:
 # the timed hits land at a random depth of the loop, not always at its start (a loop entered
 # right after a syscall runs its first few hundred iterations ~15% slower: cold caches)
@@ -1136,9 +1140,11 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
             if offset > sp.hi:
                 sp.hi = offset
     else:
-        j = _n_spans - 1           # a new run of the loop on this thread: the old one ended unseen
+        # a new run of the loop on this thread: the old one ended unseen (unless it is a
+        # generator's or coroutine's paused at a yield in the loop: another frame's run)
+        j = _n_spans - 1
         while j >= 0:
-            if _spans[j].slot == s and _spans[j].ts == ts:
+            if _spans[j].slot == s and _spans[j].ts == ts and _spans[j].gen_wr == NULL:
                 _span_close(j, 0)
                 break
             j -= 1
@@ -1190,6 +1196,7 @@ cdef inline object _hit(object code, int offset, int kind, int dest, int64_t t_i
     cdef int q
     cdef uint32_t h
     cdef unsigned long tid = PyThread_get_thread_ident()
+    cdef void* fr
     cdef bint rearmed = False
     _raw += 1
     key = ((<uint64_t><void*>code) << 18) | ((<uint64_t>offset & 0xFFFF) << 2) | <uint64_t>kind
@@ -1221,9 +1228,10 @@ cdef inline object _hit(object code, int offset, int kind, int dest, int64_t t_i
         _thread[s] = tid
     elif tid != _thread[s] and _thread2[s] == 0:
         _thread2[s] = tid
-    # the rate: the gaps between the last K - WARM hits of one thread, each from the return of one
+    # the rate: the gaps between the last K - WARM hits of one frame, each from the return of one
     # callback to the start of the next (after WARM + a random skip: the first hits are slow)
-    if h > _warm[s] and h <= _lim[s] and tid == _last_tid[s]:
+    fr = gyro_frame_of(PyThreadState_Get())
+    if h > _warm[s] and h <= _lim[s] and tid == _last_tid[s] and fr == _last_frame[s]:
         q = <int>((h - _warm[s] - 1) * QUARTERS // (_lim[s] - _warm[s]))
         if q >= QUARTERS:
             q = QUARTERS - 1
@@ -1231,6 +1239,7 @@ cdef inline object _hit(object code, int offset, int kind, int dest, int64_t t_i
         _gap_cbs[s][q] += <uint32_t>(_cb_n - _cb_n_out[s])
         _gap_n[s][q] += 1
     _last_tid[s] = tid
+    _last_frame[s] = fr
     r = None
     if h >= _lim[s] and not rearmed:
         _rearm[<Py_ssize_t><void*>code] = code
