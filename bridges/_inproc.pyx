@@ -45,7 +45,8 @@ Wire format (native byte order; the reader is on the same machine): frames of
 - WINDOW 3 / FINAL 4: i64 t_ns, u64 raw callbacks, u64 dropped, u64 callback errors,
   u32 n_hits, u32 n_threads, then n_hits x (u32 slot, u32 hits, i64 t_first, i64 span,
   u64 thread ident, u64 second thread ident, u64 iter_read, u64 free_iters, i64 free_ns, u64
-  flags (bit 0: the window's count may be incomplete), i64 others (the other callbacks inside
+  flags (bit 0: the window's count may be incomplete; bit 1: a stepping local, not an iterator,
+  counted part of it: see "induction"), i64 others (the other callbacks inside
   the timed gaps, scaled as span is); a slot with no hits but iterator readings or a flag has
   hits 0; see "spans" and "coverage"), n_threads x (u64 ident, u64 native id),
   3 x (i64 collections, i64 total pause ns, i64 longest ns, i64 first start ns) for gc
@@ -254,6 +255,35 @@ cdef extern from *:
     #endif
     }
 
+    /* The value of local i of live frame fp when it is an int that fits in 64 bits (1), else 0. */
+    static int gyro_local_int(void *fp, int i, int64_t *v) {
+    #if GYRO_FRAMES
+        gyro_iframe *f = (gyro_iframe *)fp;
+        if (f->f_executable == NULL || !PyCode_Check(f->f_executable) || i < 0
+                || i >= ((PyCodeObject *)f->f_executable)->co_nlocals) return 0;
+        PyObject *o = f->localsplus[i];
+        if (o == NULL || !PyLong_CheckExact(o)) return 0;
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow || (x == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+        *v = (int64_t)x;
+        return 1;
+    #else
+        (void)fp; (void)i; (void)v; return 0;
+    #endif
+    }
+
+    /* The number of (fast) locals of frame fp's code (0 when unknown). */
+    static int gyro_n_locals(void *fp) {
+    #if GYRO_FRAMES
+        gyro_iframe *f = (gyro_iframe *)fp;
+        if (f == NULL || f->f_executable == NULL || !PyCode_Check(f->f_executable)) return 0;
+        return ((PyCodeObject *)f->f_executable)->co_nlocals;
+    #else
+        (void)fp; return 0;
+    #endif
+    }
+
     /* Where the loop's iterator sits on frame fp's value stack (at a backward jump: its top). */
     static int gyro_stack_depth(void *fp) {
     #if GYRO_FRAMES
@@ -395,6 +425,8 @@ cdef extern from *:
     int64_t gyro_iter_pos(PyObject* o, int* done, int64_t* len) nogil
     int gyro_kind(PyObject* o) nogil
     int gyro_stack_depth(void* fp) nogil
+    int gyro_local_int(void* fp, int i, int64_t* v)
+    int gyro_n_locals(void* fp) nogil
     int gyro_frame_in_loop(void* fp, PyObject* code, int lo, int hi, int depth, PyObject* it) nogil
     ctypedef struct PyFrameObject:
         pass
@@ -800,6 +832,9 @@ cdef struct Span:
     int depth              # ... where its iterator sits on the frame's value stack
     PyObject* gen_wr       # a weak reference to the generator whose frame it is, once it yielded
                            # inside the loop (the span stays open across; NULL before)
+    int ind                # a loop with no iterator to read, counted by a local that changes by
+    int64_t ind_base       # one step per iteration (its index, value at the span's start and
+    int64_t ind_step       # step; see "induction"); -1: an iterator's span
     bint seq               # a list or tuple iterator ...
     bint resized           # ... whose sequence's length changed between two readings
     int64_t seqlen         # ... and that length when last read (-1: not yet)
@@ -810,7 +845,8 @@ cdef bint _spans_on = False
 cdef uint64_t _iter_read[MAX_SLOTS]   # this window: iterations counted by spans, not by hits
 cdef uint64_t _free_iters[MAX_SLOTS]  # iterations run with no callback, in spans with a known end
 cdef int64_t _free_ns[MAX_SLOTS]      # their thread CPU time
-cdef uint8_t _gap[MAX_SLOTS]          # this window: the loop may have run uncounted (see "coverage")
+cdef uint8_t _gap[MAX_SLOTS]          # this window: bit 0, the loop may have run uncounted (see
+                                      # "coverage"); bit 1, a local counted it ("induction")
 cdef uint8_t _off[MAX_SLOTS]          # the loop slot is DISABLEd (until its code is re-armed)
 cdef PyThreadState* _main_ts = NULL   # the thread that started the bridge (after fork: the child's)
 cdef bint _others_ran = False         # this window: a callback came from another thread
@@ -838,7 +874,17 @@ cdef int64_t _span_pos(Span* sp, int* done) noexcept:
     """The position of the span's iterator (see gyro_iter_pos); an exhausted list or tuple
     iterator is at its sequence's length when last read."""
     cdef int64_t n = -1
-    cdef int64_t pos = gyro_iter_pos(sp.it, done, &n)
+    cdef int64_t v = 0
+    cdef int64_t pos
+    if sp.ind >= 0:     # (the caller knows the frame is alive)
+        done[0] = 0
+        if not gyro_local_int(sp.frame, sp.ind, &v) or (v - sp.ind_base) % sp.ind_step != 0 \
+                or (v - sp.ind_base) // sp.ind_step < sp.seqlen:
+            sp.resized = True   # the local stopped stepping: where the loop got to is unknown
+            return sp.seqlen
+        sp.seqlen = (v - sp.ind_base) // sp.ind_step
+        return sp.seqlen
+    pos = gyro_iter_pos(sp.it, done, &n)
     if not sp.seq:
         return pos
     if n < 0:
@@ -951,8 +997,12 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     global _n_spans
     cdef Span sp = _spans[j]
     cdef int done = 0
-    cdef int64_t pos = _span_pos(&sp, &done)
-    cdef bint lost = sp.seq and done and sp.resized   # where the resized sequence ended: unknown
+    cdef int64_t pos
+    if sp.ind >= 0 and how != 1 and (how == 0 or _span_state(&sp) == 0):
+        sp.resized = True        # its frame may be gone: its local is not read
+    pos = sp.seqlen if sp.ind >= 0 and sp.resized else _span_pos(&sp, &done)
+    # where the resized sequence ended, or the local that stopped stepping got to: unknown
+    cdef bint lost = sp.resized and (sp.ind >= 0 or (sp.seq and done))
     cdef int64_t n = 0 if lost else pos - sp.pos0 - (<int64_t>sp.hits - 1)
     if inside and not _off[sp.slot]:
         n -= 1
@@ -965,8 +1015,10 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     cdef bint disarmed = _off[s]
     if n > 0:
         _iter_read[s] += <uint64_t>n
+    if sp.ind >= 0:
+        _gap[s] |= 2             # counted by a local: never called exact (see "induction")
     if lost:
-        _gap[s] = 1
+        _gap[s] |= 1
     elif sp.burst and how and pos > sp.pos_b:
         if how == 1:
             timed = True
@@ -995,13 +1047,14 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
         # counted as a hit once the re-arm that follows this close has armed it
         _iter_read[s] -= 1
     if disarmed and how and not ended and state < 2:
-        _gap[s] = 1        # the loop ended (or paused) with no re-arm to count its next run
+        _gap[s] |= 1        # the loop ended (or paused) with no re-arm to count its next run
     _n_spans -= 1
     if j != _n_spans:
         _spans[j] = _spans[_n_spans]
     if sp.gen_wr != NULL:
         Py_DECREF(sp.gen_wr)     # our weak reference: dropping it runs no code
-    _let_go(sp.it)
+    if sp.it != NULL:
+        _let_go(sp.it)
     return ended
 
 
@@ -1018,7 +1071,8 @@ cdef void _forget_spans() noexcept:
     for j in range(_n_spans):
         if _spans[j].gen_wr != NULL:
             Py_DECREF(_spans[j].gen_wr)
-        _let_go(_spans[j].it)
+        if _spans[j].it != NULL:
+            _let_go(_spans[j].it)
     _n_spans = 0
 
 
@@ -1054,7 +1108,7 @@ cdef bint _span_event(object code, int kind, int offset, int dest=-1) noexcept:
                     slots[n_slots] = s
                     n_slots += 1
                 else:
-                    _gap[s] = 1      # a short run: its code waits for the window's re-arm
+                    _gap[s] |= 1      # a short run: its code waits for the window's re-arm
         j -= 1
     if n_slots:
         ok = _rearm_code(code)
@@ -1062,7 +1116,7 @@ cdef bint _span_event(object code, int kind, int offset, int dest=-1) noexcept:
             if ok:
                 _off[slots[j]] = 0
             else:
-                _gap[slots[j]] = 1
+                _gap[slots[j]] |= 1
         return ok
     return False
 
@@ -1097,6 +1151,125 @@ cdef bint _rearm_code(object code) noexcept:
     return True
 
 
+# ---- induction: a loop with no iterator to read, counted by a local that steps -----------------
+# A while loop (`while i < n: ...; i += 1`), or a for-loop over what the bridge does not read,
+# often has a local int that changes by the same step at every iteration. During the slot's
+# timed hits the bridge watches the frame's int locals; at the burst's last hit, a local that
+# stepped alike at each of them (>= IND_MIN_STEPS, never 0) opens a span that counts in its
+# steps instead of an iterator's items: (value now - value then) / step iterations, read where
+# the frame is known to be alive (an event of its own, or the re-arm with the frame on its
+# thread's stack). Nothing says the local keeps stepping after the burst (a branch may step it
+# twice), so such a count is never called exact (the window is flagged): it is the counted
+# part, with the loop's own rate, measured without callbacks. A local that stops stepping
+# (another step, a reset, no longer an int) loses the span's end.
+DEF IND_MIN_STEPS = 32
+DEF IND_MAX_LOCALS = 64
+cdef dict _ind_watch = {}          # slot -> [frame address, {local index: [value, step, steps]}]
+cdef dict _ind_known = {}          # slot -> (local index, step): the last local that opened a span
+
+
+cdef bint _induction_hit(object code, int s, uint32_t h, int offset, int dest, PyThreadState* ts,
+                         void* f) noexcept:
+    """A hit of loop slot s with no iterator to read: count it in the frame's induction span, or
+    watch the frame's int locals during the timed hits and open one at the burst's last hit.
+    True: a span carries the loop on."""
+    global _n_spans
+    cdef int j = _n_spans - 1
+    cdef int i
+    cdef int best = -1
+    cdef int64_t v = 0
+    cdef Span* sp
+    while j >= 0:
+        if _spans[j].ind >= 0 and _spans[j].frame == f and _spans[j].lo == dest:
+            _spans[j].hits += 1
+            return True
+        j -= 1
+    if h <= _warm[s]:
+        return False
+    try:
+        if h > _lim[s]:
+            # the code was re-armed as a run ended (see "coverage"): the next run is counted from
+            # its first hit by the local that counted the last one, while it is an int
+            known = _ind_known.get(s)
+            if known is None or not gyro_local_int(f, known[0], &v):
+                return False
+            return _open_induction(code, s, offset, dest, ts, f, known[0], v, known[1])
+        w = _ind_watch.get(s)
+        if w is None or w[0] != <Py_ssize_t>f or h == _warm[s] + 1:
+            cands = {}
+            for i in range(min(gyro_n_locals(f), IND_MAX_LOCALS)):
+                if gyro_local_int(f, i, &v):
+                    cands[i] = [v, 0, 0]
+            _ind_watch[s] = [<Py_ssize_t>f, cands]
+            return False
+        cands = w[1]
+        for i in list(cands):
+            c = cands[i]
+            if not gyro_local_int(f, i, &v) or v == c[0] or (c[2] and v - c[0] != c[1]):
+                del cands[i]
+                continue
+            c[1] = v - c[0]
+            c[0] = v
+            c[2] += 1
+        if h < _lim[s]:
+            return False
+        del _ind_watch[s]
+        for i, c in cands.items():
+            if c[2] >= IND_MIN_STEPS:
+                best = i
+                break
+        if best < 0:
+            return False
+        _ind_known[s] = (best, cands[best][1])
+        return _open_induction(code, s, offset, dest, ts, f, best, cands[best][0], cands[best][1])
+    except BaseException:
+        return False
+
+
+cdef bint _open_induction(object code, int s, int offset, int dest, PyThreadState* ts, void* f,
+                          int local, int64_t base, int64_t step) noexcept:
+    """Open an induction span at a hit that ends the slot's burst (see "induction")."""
+    global _n_spans
+    cdef int j
+    cdef Span* sp
+    if _n_spans >= MAX_SPANS:
+        return False
+    j = _n_spans
+    sp = &_spans[j]
+    sp.slot = s
+    sp.shared = False
+    sp.it = NULL
+    sp.code = <PyObject*>code
+    sp.depth = -1
+    sp.gen_wr = NULL
+    sp.frame = f
+    sp.ts = ts
+    sp.clk_ok = pthread_getcpuclockid(pthread_self(), &sp.clk) == 0
+    sp.cpu0 = _cpu_of(sp.clk, &sp.clk_ok) if sp.clk_ok else 0
+    sp.prior = 0
+    if _carry_frame[s] == f:
+        sp.prior = _carry_ns[s]
+    _carry_frame[s] = NULL
+    sp.seq = False
+    sp.resized = False
+    sp.ind = local
+    sp.ind_base = base
+    sp.ind_step = step
+    sp.seqlen = 0
+    sp.pos0 = 0
+    sp.hits = 1
+    sp.lo = dest
+    sp.hi = offset
+    sp.jump = offset
+    sp.jump2 = -1
+    sp.pos_b = 0
+    sp.cpu_b = sp.cpu0
+    sp.burst = sp.clk_ok
+    _n_spans += 1
+    _gap[s] |= 2
+    return True
+
+
 cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexcept:
     """A hit of loop slot s: count it in the span of its iterator, opening one if needed; at the
     end of the slot's burst, note where the loop starts to run free. True: a span holds the loop's
@@ -1110,19 +1283,19 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
     cdef int end = -1
     cdef Span* sp
     if it == NULL:
-        return False
+        return _induction_hit(code, s, h, offset, dest, ts, f)
     j = _n_spans - 1
     while j >= 0 and _spans[j].it != it:
         j -= 1
     if j < 0 or _spans[j].lo != dest or _spans[j].frame != f:
         end = gyro_loop_end(code, dest)
-        if end < 0:
-            return False   # not a for-loop: the range iterator on the stack is an enclosing loop's
+        if end < 0:        # not a for-loop: the iterator on the stack is an enclosing loop's
+            return _induction_hit(code, s, h, offset, dest, ts, f)
         if j >= 0:
             _span_close(j, 0)      # another loop takes over the iterator (one left it with `break`)
             j = -1
-    if j < 0 and gyro_alone(it):
-        return False               # a list, tuple or dict only the loop holds (see "spans")
+    if j < 0 and gyro_alone(it):   # a list, tuple or dict only the loop holds (see "spans")
+        return _induction_hit(code, s, h, offset, dest, ts, f)
     if j >= 0:
         sp = &_spans[j]
         sp.hits += 1
@@ -1169,6 +1342,7 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
             sp.prior = _carry_ns[s]
         _carry_frame[s] = NULL
         sp.seq = gyro_kind(it) == GYRO_SEQ
+        sp.ind = -1
         sp.resized = False
         sp.seqlen = -1
         sp.pos0 = _span_pos(sp, &done)
@@ -1222,7 +1396,7 @@ cdef inline object _hit(object code, int offset, int kind, int dest, int64_t t_i
         if _n_spans and kind == 0:
             rearmed = _span_event(code, kind, offset, dest)
         if kind == 0 and not _span_hit(code, s, h, offset, dest) and h == _lim[s]:
-            _gap[s] = 1        # disarmed with no span to carry on
+            _gap[s] |= 1        # disarmed with no span to carry on
     if h == 1:
         _t_first[s] = t_in
         _thread[s] = tid
@@ -1420,7 +1594,7 @@ cdef void _build_hits() noexcept nogil:
     for s in range(_n_slots):
         h = _hits[s]
         if _others_ran and _base[s] == WARM_HITS and (h or _iter_read[s]):
-            _gap[s] = 1     # another thread ran the program's code: it may have run this loop unseen
+            _gap[s] |= 1     # another thread ran the program's code: it may have run this loop unseen
         if h or _iter_read[s] or _free_ns[s] or _gap[s]:
             # "span": the timed gaps as hits - WARM of the median quarter's mean (_burst_span)
             i64 = _burst_span(s, h, &others) if h >= _lim[s] else 0

@@ -416,7 +416,7 @@ class ChannelServer:
             if ent is None:
                 continue
             if read or free_ns or flags or (threaded and ekind == EventKind.LOOP_ITER):
-                reads.append(LoopRead(ent, read, free_iters, free_ns, bool(flags & 1) or threaded))
+                reads.append(LoopRead(ent, read, free_iters, free_ns, bool(flags & 1) or threaded, bool(flags & 2)))
             if not count:
                 continue
             thread = proc.natives.get(ident, ident)

@@ -137,12 +137,15 @@ class LoopRead:
     "spans"): `iterations` the loop ran that no hit counted, exact; of the iterations it ran with
     no callback at all, `free_iterations` in `free_ns` of its thread's CPU time, where the end of
     that stretch is known: the loop's own rate, measured. `gap`: the loop may have run uncounted
-    in this window ("coverage"); a loop never flagged was counted whole."""
+    in this window ("coverage"); a loop never flagged was counted whole. `induction`: part of
+    `iterations` was read from a local that stepped alike at every timed hit ("induction"), not
+    from an iterator: right while it kept that step, which nothing proves."""
     entity: Entity
     iterations: int = 0
     free_iterations: int = 0
     free_ns: int = 0
     gap: bool = False
+    induction: bool = False
 
 
 @dataclass(slots=True)

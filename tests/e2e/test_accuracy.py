@@ -34,9 +34,6 @@ REPEAT = 3      # medians of 3 runs: one run straddles the tolerance band on 2 s
 _COUNT = ("a range loop whose runs all were counted (hits, iterator readings, the code re-armed as "
           "each run of >= 0.4-1 ms ends) is counted whole; else what was counted, or the measured rate x "
           "the sampled running time when more, which carries the sampler's running-time error; ")
-_TIMED = ("a loop with no iterator to read (a while loop, a generator) has its rate from the gaps between "
-          "timed hits less the calibrated dispatch of each callback in them (~40 ns an iteration here: a "
-          "few ns of calibration error is 10-20%; stated error 30%); ")
 XFAIL: dict[tuple[str, str], tuple[bool, str]] = {
     ("cpu_split", "heavy.iterations"): (False, _COUNT + "measured -10.6%..+8.5% (runs of 1.4 ms; medians "
                                                         "+0.0% in the last three series, +2.9% before); "
@@ -57,11 +54,6 @@ XFAIL: dict[tuple[str, str], tuple[bool, str]] = {
                                               "22), count / rate: -3.7..-0.1"),
     ("cpu_split", "light.cpu_share"): (False, "from the samples -6.8..+9.2 points; counted whole, count / "
                                               "rate: -1.4..-0.2"),
-    ("iter_loops", "over_gen.iterations"): (False, _TIMED + "measured -20%..+22% in single runs (medians "
-                                                         "of 5: -16%..-11%)"),
-    ("iter_loops", "over_gen.iterations_per_s"): (False, _TIMED + "measured -20%..+19% (medians -15%..-10%)"),
-    ("iter_loops", "whiled.iterations"): (False, _TIMED + "measured -4%..+28% (medians -1%..+7%)"),
-    ("iter_loops", "whiled.iterations_per_s"): (False, _TIMED + "measured -4%..+28% (medians +0%..+7%)"),
     ("threadpool", "task.decided_specialize_hot_loop"): (False, "decided 3 of 3 on a quiet machine; on a "
                                                                 "loaded one the workers' waits for a core "
                                                                 "look like blocked time and drop it"),
