@@ -1229,18 +1229,35 @@ cdef bint _induction_hit(object code, int s, uint32_t h, int offset, int dest, P
 cdef bint _open_induction(object code, int s, int offset, int dest, PyThreadState* ts, void* f,
                           int local, int64_t base, int64_t step) noexcept:
     """Open an induction span at a hit that ends the slot's burst (see "induction")."""
-    global _n_spans
-    cdef int j
     cdef Span* sp
     if _n_spans >= MAX_SPANS:
         return False
-    j = _n_spans
-    sp = &_spans[j]
+    sp = _new_span(s, code, ts, f, NULL, dest, offset, offset)
+    sp.ind = local
+    sp.ind_base = base
+    sp.ind_step = step
+    sp.seqlen = 0
+    sp.pos0 = 0
+    sp.pos_b = 0
+    sp.cpu_b = sp.cpu0
+    sp.burst = sp.clk_ok
+    _gap[s] |= 2
+    return True
+
+
+cdef Span* _new_span(int s, object code, PyThreadState* ts, void* f, PyObject* it, int lo, int hi,
+                     int jump) noexcept:
+    """The next span of the table (the caller checked there is room), for slot s's loop lo..hi in
+    frame f, at its first hit (a backward jump at `jump`); `it` is taken by the caller."""
+    global _n_spans
+    cdef Span* sp = &_spans[_n_spans]
+    _n_spans += 1
     sp.slot = s
     sp.shared = False
-    sp.it = NULL
+    sp.burst = False
+    sp.it = it
     sp.code = <PyObject*>code
-    sp.depth = -1
+    sp.depth = gyro_stack_depth(f) if it != NULL else -1
     sp.gen_wr = NULL
     sp.frame = f
     sp.ts = ts
@@ -1248,26 +1265,18 @@ cdef bint _open_induction(object code, int s, int offset, int dest, PyThreadStat
     sp.cpu0 = _cpu_of(sp.clk, &sp.clk_ok) if sp.clk_ok else 0
     sp.prior = 0
     if _carry_frame[s] == f:
-        sp.prior = _carry_ns[s]
+        sp.prior = _carry_ns[s]    # the run the re-arm found going on (see _span_close)
     _carry_frame[s] = NULL
     sp.seq = False
+    sp.ind = -1
     sp.resized = False
-    sp.ind = local
-    sp.ind_base = base
-    sp.ind_step = step
-    sp.seqlen = 0
-    sp.pos0 = 0
+    sp.seqlen = -1
     sp.hits = 1
-    sp.lo = dest
-    sp.hi = offset
-    sp.jump = offset
+    sp.lo = lo
+    sp.hi = hi
+    sp.jump = jump
     sp.jump2 = -1
-    sp.pos_b = 0
-    sp.cpu_b = sp.cpu0
-    sp.burst = sp.clk_ok
-    _n_spans += 1
-    _gap[s] |= 2
-    return True
+    return sp
 
 
 cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexcept:
@@ -1323,35 +1332,10 @@ cdef bint _span_hit(object code, int s, uint32_t h, int offset, int dest) noexce
             j -= 1
         if _n_spans >= MAX_SPANS:
             return False
-        j = _n_spans
-        sp = &_spans[j]
-        sp.slot = s
-        sp.shared = False
-        sp.burst = False
-        sp.it = it
         Py_INCREF(it)
-        sp.code = <PyObject*>code
-        sp.depth = gyro_stack_depth(f)
-        sp.gen_wr = NULL
-        sp.frame = f
-        sp.ts = ts
-        sp.clk_ok = pthread_getcpuclockid(pthread_self(), &sp.clk) == 0
-        sp.cpu0 = _cpu_of(sp.clk, &sp.clk_ok) if sp.clk_ok else 0
-        sp.prior = 0
-        if _carry_frame[s] == f:
-            sp.prior = _carry_ns[s]
-        _carry_frame[s] = NULL
+        sp = _new_span(s, code, ts, f, it, dest, end if end > offset else offset, offset)
         sp.seq = gyro_kind(it) == GYRO_SEQ
-        sp.ind = -1
-        sp.resized = False
-        sp.seqlen = -1
         sp.pos0 = _span_pos(sp, &done)
-        sp.hits = 1
-        sp.lo = dest
-        sp.hi = end if end > offset else offset
-        sp.jump = offset
-        sp.jump2 = -1
-        _n_spans += 1
     if h >= _lim[s] and sp.slot == s and sp.clk_ok:
         sp.pos_b = _span_pos(sp, &done)
         sp.cpu_b = _cpu_of(sp.clk, &sp.clk_ok)
