@@ -1103,7 +1103,11 @@ cdef bint _span_event(object code, int kind, int offset, int dest=-1) noexcept:
             s = _spans[j].slot
             ran = _span_close(j, 1, kind == 3 and inside)
             if ran > 0:
-                cost = _rearm_ns.get(<Py_ssize_t><void*>code, 0) or _rearm_guess(code)
+                # the least re-arm measured, but never above the guess: the shipper's re-arms (cold
+                # caches, a busy machine) can cost several times a callback's, and a code never
+                # re-armed early would only be measured there (a loop of 0.5 ms runs then lost
+                # most of its runs in one CI check)
+                cost = min(_rearm_ns.get(<Py_ssize_t><void*>code, 0) or _rearm_guess(code), _rearm_guess(code))
                 if ran >= REARM_FACTOR * cost:
                     slots[n_slots] = s
                     n_slots += 1
