@@ -236,7 +236,8 @@ class StackMender:
     Such a stack, whose outermost frame is no root, is completed with the callers that frame had
     in the latest whole stack of the same thread that holds it (innermost-first frames)."""
 
-    KEEP = 16     # whole stacks remembered per thread
+    KEEP = 16          # whole stacks remembered per thread ...
+    MAX_THREADS = 256  # ... for the threads seen last (a service starting threads all day stays bounded)
 
     def __init__(self) -> None:
         self._whole: dict[int, list[tuple[Frame, ...]]] = {}
@@ -245,7 +246,11 @@ class StackMender:
     def mend(self, tid: int, frames: tuple[Frame, ...]) -> tuple[Frame, ...]:
         if not frames:
             return frames
-        recent = self._whole.setdefault(tid, [])
+        recent = self._whole.get(tid)
+        if recent is None:
+            if len(self._whole) >= self.MAX_THREADS:
+                del self._whole[next(iter(self._whole))]     # the thread seen first
+            recent = self._whole[tid] = []
         if _is_root(frames[-1]):
             if not recent or recent[0] != frames:
                 recent.insert(0, frames)
@@ -259,8 +264,6 @@ class StackMender:
                     return frames + whole[i + 1:]
         return frames
 
-    def forget(self, tid: int) -> None:
-        self._whole.pop(tid, None)
 
 
 NOT_YET = Entity(EntityKind.LOOP, "", "", 0)   # library_loop: a file it would read is not `ready`

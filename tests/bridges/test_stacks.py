@@ -382,3 +382,6 @@ def test_stack_mender_completes_a_generator_stack_cut_short():
     boot = (Frame("t.py", "work", 5), Frame("/usr/lib/python3.13/threading.py", "run", 1010),
             Frame("/usr/lib/python3.13/threading.py", "_bootstrap", 1032))
     assert mender.mend(3, boot) == boot and mender.mended == 1
+    for tid in range(100, 100 + 2 * StackMender.MAX_THREADS):   # threads started all day: bounded
+        mender.mend(tid, whole)
+    assert len(mender._whole) == StackMender.MAX_THREADS and 1 not in mender._whole
