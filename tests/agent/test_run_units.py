@@ -196,6 +196,19 @@ def test_measure_extrapolates_a_loop_over_its_time_with_what_it_runs():
     assert d["run_s_total"] == pytest.approx(0.3)     # its own time (CPU shares): the callees' stays theirs
 
 
+def test_measure_an_estimate_from_few_samples_says_so():
+    """A count mostly extrapolated over a handful of running samples carries their error (two
+    standard errors of the samples, times the extrapolated share), not only its rate's."""
+    m = Measurements()
+    loop = Entity(EntityKind.LOOP, "a.py", "f", 3)
+    m.update(Observation(0, 1, [Event(loop, "iter", EventKind.LOOP_ITER, 1, 0, 65, 64_000),     # 1e6 it/s
+                                Event(loop, "run", EventKind.SAMPLE_RUN, 1, 0, 16, 300_000_000)],
+                         loop_reads=[LoopRead(loop, 0, 0, 0, gap=True)]))
+    d = m.as_dict(loop)
+    assert d["iterations"] == pytest.approx(300_000, rel=1e-3) and not d["iterations_exact"]
+    assert d["iterations_error"] == pytest.approx((1 - 65 / 300_000) * 2 / 4, abs=1e-3)   # 16 samples
+
+
 def test_measure_a_loop_no_counter_counted_has_an_unknown_count():
     """A library's loop the samples found (not watched without --all-code) says its count is not
     known, rather than an exact 0."""
