@@ -8,15 +8,18 @@ distinct threads that waited.
 What the numbers are (and are not):
 - iterations_per_s: a loop's rate per second of its running (CPU) time, from one of two sources
   (`iterations_per_s_source`):
-  - "uninstrumented": a for-loop over a range (CPython 3.12 and 3.13). The bridge
-    reads the loop's own iterator where the interpreter keeps it, at the end of each window's
-    burst of hits and again when the loop ends (or at the next re-arm while it still runs); the
-    items it handed out in between are the iterations the loop ran with no callback at all, and
-    the thread's CPU clock gives their time (bridges/_inproc.pyx, "spans"). A measurement, not a
-    correction: benchmarks/accuracy.py, single runs of 0.3-0.5 s programs: -6.0% .. +6.7% (-27%
-    in runs where the machine was busy with other work during the stretches it read).
-  - "timed hits", for the other loops (lists, tuples, dicts, generators, while loops, ...; a list
-    iterator is not held: it would keep its list alive after a `break`): the median over
+  - "uninstrumented": a for-loop over a range, a list, a tuple, a dict or an enumerate of one
+    (CPython 3.12 and 3.13). The bridge reads the loop's own iterator where the interpreter
+    keeps it, at the end of each window's burst of hits and again when the loop ends (or at the
+    next re-arm while it still runs); the items it handed out in between are the iterations the
+    loop ran with no callback at all, and the thread's CPU clock gives their time
+    (bridges/_inproc.pyx, "spans"). A loop with no iterator to read (a while loop, a generator)
+    is read the same way from a local int that stepped alike at every timed hit ("induction").
+    A measurement, not a correction: benchmarks/accuracy.py, single runs of 0.3-0.5 s programs:
+    -6.0% .. +6.7% (-27% in runs where the machine was busy with other work during the
+    stretches it read).
+  - "timed hits", for the other loops (neither an iterator the bridge may hold, nor a stepping
+    local: `for x in sorted(a): total += f(x)`): the median over
     windows of the timed hits: after each re-arm (at a random moment of the window) and WARM + a
     random skip of hits, the gaps between K - WARM consecutive hits of one frame, each from the
     return of one callback to the start of the next, less the dispatch cost of a callback that
@@ -29,11 +32,13 @@ What the numbers are (and are not):
   (nor the channel: a process that ended without its last window)
   (every run counted by hits or read from its iterator; a run that ends while the slot is
   disarmed re-arms the code at once when it took >= 200x the re-arm's cost, 0.4-1 ms: bridges/
-  _inproc.pyx "coverage"). Else `iterations_counted` were counted exactly and the count is that
-  or, when more, the rate times the loop's sampled time, its callees' and inner loops' included
-  (Observation.enclosing: the rate is of whole iterations too; see _extrapolate), with the sampled running time's error (the time before py-spy's first
-  sample, 10-20 ms after the program's first line, is shared by the loops counted since before
-  it: bridges/run_source.py). benchmarks/accuracy.py, single runs: whole counts on hot_loop,
+  _inproc.pyx "coverage"). A loop counted in all its runs, part of it by a stepping local, has
+  that count but is not called exact (INDUCTION_ERROR). Else `iterations_counted` were counted
+  exactly and the count is that or, when more, the rate times the loop's sampled time, its
+  callees' and inner loops' included (Observation.enclosing: the rate is of whole iterations
+  too; see _extrapolate), with the sampled running time's error (_estimate_error; the time
+  before py-spy's first sample, 10-20 ms after the program's first line, is shared by the loops
+  counted since before it: bridges/run_source.py). benchmarks/accuracy.py, single runs: whole counts on hot_loop,
   two_loops and stat_loop (-2.4% .. +0.2% where a run was missed); runs of 1.4 ms: -1.8% .. +8.5%;
   four threads on one loop: -4.5% .. +10%; runs of 0.45 ms with a quarter of the CPU: -16% .. +32%.
 - cpu_share: the entity's CPU time over the process's CPU time (while sampled: from about the

@@ -998,7 +998,10 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     cdef Span sp = _spans[j]
     cdef int done = 0
     cdef int64_t pos
-    if sp.ind >= 0 and how != 1 and (how == 0 or _span_state(&sp) == 0):
+    cdef int state = -1          # where the loop is (_span_state), once asked; -1 counts as 0
+    if sp.ind >= 0 and how == 2:
+        state = _span_state(&sp)
+    if sp.ind >= 0 and (how == 0 or state == 0):
         sp.resized = True        # its frame may be gone: its local is not read
     pos = sp.seqlen if sp.ind >= 0 and sp.resized else _span_pos(&sp, &done)
     # where the resized sequence ended, or the local that stopped stepping got to: unknown
@@ -1010,7 +1013,6 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     cdef bint ok = sp.clk_ok
     cdef bint timed = False
     cdef int64_t ended = 0
-    cdef int state = 0
     cdef int s = sp.slot
     cdef bint disarmed = _off[s]
     if n > 0:
@@ -1023,7 +1025,8 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
         if how == 1:
             timed = True
         elif not done:
-            state = _span_state(&sp)
+            if state < 0:
+                state = _span_state(&sp)
             timed = state >= 2
         if timed:
             cpu = _cpu_of(sp.clk, &ok)
@@ -1033,7 +1036,7 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
                     _free_ns[s] += cpu - sp.cpu_b
                 if how == 1 and not inside and disarmed:
                     ended = sp.prior + cpu - sp.cpu0     # the run's CPU time (> 0)
-    elif how == 2 and not done:
+    elif how == 2 and not done and state < 0:
         state = _span_state(&sp)
     if how == 2 and state >= 2:
         # the run goes on past the re-arm: its next span carries its length (for the early re-arm)

@@ -207,11 +207,8 @@ class PySpySource:
     running now and delivers its samples (a 0.15 s program keeps them); when the target exits,
     `finished` is set and `target_exited` is True. `failure` holds py-spy's error when it stopped
     working mid-run (what was collected is kept). `entity_pid` puts a PID on every Entity (set it
-    when one session watches several processes). `name` is the session's "source" field. `ramp`:
-    the first 1.75 s are sampled faster (bridges/pyspy_record.py RAMP_X: 4x, then 2x the rate), so
-    that a short program, or a short attach, gets enough samples for its decisions (an attach
-    0.2 s after a 0.4 s hot thread started got 10-20 samples of it and missed its decision in
-    4 of 6 runs)."""
+    when one session watches several processes). `name` is the session's "source" field. The
+    first 1.75 s are sampled faster (bridges/pyspy_record.py RAMP_X)."""
 
     name = "attach"
 
@@ -219,7 +216,7 @@ class PySpySource:
                  subprocesses: bool = False, own_code: Callable[[str], bool] = is_own_code,
                  fresh: bool = False, keep_stacks: bool = False, chunk_s: float = DEFAULT_CHUNK_S,
                  overlap_s: float = 0.25, poll_s: float = 0.2, entity_pid: int = 0,
-                 name: str = "attach", ramp: bool = True) -> None:
+                 name: str = "attach") -> None:
         self.name = name           # the session's "source": "attach", or "run" for run's child
         self.pid = pid
         self.py_spy = py_spy or find_py_spy()
@@ -233,7 +230,7 @@ class PySpySource:
         self.record = ChunkedRecorder(self.py_spy, pid, rate_hz, self._on_spans, self._error, self._tmpdir,
                                       chunk_s=chunk_s, overlap_s=overlap_s, subprocesses=subprocesses,
                                       fresh=fresh, explain=explain_failure, on_tick=self._poll_proc,
-                                      tick_s=poll_s, ramp=ramp)
+                                      tick_s=poll_s)
         self._exited = False
         self.finished = self.record.finished   # set when sampling ended on its own (exit or failure)
         self._lock = threading.Lock()

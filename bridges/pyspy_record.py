@@ -51,9 +51,10 @@ from gyroscope.bridges.stacks import StackMender
 
 STOP_TIMEOUT_S = 10.0
 FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to chunk_s, doubling
-# A program gyroscope started (`ramp`) is sampled faster while it is young, so that a 0.3 s
-# program gets ~120 samples, not 30: its first chunks (0.5 s, 1 s) at 4x and 2x the rate, then
-# the rate. py-spy's CPU on a spinning target, % of one core (2 s, chrometrace --idle
+# Every recorder samples faster while it is young, so that a 0.3 s program (or a short attach)
+# gets ~120 samples, not 30: its first chunks (0.5 s, 1 s) at 4x and 2x the rate, then the rate
+# (since stop 23 attach too: an attach 0.2 s after a 0.4 s hot thread started got 10-20 samples
+# of it and missed its decision in 4 of 6 runs). py-spy's CPU on a spinning target, % of one core (2 s, chrometrace --idle
 # --nonblocking): 1.5% at 100 Hz, 4.5% at 250, 8% at 500, 22% at 1000. 10x/5x/2.5x was tried:
 # the 1 s pyperformance runs then paid ~5% more (py-spy beside them on 2 cores) and the chunks'
 # parsing at the end.
@@ -163,9 +164,8 @@ class ChunkedRecorder:
                  on_spans: Callable[[list[Span], int], None], on_error: Callable[[str], None],
                  tmpdir: str, chunk_s: float = 4.0, overlap_s: float = 0.25, subprocesses: bool = False,
                  fresh: bool = False, explain: Callable[[int, str], Exception] | None = None,
-                 on_tick: Callable[[], None] | None = None, tick_s: float = 0.1, ramp: bool = False) -> None:
+                 on_tick: Callable[[], None] | None = None, tick_s: float = 0.1) -> None:
         self.py_spy, self.pid, self.rate_hz = py_spy, pid, rate_hz
-        self.ramp = ramp
         self.chunk_s, self.overlap_s = chunk_s, overlap_s
         self.first_chunk_s = min(chunk_s, FIRST_CHUNK_S)
         self.subprocesses, self.fresh = subprocesses, fresh
@@ -211,13 +211,12 @@ class ChunkedRecorder:
 
     # ---- one chunk -----------------------------------------------------------------------
     def chunk_rate_hz(self, n: int, age_s: float) -> float:
-        """The sampling rate of chunk n (1-based) started age_s after the recorder: RAMP_X while a
-        started program is young, then the nominal rate moved by JITTER_X (on average the
-        nominal rate)."""
-        if self.ramp:
-            for until, factor in RAMP_X:
-                if age_s < until:
-                    return self.rate_hz * factor
+        """The sampling rate of chunk n (1-based) started age_s after the recorder: RAMP_X while
+        the recorder is young, then the nominal rate moved by JITTER_X (on average the nominal
+        rate)."""
+        for until, factor in RAMP_X:
+            if age_s < until:
+                return self.rate_hz * factor
         return self.rate_hz * JITTER_X[(n - 1) % len(JITTER_X)]
 
     def _cmd(self, out: str) -> list[str]:

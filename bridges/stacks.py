@@ -265,7 +265,6 @@ class StackMender:
         return frames
 
 
-
 NOT_YET = Entity(EntityKind.LOOP, "", "", 0)   # library_loop: a file it would read is not `ready`
 
 
