@@ -685,6 +685,10 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
     s = _n_slots
     if not _calibrating:
         _describe(s, code, offset, kind, dest)
+    if kind == 0:
+        _loop_head[s] = dest
+        _loop_jump[s] = offset
+        _code_loops.setdefault(<Py_ssize_t><void*>code, []).append(s)
     _n_slots += 1
     _hits[s] = 0
     _thread[s] = 0
@@ -835,6 +839,7 @@ cdef struct Span:
     int ind                # a loop with no iterator to read, counted by a local that changes by
     int64_t ind_base       # one step per iteration (its index, value at the span's start and
     int64_t ind_step       # step; see "induction"); -1: an iterator's span
+    int64_t ind_gap        # the mean gap (ns) between the slot's timed hits when it opened
     bint seq               # a list or tuple iterator ...
     bint resized           # ... whose sequence's length changed between two readings
     int64_t seqlen         # ... and that length when last read (-1: not yet)
@@ -848,6 +853,9 @@ cdef int64_t _free_ns[MAX_SLOTS]      # their thread CPU time
 cdef uint8_t _gap[MAX_SLOTS]          # this window: bit 0, the loop may have run uncounted (see
                                       # "coverage"); bit 1, a local counted it ("induction")
 cdef uint8_t _off[MAX_SLOTS]          # the loop slot is DISABLEd (until its code is re-armed)
+cdef int32_t _loop_head[MAX_SLOTS]    # a loop slot's head (its jump's dest) ...
+cdef int32_t _loop_jump[MAX_SLOTS]    # ... and its backward jump's offset
+cdef dict _code_loops = {}            # id(code) -> its loop slots
 cdef PyThreadState* _main_ts = NULL   # the thread that started the bridge (after fork: the child's)
 cdef bint _others_ran = False         # this window: a callback came from another thread
 cdef void* _carry_frame[MAX_SLOTS]    # a run the re-arm found going on (its frame) ...
@@ -1006,6 +1014,15 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     pos = sp.seqlen if sp.ind >= 0 and sp.resized else _span_pos(&sp, &done)
     # where the resized sequence ended, or the local that stopped stepping got to: unknown
     cdef bint lost = sp.resized and (sp.ind >= 0 or (sp.seq and done))
+    cdef bint ind_ok = sp.clk_ok
+    cdef int64_t ind_cpu
+    if sp.ind >= 0 and not lost and sp.ind_gap > 0:
+        ind_cpu = _cpu_of(sp.clk, &ind_ok)
+        if ind_ok and ind_cpu - sp.cpu_b > 2 * sp.ind_gap * (pos - sp.pos_b + 1):
+            # far fewer steps than its time allows (each took under its timed gap): the loop
+            # ended and started again unseen (an enclosing loop, or a new call in the same frame
+            # memory, with no event of the frame), and the local is another run's
+            lost = True
     cdef int64_t n = 0 if lost else pos - sp.pos0 - (<int64_t>sp.hits - 1)
     if inside and not _off[sp.slot]:
         n -= 1
@@ -1168,11 +1185,25 @@ cdef bint _rearm_code(object code) noexcept:
 # thread's stack). Nothing says the local keeps stepping after the burst (a branch may step it
 # twice), so such a count is never called exact (the window is flagged): it is the counted
 # part, with the loop's own rate, measured without callbacks. A local that stops stepping
-# (another step, a reset, no longer an int) loses the span's end.
+# (another step, a reset, no longer an int) loses the span's end. The local cannot tell one run
+# from the next: no span opens inside a disarmed enclosing loop of the same code (the loop could
+# end and start again with no event of its frame: _inside_disarmed_loop), and a reading that
+# implies far fewer steps than the CPU time allows (each under two timed gaps) is lost too.
 DEF IND_MIN_STEPS = 32
 DEF IND_MAX_LOCALS = 64
 cdef dict _ind_watch = {}          # slot -> [frame address, {local index: [value, step, steps]}]
-cdef dict _ind_known = {}          # slot -> (local index, step): the last local that opened a span
+cdef dict _ind_known = {}          # slot -> (local index, step, mean gap): the last local that opened a span
+
+
+cdef int64_t _mean_gap(int s) noexcept:
+    """The mean of slot s's timed gaps in this window (ns; 0: none)."""
+    cdef int64_t total = 0
+    cdef int64_t n = 0
+    cdef int q
+    for q in range(QUARTERS):
+        total += _gap_sum[s][q]
+        n += _gap_n[s][q]
+    return total // n if n else 0
 
 
 cdef bint _induction_hit(object code, int s, uint32_t h, int offset, int dest, PyThreadState* ts,
@@ -1200,7 +1231,7 @@ cdef bint _induction_hit(object code, int s, uint32_t h, int offset, int dest, P
             known = _ind_known.get(s)
             if known is None or not gyro_local_int(f, known[0], &v):
                 return False
-            return _open_induction(code, s, offset, dest, ts, f, known[0], v, known[1])
+            return _open_induction(code, s, offset, dest, ts, f, known[0], v, known[1], known[2])
         w = _ind_watch.get(s)
         if w is None or w[0] != <Py_ssize_t>f or h == _warm[s] + 1:
             cands = {}
@@ -1227,22 +1258,37 @@ cdef bint _induction_hit(object code, int s, uint32_t h, int offset, int dest, P
                 break
         if best < 0:
             return False
-        _ind_known[s] = (best, cands[best][1])
-        return _open_induction(code, s, offset, dest, ts, f, best, cands[best][0], cands[best][1])
+        gap = _mean_gap(s)
+        _ind_known[s] = (best, cands[best][1], gap)
+        return _open_induction(code, s, offset, dest, ts, f, best, cands[best][0], cands[best][1], gap)
     except BaseException:
         return False
 
 
+cdef bint _inside_disarmed_loop(object code, int head, int jump) noexcept:
+    """Does a disarmed loop of the same code enclose the loop head..jump? Then the loop can end and
+    start again with no event of its frame (the enclosing loop's jump would be one), and its
+    local would be another run's when read (mandelbrot's escape loop inside a disarmed loop over
+    the pixels: half its count)."""
+    cdef int t
+    for t in _code_loops.get(<Py_ssize_t><void*>code, ()):
+        if _off[t] and _loop_head[t] <= head and _loop_jump[t] >= jump and (_loop_head[t], _loop_jump[t]) != (head, jump):
+            return True
+    return False
+
+
 cdef bint _open_induction(object code, int s, int offset, int dest, PyThreadState* ts, void* f,
-                          int local, int64_t base, int64_t step) noexcept:
-    """Open an induction span at a hit that ends the slot's burst (see "induction")."""
+                          int local, int64_t base, int64_t step, int64_t gap) noexcept:
+    """Open an induction span at a hit that ends the slot's burst (see "induction"); `gap`: the
+    mean gap between its timed hits (ns), an iteration's time with a callback in it."""
     cdef Span* sp
-    if _n_spans >= MAX_SPANS:
+    if _n_spans >= MAX_SPANS or _inside_disarmed_loop(code, dest, offset):
         return False
     sp = _new_span(s, code, ts, f, NULL, dest, offset, offset)
     sp.ind = local
     sp.ind_base = base
     sp.ind_step = step
+    sp.ind_gap = gap
     sp.seqlen = 0
     sp.pos0 = 0
     sp.pos_b = 0
@@ -2272,6 +2318,7 @@ cdef void _reset_counters():
     _desc_all_len = 0
     _slot_of.clear()
     _rearm.clear()
+    _code_loops.clear()
 
 
 def counters():
