@@ -18,7 +18,9 @@ of both sources (which frame of a sampled stack is the program's), and the decis
 """
 import os
 
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# realpath: the paths asked about are resolved too (a development install reaches these folders
+# through links, .ci/setup)
+_PROJECT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 GYROSCOPE_DIRS = tuple(os.path.join(_PROJECT, d, "") for d in ("agent", "bridges", "cyext", "schedulers"))
 _STDLIB_PATTERN = r"[/\\]lib(64)?[/\\]python\d+(\.\d+)?t?[/\\]|[/\\]Lib[/\\]"
 _STDLIB = None
