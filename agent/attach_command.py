@@ -100,6 +100,7 @@ def main(args: argparse.Namespace) -> int:
             raise GyroscopeError(f"no Python process matches {args.match!r}", EXIT_NO_SUCH_PID)
     # bad output paths (the targets' own scripts included) are refused before py-spy starts
     check_outputs(resolve_outputs(args), [s for p in pids for s in _target_script(p)], ["the target's script"])
+    procfs.yield_to_program()   # the target keeps its CPU where gyroscope and py-spy compete with it
     several = len(pids) > 1 or bool(args.match)
     try:
         py_spy = find_py_spy(args.py_spy)

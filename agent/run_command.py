@@ -193,6 +193,8 @@ def main(args: argparse.Namespace) -> int:
     launch.go(_bridge_config(sock_path, args, own.to_config(), launch.pythonpath))
     pid = launch.pid
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)   # after the spawn: the child keeps python's mask
+    from gyroscope.bridges.procfs import yield_to_program
+    yield_to_program()   # after the spawn too: the program keeps its priority, gyroscope takes a lower one
     child = _Child(pid, launch.t0_ns)
     _SignalForwarder(child).start()
     try:

@@ -31,6 +31,11 @@ def _gyroscope_boot():
     sys.path[:] = [p for p in sys.path if not p or os.path.abspath(p) != here]
     cfg = os.environ.get("GYROSCOPE_BRIDGE", "")
     if cfg.startswith("gate\x1d"):
+        if sys.version_info >= (3, 12) and sys.implementation.name == "cpython":
+            try:   # while gyroscope gets ready: the imports of the bridge's start, off its wait
+                from gyroscope.bridges import _inproc, owncode  # noqa: F401
+            except Exception:
+                pass
         cfg = _gyroscope_gate(int(cfg[5:]))
         os.putenv("GYROSCOPE_BRIDGE", cfg)   # the program's python subprocesses: the session's address
     fields = cfg.split("\x1d")
