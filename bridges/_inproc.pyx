@@ -99,7 +99,12 @@ cdef extern from "<pthread.h>" nogil:
         pass
     ctypedef struct pthread_condattr_t:
         pass
-    int pthread_create(pthread_t*, void*, void* (*)(void*) noexcept nogil, void*)
+    ctypedef struct pthread_attr_t:
+        pass
+    int pthread_create(pthread_t*, const pthread_attr_t*, void* (*)(void*) noexcept nogil, void*)
+    int pthread_attr_init(pthread_attr_t*)
+    int pthread_attr_destroy(pthread_attr_t*)
+    int pthread_attr_setaffinity_np(pthread_attr_t*, size_t, const cpu_set_t*)
     int pthread_join(pthread_t, void**)
     int pthread_mutex_init(pthread_mutex_t*, void*)
     int pthread_mutex_lock(pthread_mutex_t*)
@@ -139,6 +144,16 @@ cdef extern from "<unistd.h>" nogil:
     int access(const char*, int)
     int F_OK
     int usleep(unsigned int)
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+    ctypedef struct cpu_set_t:
+        pass
+    int sched_getcpu()
+    int sched_getaffinity(int, size_t, cpu_set_t*)
+    int sched_setaffinity(int, size_t, const cpu_set_t*)
+    void CPU_ZERO(cpu_set_t*)
+    void CPU_SET(int, cpu_set_t*)
     int close(int)
     int getpid()
     int getppid()
@@ -1734,11 +1749,12 @@ cdef void _build_gc() noexcept nogil:
         _gc_max[g] = 0
 
 
-cdef object _drain_python():
-    """Under the GIL: collect the extra sources; the first time, calibrate the dispatch cost here.
-    (The disabled locations are re-armed later in the window: _rearm_codes.)"""
+cdef object _drain_python(bint calibrate):
+    """Under the GIL: collect the extra sources; at the first window (with `calibrate`: never at
+    the exit, whose time the program waits for), calibrate the dispatch cost here. (The disabled
+    locations are re-armed later in the window: _rearm_codes.)"""
     global _errors, last_error
-    if not _cal_done:
+    if not _cal_done and calibrate and _now() >= _cal_after:
         _calibrate_here()
     extras = []
     for src in _extra_sources:
@@ -1782,7 +1798,7 @@ cdef void _ship_window() noexcept nogil:
     with gil:
         if _sock >= 0 and not _exiting:   # at exit, _last_window ships under the GIL instead
             try:
-                for b in _drain_python():
+                for b in _drain_python(True):
                     n32 = <uint32_t>len(b)
                     _put(&e, &elen, &ecap, &n32, 4)
                     _put(&e, &elen, &ecap, <char*>(<bytes>b), n32)
@@ -1890,41 +1906,82 @@ cdef bint _wait_until(int64_t deadline) noexcept nogil:
     return _stop_shipper or _exiting or _sock < 0
 
 
+# The shipper's schedule. It outlives the shipper thread, which is stopped at each fork and
+# started again after it: a program that forks every few ms (a process pool made per call) would
+# otherwise start its window again at each fork and never ship one. A forked child starts anew.
+cdef int64_t _ship_at = 0        # the end of the current window (0: none yet in this process)
+cdef int64_t _rearm_at = 0       # when, inside it, the disabled locations are re-armed
+cdef int64_t _wait_cur = 0       # the current window's length
+cdef bint _rearmed = False
+
+
+cdef void _next_window() noexcept nogil:
+    """Schedule the next window: the first ones of a process are short (1/8, 1/4, 1/2 of a window,
+    then whole ones), so that a short-lived process (a pool worker that is terminated) still
+    ships what it did; the re-arm falls 20-80% into it."""
+    global _ship_at, _rearm_at, _wait_cur, _rearmed
+    if _ship_at == 0:
+        _wait_cur = _window_ns // 8 if _window_ns >= 80000000 else _window_ns
+    _ship_at = _now() + _wait_cur
+    _rearm_at = _ship_at - _wait_cur + _wait_cur * (200 + <int64_t>(_next_skip() * 600 // SKIP_SPAN)) // 1000
+    _rearmed = False
+    if _wait_cur < _window_ns:
+        _wait_cur = _wait_cur * 2 if _wait_cur * 2 < _window_ns else _window_ns
+
+
 cdef void* _shipper_main(void* arg) noexcept nogil:
-    global _shipper_tid, _shipper_ident
-    cdef int64_t deadline
-    cdef int64_t rearm_at
-    cdef int64_t wait_ns = _window_ns // 8 if _window_ns >= 80000000 else _window_ns
+    global _shipper_tid, _shipper_ident, _rearmed
     _shipper_tid = syscall(SYS_gettid)
     _shipper_ident = pthread_self()
     # named, so the sampler can leave this thread out of the program's profile (bridges/pyspy.py)
     prctl(PR_SET_NAME, <unsigned long><const char*>b"gyroscope", 0, 0, 0)
+    if _pinned:   # started on the forking thread's core (_start_shipper): free again from its next wake
+        sched_setaffinity(0, sizeof(cpu_set_t), &_free_cpus)
+    if _ship_at == 0:
+        _next_window()
     while True:
-        # the first windows of a process are short (1/8, 1/4, 1/2 of a window, then whole ones):
-        # a short-lived process (a pool worker that is terminated) still ships what it did
-        deadline = _now() + wait_ns
-        rearm_at = deadline - wait_ns + wait_ns * (200 + <int64_t>(_next_skip() * 600 // SKIP_SPAN)) // 1000
-        if wait_ns < _window_ns:
-            wait_ns = wait_ns * 2 if wait_ns * 2 < _window_ns else _window_ns
-        if _wait_until(rearm_at):   # 20-80% into the window: re-arm what the last window disabled
-            break
-        if _rearm_pending:
-            with gil:
-                _rearm_codes()
-        if _wait_until(deadline):
+        if not _rearmed:
+            if _wait_until(_rearm_at):   # re-arm what the last window disabled
+                break
+            _rearmed = True
+            if _rearm_pending:
+                with gil:
+                    _rearm_codes()
+        if _wait_until(_ship_at):
             break
         _ship_window()
         _receive()
+        _next_window()
     return NULL
 
 
-cdef void _start_shipper() noexcept nogil:
-    global _shipper_running, _stop_shipper
+cdef cpu_set_t _free_cpus        # the cores the shipper may use (the starting thread's)
+cdef bint _pinned = False
+
+
+cdef void _start_shipper(bint here=False) noexcept nogil:
+    """Start the shipper thread; `here`: on the calling thread's core. After a fork the new
+    thread would start on the other core while the parent takes its copy-on-write faults, and
+    each fault would then flush that core's TLB by an interrupt (a pool of 2 forked workers made
+    per call cost ~0.25 ms more per fork; in a VM such interrupts are dear)."""
+    global _shipper_running, _stop_shipper, _pinned
+    cdef pthread_attr_t attr
+    cdef cpu_set_t one
+    cdef int cpu
     if _shipper_running or _sock < 0:
         return
     _stop_shipper = False
-    if pthread_create(&_shipper, NULL, _shipper_main, NULL) == 0:
+    _pinned = False
+    pthread_attr_init(&attr)
+    if here and sched_getaffinity(0, sizeof(cpu_set_t), &_free_cpus) == 0:
+        cpu = sched_getcpu()
+        if cpu >= 0:
+            CPU_ZERO(&one)
+            CPU_SET(cpu, &one)
+            _pinned = pthread_attr_setaffinity_np(&attr, sizeof(cpu_set_t), &one) == 0
+    if pthread_create(&_shipper, &attr, _shipper_main, NULL) == 0:
         _shipper_running = True
+    pthread_attr_destroy(&attr)
 
 
 cdef void _stop_and_join_shipper() noexcept nogil:
@@ -1953,6 +2010,10 @@ cdef void _wait_task_gone() noexcept nogil:
     if _shipper_tid <= 0:
         return
     snprintf(path, 64, "/proc/self/task/%ld", _shipper_tid)
+    for i in range(200):   # it is usually gone within microseconds: a sleep (~0.1 ms with the
+        if access(path, F_OK) != 0:   # timer's slack) would cost every fork that much
+            return
+        sched_yield()
     for i in range(400):
         if access(path, F_OK) != 0:
             return
@@ -1976,7 +2037,7 @@ def _last_window() -> None:
     pthread_cond_signal(&_wake)
     pthread_mutex_unlock(&_wake_mu)
     try:
-        extras = _drain_python()
+        extras = _drain_python(False)
     except BaseException:
         extras = []
     _close_all_spans()
@@ -2078,7 +2139,7 @@ def _before_fork() -> None:
 
 
 cdef int _restart_pending(void* arg) noexcept:
-    _start_shipper()
+    _start_shipper(True)
     return 0
 
 
@@ -2090,12 +2151,15 @@ def _after_fork_parent() -> None:
 
 def _after_fork_child() -> None:
     """A new process of the session: its own connection (or a quiet bridge with --no-subprocesses)."""
-    global _sock, _active, _desc_len, _in_len, _main_ts
+    global _sock, _active, _desc_len, _in_len, _main_ts, _ship_at, _cal_after
     cdef int s
     pthread_mutex_init(&_send_mu, NULL)
     pthread_mutex_init(&_wake_mu, NULL)
     pthread_mutex_init(&_live_mu, NULL)
     _in_len = 0
+    _ship_at = 0   # a new process: short first windows
+    if not _cal_done:   # the parent had not calibrated yet: not while this child is young (a pool
+        _cal_after = _now() + 500000000   # worker of ~10 ms would spend ~4 ms on it)
     if _sock >= 0:
         close(_sock)   # the parent's connection stays the parent's
         _sock = -1
@@ -2204,6 +2268,7 @@ def add_source(fn) -> None:
 cdef double _cal_near = 0.0      # this process's own calibration (ns), shipped with every window
 cdef double _cal_far = 0.0
 cdef bint _cal_done = False
+cdef int64_t _cal_after = 0      # not before (a forked child: see _after_fork_child)
 cdef bint _calibrating = False   # the slots made now are the calibration's (_new_slot): never shipped
 cdef list _cal_slots = []
 _cal_codes = {}
