@@ -208,6 +208,7 @@ def main(args: argparse.Namespace) -> int:
         from gyroscope.bridges.channel import ChannelServer
         server = ChannelServer(listener, sock_path, main_pid_getter=lambda: pid)
         source.channel = server
+        server.on_main_exiting = source.program_exiting
         server.start()
         return _watch(args, prog, child, server, source, file_sinks)
     finally:

@@ -469,6 +469,7 @@ DEF T_SLOTS = 2
 DEF T_WINDOW = 3
 DEF T_FINAL = 4
 DEF T_EXTRA = 5
+DEF T_EXITING = 6                # the interpreter's exit began: after this, only its finalisation
 DEF T_LIVE = 16                  # gyroscope -> program: the live decisions (marshal'd list of dicts)
 
 # ---- counters (touched by the callbacks, under the GIL) ----------------------------------
@@ -2056,6 +2057,7 @@ def _last_window() -> None:
     for b in extras:
         n32 = <uint32_t>len(b)
         _send_frame_locked(T_EXTRA, <char*>(<bytes>b), n32)
+    _send_frame_locked(T_EXITING, NULL, 0)
     pthread_mutex_unlock(&_send_mu)
 
 

@@ -40,7 +40,7 @@ from gyroscope.bridges import codemap, procfs
 from gyroscope.bridges.events import Entity, EntityKind, Event, EventKind, LockWindow, LoopRead, Observation
 from gyroscope.bridges.lockstats import LockStats
 
-T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA, T_LIVE = 1, 2, 3, 4, 5, 16
+T_HELLO, T_SLOTS, T_WINDOW, T_FINAL, T_EXTRA, T_EXITING, T_LIVE = 1, 2, 3, 4, 5, 6, 16
 WARM, CALL_WARM = 256, 8   # bridges/_inproc.pyx WARM_HITS (loops) and CALL_WARM (the other slots)
 _KIND_EVENT = {0: EventKind.LOOP_ITER, 1: EventKind.CALL, 2: EventKind.RESUME, 3: EventKind.YIELD}
 _SLOT = struct.Struct("=IIiiiII")
@@ -98,6 +98,9 @@ class ChannelServer:
         self.dispatch_ns = dispatch_ns
         self._unpriced: list[tuple[Event, int, int, int, int, int]] = []
         self._main_pid = main_pid_getter or (lambda: 0)
+        # called (in the reader's thread) when the program's main process begins its exit: its
+        # atexit callbacks ran, its finalisation (~10 ms) is all that is left (run_source.py)
+        self.on_main_exiting: Callable[[], None] | None = None
         if not isinstance(listener, socket.socket):
             listener = socket.socket(fileno=listener.detach())
         self.listener = listener
@@ -349,6 +352,9 @@ class ChannelServer:
             self._window(proc, payload)
             if kind == T_FINAL:
                 proc.ended = True
+        elif kind == T_EXITING:
+            if proc.pid == self._main_pid() and self.on_main_exiting is not None:
+                self.on_main_exiting()
         elif kind == T_EXTRA:
             obj = marshal.loads(payload)
             if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == "locks":

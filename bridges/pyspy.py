@@ -329,6 +329,12 @@ class PySpySource:
                 self._threads.clear()
         return self._take()
 
+    def finish_soon(self) -> None:
+        """The target is ending (its interpreter's exit began): end py-spy's last chunk now, while
+        the target finalises, instead of after it (stop() still ends the session)."""
+        if self._started and not self._stopped:
+            self.record.finish_soon()
+
     @property
     def target_exited(self) -> bool:
         """The target ended while watched (known once sampling ended)."""

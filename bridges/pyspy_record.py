@@ -201,13 +201,18 @@ class ChunkedRecorder:
         """Stop sampling; the chunks running now are ended and delivered before it returns."""
         if discard:
             self.on_spans = lambda spans, t_end_ns: None
+        self.finish_soon()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=STOP_TIMEOUT_S + 5)
+
+    def finish_soon(self) -> None:
+        """Stop sampling without waiting: the chunk running now is ended (SIGINT) and delivered
+        by the recorder's thread; stop() then waits for that."""
         self._stop.set()
         try:
             os.write(self._wake_w, b"x")   # wakes _wait at once
         except OSError:
             pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=STOP_TIMEOUT_S + 5)
 
     # ---- one chunk -----------------------------------------------------------------------
     def chunk_rate_hz(self, n: int, age_s: float) -> float:

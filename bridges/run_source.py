@@ -95,6 +95,16 @@ class RunSource:
                 return
             self.sampler = sampler
 
+    def program_exiting(self) -> None:
+        """The program's main process began its exit (channel: its bridge's last window): py-spy's
+        last chunk is ended and read while the interpreter finalises (~10 ms that the session's
+        end used to add after it). What runs after that point (finalisation, daemon threads) is
+        not sampled."""
+        with self._lock:
+            sampler = self.sampler
+        if sampler is not None and hasattr(sampler, "finish_soon"):
+            sampler.finish_soon()
+
     def feedback(self, decisions: list[dict[str, Any]]) -> None:
         """The live decisions back to every process of the program (bridges/_inproc.pyx LIVE)."""
         self.channel.send_live(decisions)

@@ -1,0 +1,61 @@
+"""The program's main process tells gyroscope when its exit began (its bridge's last window, after
+every atexit callback of the program): `gyroscope run` then ends py-spy's last chunk while the
+interpreter finalises. Real bridge, real gate, real channel."""
+import _socket
+import os
+import textwrap
+import time
+from types import SimpleNamespace
+
+from gyroscope.agent.launch import Launch
+from gyroscope.agent.run_command import _bridge_config
+from gyroscope.bridges.channel import ChannelServer
+from gyroscope.bridges.owncode import OwnCode
+from gyroscope.bridges.tmpdir import private_dir, remove_dir
+
+PROGRAM = textwrap.dedent("""
+    import atexit, os, sys
+    def mark():
+        with open(sys.argv[1], "a") as f:
+            f.write("atexit ")
+    atexit.register(mark)
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)        # a forked child's exit is not the program's
+    os.waitpid(pid, 0)
+    print("done")
+""")
+
+
+def test_only_the_main_process_exit_is_announced_and_after_its_atexit(tmp_path, capfd):
+    prog, marker = tmp_path / "prog.py", tmp_path / "marker"
+    prog.write_text(PROGRAM)
+    sock_dir = private_dir()   # a short path: AF_UNIX paths are limited to 108 bytes
+    path = os.path.join(sock_dir, "s")
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    launch = Launch([str(prog), str(marker)])
+    server = ChannelServer(listener, path, main_pid_getter=lambda: launch.pid)
+    seen: list[str] = []
+    server.on_main_exiting = lambda: seen.append(marker.read_text() if marker.exists() else "")
+    server.start()
+    try:
+        own = OwnCode.for_program([str(tmp_path)], extra=[str(prog)])
+        assert launch.go(_bridge_config(path, SimpleNamespace(window=0.2, subprocesses=True), own.to_config(),
+                                        launch.pythonpath))
+        _, status = os.waitpid(launch.pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.drain(0.5)
+        forked = [p for p in server.processes.values() if p.pid != launch.pid]
+    finally:
+        server.stop()
+        remove_dir(sock_dir)
+    assert capfd.readouterr().out == "done\n"
+    assert forked, "the forked child connected (its exit was a candidate)"
+    # once, for the main process only (the child ran the same atexit callback first), after the
+    # program's own atexit callbacks
+    assert seen == ["atexit atexit "]
