@@ -59,3 +59,51 @@ def test_only_the_main_process_exit_is_announced_and_after_its_atexit(tmp_path, 
     # once, for the main process only (the child ran the same atexit callback first), after the
     # program's own atexit callbacks
     assert seen == ["atexit atexit "]
+
+
+FORKING = textwrap.dedent("""
+    import os, sys, time
+    end = time.monotonic() + 0.8
+    while time.monotonic() < end:      # a fork every few ms, as a pool made per call does
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)
+        os.waitpid(pid, 0)
+        total = 0
+        for i in range(5000):
+            total += i
+    open(sys.argv[1], "w").close()
+    time.sleep(0.3)
+""")
+
+
+def test_a_parent_that_forks_every_few_ms_still_ships_its_windows(tmp_path):
+    """The shipper thread is stopped at each fork (CPython warns at a fork when the process has
+    another thread) and started again after it; its window schedule must survive that, or a
+    parent forking every few ms ships nothing until it stops forking (and re-arms nothing)."""
+    prog, marker = tmp_path / "prog.py", tmp_path / "forked"
+    prog.write_text(FORKING)
+    sock_dir = private_dir()
+    path = os.path.join(sock_dir, "s")
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    launch = Launch([str(prog), str(marker)])
+    server = ChannelServer(listener, path, main_pid_getter=lambda: launch.pid)
+    server.start()
+    windows_while_forking = 0   # polls (every 50 ms) that found the parent's window (every 0.2 s)
+    try:
+        own = OwnCode.for_program([str(tmp_path)], extra=[str(prog)])
+        assert launch.go(_bridge_config(path, SimpleNamespace(window=0.2, subprocesses=False), own.to_config(),
+                                        launch.pythonpath))
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if any(e.entity.pid in (0, launch.pid) for e in server.poll().events):
+                windows_while_forking += 1
+        os.waitpid(launch.pid, 0)
+    finally:
+        server.stop()
+        remove_dir(sock_dir)
+    assert marker.exists()
+    assert windows_while_forking >= 3   # stop 23's bridge: 1 (its first window, before the forks)
