@@ -91,6 +91,17 @@ cdef extern from "Python.h":
     PyThreadState* PyThreadState_Next(PyThreadState*)
 
 
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+    ctypedef struct cpu_set_t:
+        pass
+    int sched_getcpu()
+    int sched_getaffinity(int, size_t, cpu_set_t*)
+    int sched_setaffinity(int, size_t, const cpu_set_t*)
+    void CPU_ZERO(cpu_set_t*)
+    void CPU_SET(int, cpu_set_t*)
+
+
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
     ctypedef struct pthread_mutex_t:
@@ -144,16 +155,6 @@ cdef extern from "<unistd.h>" nogil:
     int access(const char*, int)
     int F_OK
     int usleep(unsigned int)
-
-cdef extern from "<sched.h>" nogil:
-    int sched_yield()
-    ctypedef struct cpu_set_t:
-        pass
-    int sched_getcpu()
-    int sched_getaffinity(int, size_t, cpu_set_t*)
-    int sched_setaffinity(int, size_t, const cpu_set_t*)
-    void CPU_ZERO(cpu_set_t*)
-    void CPU_SET(int, cpu_set_t*)
     int close(int)
     int getpid()
     int getppid()
