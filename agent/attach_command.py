@@ -25,7 +25,8 @@ gyroscope.session/2, "source": "attach").
 `py-spy record` (non-blocking: the target is never paused; --rate, default 100 Hz) samples every
 thread's stack; each thread's CPU time from /proc says which samples were running, waiting for
 the GIL, or blocked. The program's own code is every file outside its standard library and
-site-packages.
+site-packages. gyroscope and its py-spy run at nice +10: where they compete with the targets for
+a core, the targets win.
 
 Exit codes:
   0  the session ended normally (duration over, Ctrl-C, or the target exited)

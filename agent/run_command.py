@@ -46,7 +46,8 @@ with --json PATH also write the session result.
 The program's own code (files under the script's directory, or the current directory for -m,
 outside site-packages and the standard library, and always the script or module you name) gets
 exact loop and call counters; every thread is sampled from outside with py-spy. --include adds
-more code to count.
+more code to count. gyroscope and its py-spy run at nice +10 once the program is started: where
+they compete with it for a core, the program wins.
 
 gyroscope's own options go before the script (or -m); everything after it is the program's.
 Processes the program starts (fork, multiprocessing, python subprocesses) are followed: each is
