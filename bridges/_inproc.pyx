@@ -76,6 +76,7 @@ import sys as _sys
 
 cdef extern from "Python.h":
     unsigned long PyThread_get_thread_ident()
+    PyObject* PyEval_GetFrame()
     int Py_AtExit(void (*func)() noexcept nogil)
     int Py_AddPendingCall(int (*func)(void*) noexcept, void* arg)
     ctypedef struct PyCodeObject:
@@ -2034,6 +2035,9 @@ def _last_window() -> None:
     cdef uint32_t n32
     if _exiting or _sock < 0:
         return
+    # the interpreter's own exit runs atexit with no Python frame left; a program that calls
+    # atexit._run_exitfuncs() itself goes on running: gyroscope must not stop sampling it then
+    cdef bint exiting = PyEval_GetFrame() == NULL
     _exiting = True
     pthread_mutex_lock(&_wake_mu)
     pthread_cond_signal(&_wake)
@@ -2058,7 +2062,8 @@ def _last_window() -> None:
     for b in extras:
         n32 = <uint32_t>len(b)
         _send_frame_locked(T_EXTRA, <char*>(<bytes>b), n32)
-    _send_frame_locked(T_EXITING, NULL, 0)
+    if exiting:
+        _send_frame_locked(T_EXITING, NULL, 0)
     pthread_mutex_unlock(&_send_mu)
 
 

@@ -107,3 +107,32 @@ def test_a_parent_that_forks_every_few_ms_still_ships_its_windows(tmp_path):
         remove_dir(sock_dir)
     assert marker.exists()
     assert windows_while_forking >= 3   # stop 23's bridge: 1 (its first window, before the forks)
+
+
+def test_a_program_that_runs_its_atexit_callbacks_itself_is_not_taken_for_ending(tmp_path, capfd):
+    """atexit._run_exitfuncs() called by the program runs the bridge's last window too, but the
+    program goes on: the sampler must not be stopped then."""
+    prog = tmp_path / "prog.py"
+    prog.write_text("import atexit, time\natexit._run_exitfuncs()\ntime.sleep(0.2)\nprint('went on')\n")
+    sock_dir = private_dir()
+    path = os.path.join(sock_dir, "s")
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    launch = Launch([str(prog)])
+    server = ChannelServer(listener, path, main_pid_getter=lambda: launch.pid)
+    seen: list[bool] = []
+    server.on_main_exiting = lambda: seen.append(True)
+    server.start()
+    try:
+        own = OwnCode.for_program([str(tmp_path)], extra=[str(prog)])
+        assert launch.go(_bridge_config(path, SimpleNamespace(window=0.2, subprocesses=True), own.to_config(),
+                                        launch.pythonpath))
+        os.waitpid(launch.pid, 0)
+        server.drain(0.5)
+        connected = launch.pid in server.processes
+    finally:
+        server.stop()
+        remove_dir(sock_dir)
+    assert capfd.readouterr().out == "went on\n"
+    assert connected and seen == []
