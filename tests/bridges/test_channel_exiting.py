@@ -1,10 +1,17 @@
-"""The program's main process tells gyroscope when its exit began (its bridge's last window, after
-every atexit callback of the program): `gyroscope run` then ends py-spy's last chunk while the
-interpreter finalises. Real bridge, real gate, real channel."""
+"""The program's process and gyroscope's channel across forks and the program's end: real bridge,
+real gate, real channel (as `gyroscope run` wires them, without the session).
+
+- The main process tells gyroscope when its exit began (its bridge's last window, after every
+  atexit callback of the program): `gyroscope run` then ends py-spy's last chunk while the
+  interpreter finalises.
+- A parent that forks every few ms still ships its windows."""
 import _socket
+import contextlib
 import os
 import textwrap
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 from gyroscope.agent.launch import Launch
@@ -13,7 +20,34 @@ from gyroscope.bridges.channel import ChannelServer
 from gyroscope.bridges.owncode import OwnCode
 from gyroscope.bridges.tmpdir import private_dir, remove_dir
 
-PROGRAM = textwrap.dedent("""
+
+@contextlib.contextmanager
+def watched(prog: Path, *args: str, subprocesses: bool = True) -> Iterator[tuple[Launch, ChannelServer, str]]:
+    """`prog` started at its gate, a channel listening, the bridge's configuration; the caller
+    sets the server's hooks, then calls go()."""
+    sock_dir = private_dir()   # a short path: AF_UNIX paths are limited to 108 bytes
+    path = os.path.join(sock_dir, "s")
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    launch = Launch([str(prog), *args])
+    server = ChannelServer(listener, path, main_pid_getter=lambda: launch.pid)
+    config = _bridge_config(path, SimpleNamespace(window=0.2, subprocesses=subprocesses),
+                            OwnCode.for_program([str(prog.parent)], extra=[str(prog)]).to_config(), launch.pythonpath)
+    try:
+        yield launch, server, config
+    finally:
+        launch.abort()
+        server.stop()
+        remove_dir(sock_dir)
+
+
+def go(launch: Launch, server: ChannelServer, config: str) -> None:
+    server.start()
+    assert launch.go(config)
+
+
+EXITING = textwrap.dedent("""
     import atexit, os, sys
     def mark():
         with open(sys.argv[1], "a") as f:
@@ -29,21 +63,11 @@ PROGRAM = textwrap.dedent("""
 
 def test_only_the_main_process_exit_is_announced_and_after_its_atexit(tmp_path, capfd):
     prog, marker = tmp_path / "prog.py", tmp_path / "marker"
-    prog.write_text(PROGRAM)
-    sock_dir = private_dir()   # a short path: AF_UNIX paths are limited to 108 bytes
-    path = os.path.join(sock_dir, "s")
-    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-    launch = Launch([str(prog), str(marker)])
-    server = ChannelServer(listener, path, main_pid_getter=lambda: launch.pid)
+    prog.write_text(EXITING)
     seen: list[str] = []
-    server.on_main_exiting = lambda: seen.append(marker.read_text() if marker.exists() else "")
-    server.start()
-    try:
-        own = OwnCode.for_program([str(tmp_path)], extra=[str(prog)])
-        assert launch.go(_bridge_config(path, SimpleNamespace(window=0.2, subprocesses=True), own.to_config(),
-                                        launch.pythonpath))
+    with watched(prog, str(marker)) as (launch, server, config):
+        server.on_main_exiting = lambda: seen.append(marker.read_text() if marker.exists() else "")
+        go(launch, server, config)
         _, status = os.waitpid(launch.pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         deadline = time.monotonic() + 5
@@ -51,14 +75,27 @@ def test_only_the_main_process_exit_is_announced_and_after_its_atexit(tmp_path, 
             time.sleep(0.01)
         server.drain(0.5)
         forked = [p for p in server.processes.values() if p.pid != launch.pid]
-    finally:
-        server.stop()
-        remove_dir(sock_dir)
     assert capfd.readouterr().out == "done\n"
     assert forked, "the forked child connected (its exit was a candidate)"
     # once, for the main process only (the child ran the same atexit callback first), after the
     # program's own atexit callbacks
     assert seen == ["atexit atexit "]
+
+
+def test_a_program_that_runs_its_atexit_callbacks_itself_is_not_taken_for_ending(tmp_path, capfd):
+    """atexit._run_exitfuncs() called by the program runs the bridge's last window too, but the
+    program goes on: the sampler must not be stopped then."""
+    prog = tmp_path / "prog.py"
+    prog.write_text("import atexit, time\natexit._run_exitfuncs()\ntime.sleep(0.2)\nprint('went on')\n")
+    seen: list[bool] = []
+    with watched(prog) as (launch, server, config):
+        server.on_main_exiting = lambda: seen.append(True)
+        go(launch, server, config)
+        os.waitpid(launch.pid, 0)
+        server.drain(0.5)
+        connected = launch.pid in server.processes
+    assert capfd.readouterr().out == "went on\n"
+    assert connected and seen == []
 
 
 FORKING = textwrap.dedent("""
@@ -83,56 +120,14 @@ def test_a_parent_that_forks_every_few_ms_still_ships_its_windows(tmp_path):
     parent forking every few ms ships nothing until it stops forking (and re-arms nothing)."""
     prog, marker = tmp_path / "prog.py", tmp_path / "forked"
     prog.write_text(FORKING)
-    sock_dir = private_dir()
-    path = os.path.join(sock_dir, "s")
-    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-    launch = Launch([str(prog), str(marker)])
-    server = ChannelServer(listener, path, main_pid_getter=lambda: launch.pid)
-    server.start()
     windows_while_forking = 0   # polls (every 50 ms) that found the parent's window (every 0.2 s)
-    try:
-        own = OwnCode.for_program([str(tmp_path)], extra=[str(prog)])
-        assert launch.go(_bridge_config(path, SimpleNamespace(window=0.2, subprocesses=False), own.to_config(),
-                                        launch.pythonpath))
+    with watched(prog, str(marker), subprocesses=False) as (launch, server, config):
+        go(launch, server, config)
         deadline = time.monotonic() + 10
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
             if any(e.entity.pid in (0, launch.pid) for e in server.poll().events):
                 windows_while_forking += 1
         os.waitpid(launch.pid, 0)
-    finally:
-        server.stop()
-        remove_dir(sock_dir)
     assert marker.exists()
     assert windows_while_forking >= 3   # stop 23's bridge: 1 (its first window, before the forks)
-
-
-def test_a_program_that_runs_its_atexit_callbacks_itself_is_not_taken_for_ending(tmp_path, capfd):
-    """atexit._run_exitfuncs() called by the program runs the bridge's last window too, but the
-    program goes on: the sampler must not be stopped then."""
-    prog = tmp_path / "prog.py"
-    prog.write_text("import atexit, time\natexit._run_exitfuncs()\ntime.sleep(0.2)\nprint('went on')\n")
-    sock_dir = private_dir()
-    path = os.path.join(sock_dir, "s")
-    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-    launch = Launch([str(prog)])
-    server = ChannelServer(listener, path, main_pid_getter=lambda: launch.pid)
-    seen: list[bool] = []
-    server.on_main_exiting = lambda: seen.append(True)
-    server.start()
-    try:
-        own = OwnCode.for_program([str(tmp_path)], extra=[str(prog)])
-        assert launch.go(_bridge_config(path, SimpleNamespace(window=0.2, subprocesses=True), own.to_config(),
-                                        launch.pythonpath))
-        os.waitpid(launch.pid, 0)
-        server.drain(0.5)
-        connected = launch.pid in server.processes
-    finally:
-        server.stop()
-        remove_dir(sock_dir)
-    assert capfd.readouterr().out == "went on\n"
-    assert connected and seen == []
