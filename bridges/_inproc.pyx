@@ -76,7 +76,6 @@ import sys as _sys
 
 cdef extern from "Python.h":
     unsigned long PyThread_get_thread_ident()
-    PyObject* PyEval_GetFrame()
     int Py_AtExit(void (*func)() noexcept nogil)
     int Py_AddPendingCall(int (*func)(void*) noexcept, void* arg)
     ctypedef struct PyCodeObject:
@@ -1089,11 +1088,17 @@ cdef int64_t _span_close(int j, int how, bint inside=False) noexcept:
     _n_spans -= 1
     if j != _n_spans:
         _spans[j] = _spans[_n_spans]
+    _span_drop(&sp)
+    return ended
+
+
+cdef void _span_drop(Span* sp) noexcept:
+    """Let go of what a span holds: its weak reference to a generator (dropping it runs no code)
+    and its iterator (_let_go)."""
     if sp.gen_wr != NULL:
-        Py_DECREF(sp.gen_wr)     # our weak reference: dropping it runs no code
+        Py_DECREF(sp.gen_wr)
     if sp.it != NULL:
         _let_go(sp.it)
-    return ended
 
 
 cdef void _close_all_spans() noexcept:
@@ -1107,10 +1112,7 @@ cdef void _forget_spans() noexcept:
     global _n_spans
     cdef int j
     for j in range(_n_spans):
-        if _spans[j].gen_wr != NULL:
-            Py_DECREF(_spans[j].gen_wr)
-        if _spans[j].it != NULL:
-            _let_go(_spans[j].it)
+        _span_drop(&_spans[j])
     _n_spans = 0
 
 

@@ -102,7 +102,7 @@ class RunSource:
         not sampled."""
         with self._lock:
             sampler = self.sampler
-        if sampler is not None and hasattr(sampler, "finish_soon"):
+        if sampler is not None:
             sampler.finish_soon()
 
     def feedback(self, decisions: list[dict[str, Any]]) -> None:
