@@ -239,3 +239,15 @@ def test_a_group_leading_parent_signals_like_it_would_python(tmp_path, how):
         got[name] = p.stdout
     assert got["gyroscope"] == got["python"], got
     assert "sigterms 1" in got["python"]
+
+
+def test_agent_cpu_leaves_out_what_ran_before_in_the_same_process(tmp_path):
+    """A shell may exec gyroscope in the process that ran the commands before it (`bash -c 'make
+    && gyroscope run app.py'`): their CPU, in that process's RUSAGE_CHILDREN, is not gyroscope's."""
+    prog = write(tmp_path, "app.py", "import time\ntime.sleep(0.3)\nprint('hi')\n")
+    out = tmp_path / "s.json"
+    burn = f"{PY} -c 'import time; t = time.process_time()\nwhile time.process_time() - t < 1.0: pass'"
+    p = subprocess.run(["bash", "-c", f"{burn} && exec {GYRO} run -q --json {out} {prog}"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=HANG_S)
+    assert p.returncode == 0 and p.stdout == "hi\n", p.stderr
+    assert json.loads(out.read_text())["agent"]["cpu_s"] < 0.8   # the burner alone took 1.0 s
