@@ -187,7 +187,8 @@ def print_summary(result: SessionResult, stream: TextIO, quiet: bool = False) ->
         for e in loops:
             m = e.measurements
             t.add_row(e.kind, e.function, f"{short_path(e.file)}:{e.line}", f"{m.cpu_share:.1%}",
-                      _in_calls(m.extra), fmt_num(m.iterations_per_s), str(len(e.threads)))
+                      _in_calls(m.extra), fmt_num(m.iterations_per_s) if m.iterations_per_s > 0 else "-",
+                      str(len(e.threads)))   # "-": not counted (seen by the samples only)
         con.print(t)
     waits = top_waits(result)
     if waits:
@@ -198,7 +199,7 @@ def print_summary(result: SessionResult, stream: TextIO, quiet: bool = False) ->
             m = e.measurements
             kind = e.kind + (f" [{e.detail}]" if e.detail else "")
             t.add_row(kind, e.function, f"{short_path(e.file)}:{e.line}", fmt_s(m.wait_s_total),
-                      fmt_s(m.wait_s_mean), fmt_num(m.waits), str(m.waiting_threads))
+                      fmt_s(m.wait_s_mean), fmt_num(m.waits) if m.waits > 0 else "-", str(m.waiting_threads))
         con.print(t)
     if result.actions:
         t = _table("Actions (changes made to the program)", tty)

@@ -139,6 +139,32 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_NOSIGNAL
 
 
+cdef extern from "<sys/time.h>" nogil:
+    struct timeval:
+        long tv_sec
+        long tv_usec
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    int setsockopt(int, int, int, const void*, unsigned int)
+    int SOL_SOCKET
+    int SO_SNDTIMEO
+
+
+cdef extern from "<sys/stat.h>" nogil:
+    struct stat:
+        unsigned long st_dev
+        unsigned long st_ino
+        unsigned int st_mode
+    int fstat(int, stat*)
+    bint S_ISSOCK(unsigned int)
+
+
+cdef extern from "<fcntl.h>" nogil:
+    int fcntl(int, int, ...)
+    int F_DUPFD_CLOEXEC
+
+
 cdef extern from "<sys/un.h>" nogil:
     struct sockaddr_un:
         unsigned short sun_family
@@ -548,7 +574,27 @@ cdef uint64_t _errors = 0
 cdef uint64_t _raw = 0
 cdef bint _active = False
 
-cdef dict _slot_of = {}        # key -> slot
+# (code, location, kind) -> slot: an open-addressing table in C, twice MAX_SLOTS (at most half
+# full), so that a callback finds its slot with no Python object made (a dict keyed by an int
+# made a long and hashed it at every hit)
+DEF SLOT_TABLE = 2 * MAX_SLOTS
+cdef uint64_t _tab_code[SLOT_TABLE]
+cdef uint32_t _tab_sub[SLOT_TABLE]
+cdef uint32_t _tab_slot[SLOT_TABLE]   # slot + 1; 0: empty
+
+
+cdef inline uint32_t _tab_index(uint64_t c, uint32_t sub) noexcept nogil:
+    """Where the entry of (code address, location << 2 | kind) is, or the empty one it goes to."""
+    cdef uint64_t h = (c >> 4) * <uint64_t>0x9E3779B97F4A7C15 ^ (<uint64_t>sub * <uint64_t>0xC2B2AE3D27D4EB4F)
+    cdef uint32_t i = <uint32_t>(h >> 40) & (SLOT_TABLE - 1)
+    while _tab_slot[i] != 0 and (_tab_code[i] != c or _tab_sub[i] != sub):
+        i = (i + 1) & (SLOT_TABLE - 1)
+    return i
+
+
+cdef inline int _slot_at(object code, uint32_t sub) noexcept:
+    """The slot of (code, location << 2 | kind), or -1."""
+    return <int>_tab_slot[_tab_index(<uint64_t><void*>code, sub)] - 1
 watched = {}                   # id(code) -> code, the program's code objects being watched
 _rearm = {}                    # id(code) -> code, codes with a location disabled this window
 cdef bint _rearm_pending = False
@@ -572,6 +618,12 @@ cdef char* _desc_all = NULL      # every descriptor (re-sent by a forked child o
 cdef size_t _desc_all_len = 0
 cdef size_t _desc_all_cap = 0
 cdef int _sock = -1
+# the socket's identity: a program that closes descriptors it did not open (a daemon closing
+# every one above 2) may get our number back for a file or socket of its own; the bridge then
+# neither writes to it, nor reads from it, nor closes it (_sock_ours)
+cdef unsigned long _sock_dev = 0
+cdef unsigned long _sock_ino = 0
+DEF HIGH_FD = 512    # the socket moves up here: the descriptors a program opens take the lowest free
 cdef char _path[108]
 cdef bint _follow = True
 cdef int64_t _window_ns = 200000000
@@ -625,19 +677,37 @@ cdef int _send_all(const char* data, size_t n) noexcept nogil:
     global _sock, _active
     cdef long r
     cdef size_t done = 0
-    if _sock < 0:
+    if not _sock_ours():
         return -1
     while done < n:
         r = send(_sock, data + done, n - done, MSG_NOSIGNAL)
         if r < 0:
             if errno == EINTR:
                 continue
-            close(_sock)
+            close(_sock)     # gyroscope is gone, or read nothing for _send_timeout_s
             _sock = -1
             _active = False   # gyroscope is gone: stop counting, the program runs on untouched
             return -1
         done += <size_t>r
     return 0
+
+
+cdef bint _sock_is_ours() noexcept nogil:
+    """The connection's number still names our socket."""
+    cdef stat st
+    return (_sock >= 0 and fstat(_sock, &st) == 0 and S_ISSOCK(st.st_mode) and st.st_ino == _sock_ino
+            and st.st_dev == _sock_dev)
+
+
+cdef bint _sock_ours() noexcept nogil:
+    """The connection is still ours; if the program closed it or took its number for something
+    of its own, the bridge goes quiet and lets it be."""
+    global _sock, _active
+    if _sock_is_ours():
+        return True
+    _sock = -1
+    _active = False
+    return False
 
 
 cdef int _send_frame_locked(uint8_t kind, const char* payload, size_t n) noexcept nogil:
@@ -693,9 +763,10 @@ cdef int _describe(int s, object code, int offset, int kind, int dest) except -1
     return 0
 
 
-cdef int _new_slot(object key, object code, int offset, int kind, int dest) except -2:
+cdef int _new_slot(uint32_t sub, object code, int offset, int kind, int dest) except -2:
     global _n_slots, _dropped
     cdef int s
+    cdef uint32_t i
     if _n_slots >= MAX_SLOTS:
         _dropped += 1
         return -1
@@ -728,7 +799,10 @@ cdef int _new_slot(object key, object code, int offset, int kind, int dest) exce
         _warm[s] = 0
         _lim[s] = 0xFFFFFFFF
         _cal_slots.append(s)
-    _slot_of[key] = s
+    i = _tab_index(<uint64_t><void*>code, sub)
+    _tab_code[i] = <uint64_t><void*>code
+    _tab_sub[i] = sub
+    _tab_slot[i] = <uint32_t>s + 1
     return s
 
 
@@ -1430,11 +1504,11 @@ cdef inline object _hit(object code, int offset, int kind, int dest, int64_t t_i
     cdef void* fr
     cdef bint rearmed = False
     _raw += 1
-    key = ((<uint64_t><void*>code) << 18) | ((<uint64_t>offset & 0xFFFF) << 2) | <uint64_t>kind
-    slot = _slot_of.get(key)
-    if slot is None:
+    cdef uint32_t sub = ((<uint32_t>offset & 0xFFFFFF) << 2) | <uint32_t>kind
+    s = _slot_at(code, sub)
+    if s < 0:
         try:
-            s = _new_slot(key, code, offset, kind, dest)
+            s = _new_slot(sub, code, offset, kind, dest)
         except BaseException as e:  # never raise into the program
             _errors += 1
             last_error = repr(e)
@@ -1442,8 +1516,6 @@ cdef inline object _hit(object code, int offset, int kind, int dest, int64_t t_i
         if s < 0:
             _last_slot = -1
             return _DISABLE
-    else:
-        s = <int>slot
     _last_slot = s
     h = _hits[s] + 1
     _hits[s] = h
@@ -1535,11 +1607,9 @@ cdef void _step_end(object code):
     """A coroutine step ended (yield or return): its time holding the thread."""
     cdef int s
     cdef int64_t d
-    key = ((<uint64_t><void*>code) << 18) | <uint64_t>2
-    slot = _slot_of.get(key)
-    if slot is None:
+    s = _slot_at(code, 2)
+    if s < 0:
         return
-    s = <int>slot
     if _step_t0[s] == 0 or _step_tid[s] != PyThread_get_thread_ident():
         return
     d = _now() - _step_t0[s]
@@ -1854,7 +1924,7 @@ cdef void _receive() noexcept nogil:
     cdef long r
     cdef uint32_t length
     cdef size_t pos
-    if _sock < 0:
+    if not _sock_ours():
         return
     while True:
         r = recv(_sock, chunk, 65536, MSG_DONTWAIT)
@@ -2092,8 +2162,28 @@ cdef void _at_exit() noexcept nogil:
     pthread_mutex_unlock(&_send_mu)
 
 
+cdef int _send_timeout_s = 10
+
+
+cdef void _set_send_timeout(int fd) noexcept nogil:
+    # a gyroscope that stops reading (stopped, hung) must not hold the program: a send that
+    # waited this long for room (the socket's buffer holds many windows) makes the bridge quiet
+    cdef timeval tv
+    tv.tv_sec = _send_timeout_s
+    tv.tv_usec = 0
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv))
+
+
+def set_send_timeout(int seconds) -> None:
+    """How long a send may wait for gyroscope to read (default 10 s; tests make it short)."""
+    global _send_timeout_s
+    _send_timeout_s = seconds
+    if _sock >= 0:
+        _set_send_timeout(_sock)
+
+
 cdef int _connect() noexcept nogil:
-    global _sock
+    global _sock, _sock_dev, _sock_ino
     cdef sockaddr_un addr
     cdef int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)
     if fd < 0:
@@ -2103,6 +2193,17 @@ cdef int _connect() noexcept nogil:
     if connect(fd, &addr, sizeof(addr)) != 0:
         close(fd)
         return -1
+    cdef int high = fcntl(fd, F_DUPFD_CLOEXEC, HIGH_FD)
+    cdef stat st
+    if high >= 0:
+        close(fd)
+        fd = high
+    if fstat(fd, &st) != 0:
+        close(fd)
+        return -1
+    _sock_dev = st.st_dev
+    _sock_ino = st.st_ino
+    _set_send_timeout(fd)
     _sock = fd
     return 0
 
@@ -2170,9 +2271,9 @@ def _after_fork_child() -> None:
     _ship_at = 0   # a new process: short first windows
     if not _cal_done:   # the parent had not calibrated yet: not while this child is young (a pool
         _cal_after = _now() + 500000000   # worker of ~10 ms would spend ~4 ms on it)
-    if _sock >= 0:
+    if _sock_is_ours():
         close(_sock)   # the parent's connection stays the parent's
-        _sock = -1
+    _sock = -1
     _forget_spans()
     _main_ts = PyThreadState_Get()
     for s in range(_n_slots):   # what the parent counted before the fork is the parent's
@@ -2383,17 +2484,6 @@ cdef void _calibrate_here():
     except BaseException as e:
         _errors += 1
         last_error = repr(e)
-
-
-cdef void _reset_counters():
-    global _n_slots, _raw, _desc_len, _desc_all_len
-    _n_slots = 0
-    _raw = 0
-    _desc_len = 0
-    _desc_all_len = 0
-    _slot_of.clear()
-    _rearm.clear()
-    _code_loops.clear()
 
 
 def counters():

@@ -4,7 +4,8 @@ real gate, real channel (as `gyroscope run` wires them, without the session).
 - The main process tells gyroscope when its exit began (its bridge's last window, after every
   atexit callback of the program): `gyroscope run` then ends py-spy's last chunk while the
   interpreter finalises.
-- A parent that forks every few ms still ships its windows."""
+- A parent that forks every few ms still ships its windows.
+- A gyroscope that stops reading never holds the program: its bridge goes quiet."""
 import _socket
 import contextlib
 import os
@@ -22,7 +23,8 @@ from gyroscope.bridges.tmpdir import private_dir, remove_dir
 
 
 @contextlib.contextmanager
-def watched(prog: Path, *args: str, subprocesses: bool = True) -> Iterator[tuple[Launch, ChannelServer, str]]:
+def watched(prog: Path, *args: str, subprocesses: bool = True,
+            window: float = 0.2) -> Iterator[tuple[Launch, ChannelServer, str]]:
     """`prog` started at its gate, a channel listening, the bridge's configuration; the caller
     sets the server's hooks, then calls go()."""
     sock_dir = private_dir()   # a short path: AF_UNIX paths are limited to 108 bytes
@@ -32,7 +34,7 @@ def watched(prog: Path, *args: str, subprocesses: bool = True) -> Iterator[tuple
     listener.listen(8)
     launch = Launch([str(prog), *args])
     server = ChannelServer(listener, path, main_pid_getter=lambda: launch.pid)
-    config = _bridge_config(path, SimpleNamespace(window=0.2, subprocesses=subprocesses),
+    config = _bridge_config(path, SimpleNamespace(window=window, subprocesses=subprocesses),
                             OwnCode.for_program([str(prog.parent)], extra=[str(prog)]).to_config(), launch.pythonpath)
     try:
         yield launch, server, config
@@ -131,3 +133,84 @@ def test_a_parent_that_forks_every_few_ms_still_ships_its_windows(tmp_path):
         os.waitpid(launch.pid, 0)
     assert marker.exists()
     assert windows_while_forking >= 3   # stop 23's bridge: 1 (its first window, before the forks)
+
+
+FLOODING = textwrap.dedent("""
+    import time
+    from gyroscope.bridges import _inproc
+    _inproc.set_send_timeout(1)
+    src = "".join(f"def f{k}(a):\\n    s = 0\\n    for x in a:\\n        s += x\\n    return s\\n" for k in range(300))
+    ns = {}
+    exec(compile(src, __file__, "exec"), ns)
+    fs = [ns[f"f{k}"] for k in range(300)]
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:      # hundreds of slots in every 10 ms window
+        for f in fs:
+            f([1, 2, 3])
+    print("done")
+""")
+
+
+def test_a_gyroscope_that_stops_reading_never_holds_the_program(tmp_path, capfd):
+    """gyroscope alive but reading nothing (stopped, hung): once the socket's buffer is full, a
+    send that waited the bridge's timeout makes it quiet; the program's exit (its last window)
+    must not wait for gyroscope forever. Before the timeout it hung in its atexit."""
+    prog = tmp_path / "prog.py"
+    prog.write_text(FLOODING)
+    with watched(prog, window=0.01) as (launch, _server, config):
+        t0 = time.monotonic()
+        assert launch.go(config)      # the channel never accepts: nothing is ever read
+        deadline = t0 + 20
+        status = None
+        while status is None and time.monotonic() < deadline:
+            pid, st = os.waitpid(launch.pid, os.WNOHANG)
+            status = st if pid else None
+            time.sleep(0.05)
+        if status is None:
+            os.kill(launch.pid, 9)
+            os.waitpid(launch.pid, 0)
+        took = time.monotonic() - t0
+    assert status is not None, "the program hung at its exit"
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert capfd.readouterr().out == "done\n"
+    assert took < 8    # 1 s of work, then at most two sends of 1 s each
+
+
+TAKING_THE_NUMBER = textwrap.dedent("""
+    import os, socket, stat, time
+    def is_socket(fd):
+        try:
+            return stat.S_ISSOCK(os.fstat(fd).st_mode)
+        except OSError:                 # listdir's own descriptor, closed by now
+            return False
+    ours = [fd for fd in map(int, os.listdir("/proc/self/fd")) if fd > 2 and is_socket(fd)]
+    os.closerange(3, 4096)              # a daemon closing what it did not open
+    a, b = socket.socketpair()
+    for fd in ours:
+        os.dup2(a.fileno(), fd)         # ... and our number now names one of its sockets
+    total = 0
+    end = time.monotonic() + 0.6
+    while time.monotonic() < end:       # windows to ship
+        for i in range(1000):
+            total += i
+    b.setblocking(False)
+    try:
+        got = b.recv(65536)
+    except BlockingIOError:
+        got = b""
+    print(ours[0] >= 512 if ours else "no socket", len(got))
+""")
+
+
+def test_the_bridge_never_writes_to_a_descriptor_the_program_took_over(tmp_path, capfd):
+    """A program that closes every descriptor above 2 and gets the bridge's number back for a
+    socket of its own: the bridge must not write its windows into it (nor read from it)."""
+    prog = tmp_path / "prog.py"
+    prog.write_text(TAKING_THE_NUMBER)
+    with watched(prog, window=0.05) as (launch, server, config):
+        go(launch, server, config)
+        _, status = os.waitpid(launch.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the bridge's socket sat high (a program's own descriptors take the lowest free numbers),
+    # and nothing of the bridge's reached the program's socket
+    assert capfd.readouterr().out == "True 0\n"
