@@ -57,7 +57,14 @@ Exit status: the program's own (killed by a signal: the same signal); 2 if the s
 exist or an option is wrong.
 """
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Signals sent to gyroscope that go to the program instead: every one whose default would end
+# gyroscope and leave the program running without it (USR1, ALRM, the real-time ones, ...), and
+# WINCH. Not CONT and TSTP: a shell's `fg`/`bg` and Ctrl-Z signal the whole group, the program
+# included, and nothing tells that apart from a signal sent to gyroscope alone.
+FORWARDED = tuple(getattr(signal, name) for name in (
+    "SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF",
+    "SIGPOLL", "SIGPWR", "SIGWINCH") if hasattr(signal, name)) + tuple(
+    range(getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1) + 1))
 SI_KERNEL = 0x80
 
 

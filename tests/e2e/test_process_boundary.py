@@ -188,8 +188,9 @@ def _child_of(pid: int) -> int:
     raise AssertionError("no child")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR1, signal.SIGALRM])
 def test_signal_to_gyroscope_is_forwarded_and_session_written(tmp_path, sig):
+    """(USR1, ALRM: until this round they ended gyroscope, and the program ran on, orphaned.)"""
     p, out = _start(tmp_path, SERVER)
     time.sleep(0.8)
     p.send_signal(sig)
@@ -208,6 +209,29 @@ def test_program_killed_or_os_exit_session_written(tmp_path):
     assert p.returncode == -signal.SIGKILL
     doc = json.loads(out.read_text())
     assert doc["signal"] == signal.SIGKILL and any(e["function"] == "spin" for e in doc["entities"])
+
+
+HANDLERS = """\
+import signal, time
+got = []
+for name in ("SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGRTMIN"):
+    signal.signal(getattr(signal, name), lambda s, f: got.append(signal.Signals(s).name))
+print("ready", flush=True)
+t = time.time()
+while time.time() - t < 1.5 and len(got) < 4:
+    time.sleep(0.01)
+print("got", sorted(got))
+"""
+
+
+def test_signals_the_program_handles_reach_it_as_under_python(tmp_path):
+    p, out = _start(tmp_path, HANDLERS)
+    for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGRTMIN):
+        p.send_signal(sig)
+        time.sleep(0.05)
+    stdout, stderr = p.communicate(timeout=HANG_S)
+    assert p.returncode == 0, stderr
+    assert stdout == "got ['SIGRTMIN', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH']\n"
 
 
 SIGCOUNT = """\
