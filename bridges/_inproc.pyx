@@ -160,6 +160,14 @@ cdef extern from "<sys/stat.h>" nogil:
     bint S_ISSOCK(unsigned int)
 
 
+cdef extern from "<sys/resource.h>" nogil:
+    struct rlimit:
+        unsigned long rlim_cur
+        unsigned long rlim_max
+    int getrlimit(int, rlimit*)
+    int RLIMIT_NOFILE
+
+
 cdef extern from "<fcntl.h>" nogil:
     int fcntl(int, int, ...)
     int F_DUPFD_CLOEXEC
@@ -623,7 +631,8 @@ cdef int _sock = -1
 # neither writes to it, nor reads from it, nor closes it (_sock_ours)
 cdef unsigned long _sock_dev = 0
 cdef unsigned long _sock_ino = 0
-DEF HIGH_FD = 512    # the socket moves up here: the descriptors a program opens take the lowest free
+DEF HIGH_FD = 512    # the socket moves up here (or to the last number the descriptor limit allows):
+                     # the descriptors a program opens take the lowest free ones, as under python
 cdef char _path[108]
 cdef bint _follow = True
 cdef int64_t _window_ns = 200000000
@@ -2193,7 +2202,11 @@ cdef int _connect() noexcept nogil:
     if connect(fd, &addr, sizeof(addr)) != 0:
         close(fd)
         return -1
-    cdef int high = fcntl(fd, F_DUPFD_CLOEXEC, HIGH_FD)
+    cdef rlimit lim
+    cdef int to = HIGH_FD
+    if getrlimit(RLIMIT_NOFILE, &lim) == 0 and lim.rlim_cur <= <unsigned long>HIGH_FD:
+        to = <int>lim.rlim_cur - 1
+    cdef int high = fcntl(fd, F_DUPFD_CLOEXEC, to) if to > fd else -1
     cdef stat st
     if high >= 0:
         close(fd)
@@ -2347,10 +2360,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follo
     E = mon.events
     LOCAL_EVENTS = E.JUMP | E.PY_RETURN | E.PY_RESUME | E.PY_YIELD
     _DISABLE = mon.DISABLE
-    for tool in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID):
-        if mon.get_tool(tool) is None:
-            _tool = tool
-            break
+    _tool = _free_tool()
     if _tool >= 0:
         mon.use_tool_id(_tool, "gyroscope")
         mon.register_callback(_tool, E.PY_START, on_py_start)
@@ -2399,6 +2409,23 @@ cdef object _cal_loop(bint far):
     return f
 
 
+cdef int _free_tool():
+    """A free sys.monitoring tool id: the unnamed 4 and 3 first, then OPTIMIZER's and PROFILER's
+    (cProfile's since 3.12), never the debugger's or coverage's; -1 when none is free."""
+    mon = _sys.monitoring
+    for t in (4, 3, mon.OPTIMIZER_ID, mon.PROFILER_ID):
+        if mon.get_tool(t) is None:
+            return t
+    return -1
+
+
+cdef bint _other_tool():
+    """Another sys.monitoring tool is registered (the program's own: coverage's, a profiler's):
+    it would see the calibration's private loop run (and slow it), so none is run."""
+    mon = _sys.monitoring
+    return any(mon.get_tool(t) not in (None, "gyroscope") for t in range(6))
+
+
 cdef double _dispatch_ns(object f, int n, int trials) except -1.0:
     """The median over trials of (mean gap between timed JUMP hits of f's loop) less (f's bare time
     per iteration), on a free sys.monitoring tool id, with the bridge's own JUMP callback (on_jump:
@@ -2406,11 +2433,9 @@ cdef double _dispatch_ns(object f, int n, int trials) except -1.0:
     is never shipped; 0.0 when no tool id is free. The bridge's counters are left as they were."""
     global _active, _calibrating, _others_ran, _raw, _last_slot, _cb_ns, _cb_n
     mon = _sys.monitoring
-    tool = -1
-    for t in (mon.OPTIMIZER_ID, 4, 3, mon.PROFILER_ID):   # never the debugger's or coverage's
-        if mon.get_tool(t) is None:
-            tool = t
-            break
+    if _other_tool():
+        return 0.0
+    tool = _free_tool()
     if tool < 0:
         return 0.0
     import time
@@ -2478,6 +2503,8 @@ cdef void _calibrate_here():
     if _cal_done:
         return
     _cal_done = True
+    if _other_tool():
+        return   # the windows ship 0.0: gyroscope's own calibration stands in
     try:
         _cal_near = _dispatch_ns(_cal_loop(False), 600, 5)
         _cal_far = _dispatch_ns(_cal_loop(True), 600, 5)

@@ -1111,3 +1111,13 @@ def drain() -> list:
 def counters() -> tuple:
     """(sites, dropped_sites, errors, lost_threads, lost_callsites, last_error)."""
     return (_n_sites, _dropped_sites, _errors, _lost_threads, _lost_calls, last_error)
+
+
+def window():
+    """What the profiler saw in one window, as the bridge ships it (None when nothing happened).
+    The bridge calls it from its shipper thread; compiled, it runs no bytecode, so the program's
+    own sys.monitoring tools (coverage's, a profiler's) never see it."""
+    new_sites, rows = sites(), drain()
+    if not new_sites and not rows:
+        return None
+    return ("locks", new_sites, rows, counters())

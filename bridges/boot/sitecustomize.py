@@ -66,7 +66,7 @@ def _gyroscope_boot():
     try:   # exact lock waits: the program's locks are profiled from their creation on
         from gyroscope.bridges import _locks
         _locks.install()
-        _inproc.add_source(lambda: _lock_window(_locks))
+        _inproc.add_source(_locks.window)
     except Exception:
         pass
 
@@ -91,14 +91,6 @@ def _gyroscope_gate(fd):
     if not chunks:
         os._exit(2)
     return os.fsdecode(b"".join(chunks))
-
-
-def _lock_window(locks):
-    """What the lock profiler saw in one window, as shipped (None when nothing happened)."""
-    sites, rows = locks.sites(), locks.drain()
-    if not sites and not rows:
-        return None
-    return ("locks", sites, rows, locks.counters())
 
 
 def _gyroscope_chain():
