@@ -589,6 +589,7 @@ DEF SLOT_TABLE = 2 * MAX_SLOTS
 cdef uint64_t _tab_code[SLOT_TABLE]
 cdef uint32_t _tab_sub[SLOT_TABLE]
 cdef uint32_t _tab_slot[SLOT_TABLE]   # slot + 1; 0: empty
+cdef uint32_t _tab_at[MAX_SLOTS]      # a slot's entry (_code_died makes it a tombstone)
 
 
 cdef inline uint32_t _tab_index(uint64_t c, uint32_t sub) noexcept nogil:
@@ -603,7 +604,13 @@ cdef inline uint32_t _tab_index(uint64_t c, uint32_t sub) noexcept nogil:
 cdef inline int _slot_at(object code, uint32_t sub) noexcept:
     """The slot of (code, location << 2 | kind), or -1."""
     return <int>_tab_slot[_tab_index(<uint64_t><void*>code, sub)] - 1
-watched = {}                   # id(code) -> code, the program's code objects being watched
+# the program's code objects being watched: id(code) -> a weak reference (a program that makes
+# functions of its own without end, exec'd under its file's name, must see them freed as under
+# python); when one dies, its id leaves every table here (_code_died), so that a new code at the
+# same address is a new code to the bridge
+watched = {}
+cdef dict _wr_key = {}         # id(the weak reference) -> id(code)
+cdef dict _code_slots = {}     # id(code) -> its slots
 _rearm = {}                    # id(code) -> code, codes with a location disabled this window
 cdef bint _rearm_pending = False
 _DISABLE = None
@@ -812,6 +819,9 @@ cdef int _new_slot(uint32_t sub, object code, int offset, int kind, int dest) ex
     _tab_code[i] = <uint64_t><void*>code
     _tab_sub[i] = sub
     _tab_slot[i] = <uint32_t>s + 1
+    _tab_at[s] = i
+    if not _calibrating:
+        _code_slots.setdefault(<Py_ssize_t><void*>code, []).append(s)
     return s
 
 
@@ -1591,7 +1601,9 @@ def on_py_start(code, int offset):
         if key in _coro:
             return _step_begin(code)
         if key not in watched and _predicate(code.co_filename):
-            watched[key] = code
+            wr = PyWeakref_NewRef(code, _code_died)
+            watched[key] = wr
+            _wr_key[<Py_ssize_t><void*>wr] = key
             if code.co_flags & CO_COROUTINE_FLAGS:
                 _coro[key] = True
             _sys.monitoring.set_local_events(_tool, code, LOCAL_EVENTS)
@@ -1601,6 +1613,21 @@ def on_py_start(code, int offset):
         _errors += 1
         last_error = repr(e)
     return _DISABLE
+
+
+def _code_died(wr):
+    """A watched code object was freed: forget its id (and its slots' entries in the table)."""
+    cdef Py_ssize_t key = _wr_key.pop(<Py_ssize_t><void*>wr, 0)
+    cdef uint32_t i
+    if not key:
+        return
+    watched.pop(key, None)
+    _coro.pop(key, None)
+    _code_loops.pop(key, None)
+    _rearm_ns.pop(key, None)
+    for s in _code_slots.pop(key, ()):
+        i = _tab_at[<int>s]
+        _tab_code[i] = 1    # a tombstone: no object lives at address 1; probes go on past it
 
 
 cdef object _step_begin(object code):
