@@ -82,7 +82,10 @@ def _decision(fn, action="mitigate_contention", kind="lock", line_offset=None, *
 
 
 @pytest.fixture(autouse=True)
-def _clean_live():
+def _clean_live(monkeypatch):
+    # outside any session: an earlier test's channel may have loaded the bridge module in this
+    # process (its fallback calibration), which live.report() takes for being under gyroscope
+    monkeypatch.delitem(sys.modules, "gyroscope.bridges._inproc", raising=False)
     live.inject(None)
     for k in RUNNING:
         RUNNING[k] = 0
@@ -393,9 +396,8 @@ def test_under_gyroscope_run_without_decisions_the_executor_is_a_thread_pool(tmp
     assert decs == [] and bridge is True and out == [i * i for i in range(10)] and lanes == 0
 
 
-def test_report_keeps_nothing_when_not_under_gyroscope(monkeypatch):
-    # (an earlier test's channel may have loaded the bridge module here, for its calibration)
-    monkeypatch.delitem(sys.modules, "gyroscope.bridges._inproc", raising=False)
+def test_report_keeps_nothing_when_not_under_gyroscope():
+    assert "gyroscope.bridges._inproc" not in sys.modules
     before = list(live._reported)
     live.report({"action": "route_to_lane", "routed": 1})
     assert live._reported == before and live._drain() is None
