@@ -1,12 +1,24 @@
 """What the program can see of the bridge, with the real gate, bootstrap and bridge (as `gyroscope
 run` starts them): its own sys.monitoring tool sees none of gyroscope's code, gyroscope leaves
 the debugger's, coverage's and the optimizer's tool ids free, and the program's descriptors get
-the numbers they get under python (the bridge's socket sits at the top)."""
+the numbers they get under python (the bridge's socket sits at the top), and a descriptor the
+program takes over is never the bridge's to write to."""
 import os
 import resource
 import textwrap
 
 from tests.bridges.test_channel_exiting import go, watched
+
+
+def run_watched(tmp_path, source: str, capfd, window: float = 0.2) -> str:
+    """The program run to its end under the bridge (asserting exit status 0); its stdout."""
+    prog = tmp_path / "prog.py"
+    prog.write_text(source)
+    with watched(prog, window=window) as (launch, server, config):
+        go(launch, server, config)
+        _, status = os.waitpid(launch.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return capfd.readouterr().out
 
 OWN_TOOL = textwrap.dedent("""
     import sys, threading, time
@@ -31,25 +43,25 @@ OWN_TOOL = textwrap.dedent("""
 def test_the_programs_own_monitoring_tool_sees_no_gyroscope_code(tmp_path, capfd):
     """coverage's sysmon core, run inside the program, reported gyroscope's sitecustomize.py as a
     measured file; a PY_START tool saw the calibration's private loop and the lock window."""
-    prog = tmp_path / "prog.py"
-    prog.write_text(OWN_TOOL)
-    with watched(prog, window=0.05) as (launch, server, config):
-        go(launch, server, config)
-        _, status = os.waitpid(launch.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert capfd.readouterr().out == "[] [None, \"the program's own\", None, None, 'gyroscope', None]\n"
+    out = run_watched(tmp_path, OWN_TOOL, capfd, window=0.05)
+    assert out == "[] [None, \"the program's own\", None, None, 'gyroscope', None]\n"
 
 
-DESCRIPTORS = textwrap.dedent("""
+SOCKETS = textwrap.dedent("""
     import os, stat
-    def is_socket(fd):
-        try:
-            return stat.S_ISSOCK(os.fstat(fd).st_mode)
-        except OSError:
-            return False
-    sockets = [fd for fd in map(int, os.listdir("/proc/self/fd")) if fd > 2 and is_socket(fd)]
+    def sockets():
+        \"\"\"The program's open sockets above 2 (the bridge's among them).\"\"\"
+        def is_socket(fd):
+            try:
+                return stat.S_ISSOCK(os.fstat(fd).st_mode)
+            except OSError:             # listdir's own descriptor, closed by now
+                return False
+        return [fd for fd in map(int, os.listdir("/proc/self/fd")) if fd > 2 and is_socket(fd)]
+""")
+
+DESCRIPTORS = SOCKETS + textwrap.dedent("""
     with open(__file__) as f:
-        print(f.fileno(), sockets)
+        print(f.fileno(), sockets())
 """)
 
 
@@ -85,9 +97,33 @@ MADE_CODE = textwrap.dedent("""
 def test_the_programs_code_objects_are_freed_as_under_python(tmp_path, capfd):
     """The bridge watched the program's code objects through strong references: 100k functions
     exec'd under the program's file name kept ~160 MB alive."""
-    prog = tmp_path / "prog.py"
-    prog.write_text(MADE_CODE)
-    with watched(prog) as (launch, server, config):
-        go(launch, server, config)
-        os.waitpid(launch.pid, 0)
-    assert capfd.readouterr().out == "0\n"
+    assert run_watched(tmp_path, MADE_CODE, capfd) == "0\n"
+
+
+TAKING_THE_NUMBER = SOCKETS + textwrap.dedent("""
+    import socket, time
+    ours = sockets()
+    os.closerange(3, 4096)              # a daemon closing what it did not open
+    a, b = socket.socketpair()
+    for fd in ours:
+        os.dup2(a.fileno(), fd)         # ... and our number now names one of its sockets
+    total = 0
+    end = time.monotonic() + 0.6
+    while time.monotonic() < end:       # windows to ship
+        for i in range(1000):
+            total += i
+    b.setblocking(False)
+    try:
+        got = b.recv(65536)
+    except BlockingIOError:
+        got = b""
+    print(ours[0] >= 512 if ours else "no socket", len(got))
+""")
+
+
+def test_the_bridge_never_writes_to_a_descriptor_the_program_took_over(tmp_path, capfd):
+    """A program that closes every descriptor above 2 and gets the bridge's number back for a
+    socket of its own: the bridge must not write its windows into it (nor read from it)."""
+    # the bridge's socket sat high (a program's own descriptors take the lowest free numbers),
+    # and nothing of the bridge's reached the program's socket
+    assert run_watched(tmp_path, TAKING_THE_NUMBER, capfd, window=0.05) == "True 0\n"
