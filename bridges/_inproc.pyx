@@ -11,8 +11,7 @@ What it does
   object whether it is the program's own code (bridges/owncode.py, shipped as a string) and
   arms the local events JUMP | PY_RETURN | PY_RESUME | PY_YIELD on it; it always returns
   DISABLE. Each location is counted K + skip times per window (K=320 under `gyroscope run`, skip
-  drawn per window in 0..255; a loop that already ran free for >= 0.2 ms in a window, its rate
-  then measured there, 8 times: see _draw), then DISABLEd; the gaps between its last K - WARM hits (WARM=256),
+  drawn per window in 0..1023), then DISABLEd; the gaps between its last K - WARM hits (WARM=256),
   each from the return of one callback to the start of the next (so the callback's own work is
   not in them), give the rate of a loop with no range iterator to read (see "spans" below for
   the others): the median of their four quarters' means (a quarter with a
@@ -538,8 +537,6 @@ cdef void* _last_frame[MAX_SLOTS]
 DEF SKIP_SPAN = 256
 DEF CALL_WARM = 8      # calls, resumes: timed from the 8th hit, DISABLEd at the 64th (CALL_K)
 DEF CALL_K = 64
-DEF SHORT_K = 8
-DEF FREE_SEEN_NS = 200000   # agent/measure.py MIN_FREE_NS
 cdef uint32_t _base[MAX_SLOTS]      # WARM_HITS for a loop, CALL_WARM for the others
 cdef uint32_t _warm[MAX_SLOTS]      # this window: the hits before the timed ones (base + skip)
 cdef uint32_t _lim[MAX_SLOTS]       # this window: DISABLE at this hit
@@ -554,19 +551,11 @@ cdef inline uint32_t _next_skip() noexcept nogil:
     return _rng % SKIP_SPAN
 
 
-cdef uint8_t _free_seen[MAX_SLOTS]   # the loop ran >= FREE_SEEN_NS with no callback in a window
-
-
 cdef inline void _draw(int s) noexcept nogil:
     """The slot's hit budget for a new window: a loop is timed after WARM + a random skip, for
     K - WARM hits; a call or resume after CALL_WARM, up to CALL_K (no skip: cheaper, and only a
-    call count depends on it). A loop whose iterator a span read over a free run has its rate
-    from those runs (agent/measure.py `_rate`): its timed hits would go unused, so its burst is
-    SHORT_K hits (what opens its span and marks where the free run starts)."""
-    if _base[s] == WARM_HITS and _free_seen[s]:
-        _warm[s] = SHORT_K
-        _lim[s] = SHORT_K
-    elif _base[s] == WARM_HITS:
+    call count depends on it)."""
+    if _base[s] == WARM_HITS:
         _warm[s] = WARM_HITS + _next_skip()
         _lim[s] = _warm[s] + (_k - WARM_HITS)
     else:
@@ -811,7 +800,6 @@ cdef int _new_slot(uint32_t sub, object code, int offset, int kind, int dest) ex
     _clear_gaps(s)
     _last_tid[s] = 0
     _base[s] = WARM_HITS if kind == 0 else CALL_WARM
-    _free_seen[s] = 0
     _draw(s)
     _clear_reads(s)
     _off[s] = 0
@@ -1790,8 +1778,6 @@ cdef void _build_hits() noexcept nogil:
                 others = 0
             memcpy(rec + 72, &others, 8)
             _put(&_out, &_out_len, &_out_cap, rec, 80)
-            if _free_ns[s] >= FREE_SEEN_NS:
-                _free_seen[s] = 1
             _clear_reads(s)
             _hits[s] = 0
             _thread[s] = 0
