@@ -11,7 +11,7 @@ What it does
   object whether it is the program's own code (bridges/owncode.py, shipped as a string) and
   arms the local events JUMP | PY_RETURN | PY_RESUME | PY_YIELD on it; it always returns
   DISABLE. Each location is counted K + skip times per window (K=320 under `gyroscope run`, skip
-  drawn per window in 0..1023), then DISABLEd; the gaps between its last K - WARM hits (WARM=256),
+  drawn per window in 0..255), then DISABLEd; the gaps between its last K - WARM hits (WARM=256),
   each from the return of one callback to the start of the next (so the callback's own work is
   not in them), give the rate of a loop with no range iterator to read (see "spans" below for
   the others): the median of their four quarters' means (a quarter with a
