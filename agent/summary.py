@@ -63,6 +63,11 @@ def short_path(path: str) -> str:
         return path
 
 
+def _counted(v: float) -> str:
+    """A count or rate the counters made, or "-" when they made none (seen by the samples only)."""
+    return fmt_num(v) if v > 0 else "-"
+
+
 def fmt_num(v: Any) -> str:
     try:
         x = float(v)
@@ -187,8 +192,7 @@ def print_summary(result: SessionResult, stream: TextIO, quiet: bool = False) ->
         for e in loops:
             m = e.measurements
             t.add_row(e.kind, e.function, f"{short_path(e.file)}:{e.line}", f"{m.cpu_share:.1%}",
-                      _in_calls(m.extra), fmt_num(m.iterations_per_s) if m.iterations_per_s > 0 else "-",
-                      str(len(e.threads)))   # "-": not counted (seen by the samples only)
+                      _in_calls(m.extra), _counted(m.iterations_per_s), str(len(e.threads)))
         con.print(t)
     waits = top_waits(result)
     if waits:
@@ -199,7 +203,7 @@ def print_summary(result: SessionResult, stream: TextIO, quiet: bool = False) ->
             m = e.measurements
             kind = e.kind + (f" [{e.detail}]" if e.detail else "")
             t.add_row(kind, e.function, f"{short_path(e.file)}:{e.line}", fmt_s(m.wait_s_total),
-                      fmt_s(m.wait_s_mean), fmt_num(m.waits) if m.waits > 0 else "-", str(m.waiting_threads))
+                      fmt_s(m.wait_s_mean), _counted(m.waits), str(m.waiting_threads))
         con.print(t)
     if result.actions:
         t = _table("Actions (changes made to the program)", tty)

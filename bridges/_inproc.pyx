@@ -604,6 +604,8 @@ cdef inline uint32_t _tab_index(uint64_t c, uint32_t sub) noexcept nogil:
 cdef inline int _slot_at(object code, uint32_t sub) noexcept:
     """The slot of (code, location << 2 | kind), or -1."""
     return <int>_tab_slot[_tab_index(<uint64_t><void*>code, sub)] - 1
+
+
 # the program's code objects being watched: id(code) -> a weak reference (a program that makes
 # functions of its own without end, exec'd under its file's name, must see them freed as under
 # python); when one dies, its id leaves every table here (_code_died), so that a new code at the
@@ -693,7 +695,7 @@ cdef int _send_all(const char* data, size_t n) noexcept nogil:
     global _sock, _active
     cdef long r
     cdef size_t done = 0
-    if not _sock_ours():
+    if _sock < 0:
         return -1
     while done < n:
         r = send(_sock, data + done, n - done, MSG_NOSIGNAL)
@@ -727,10 +729,12 @@ cdef bint _sock_ours() noexcept nogil:
 
 
 cdef int _send_frame_locked(uint8_t kind, const char* payload, size_t n) noexcept nogil:
-    """One frame (the caller holds _send_mu)."""
+    """One frame (the caller holds _send_mu), if the connection is still ours."""
     cdef char head[5]
     cdef uint32_t length = <uint32_t>(n + 1)
     cdef int r
+    if not _sock_ours():
+        return -1
     memcpy(head, &length, 4)
     head[4] = <char>kind
     r = _send_all(head, 5)
@@ -2460,7 +2464,7 @@ cdef double _dispatch_ns(object f, int n, int trials) except -1.0:
     is never shipped; 0.0 when no tool id is free. The bridge's counters are left as they were."""
     global _active, _calibrating, _others_ran, _raw, _last_slot, _cb_ns, _cb_n
     mon = _sys.monitoring
-    if _other_tool():
+    if _other_tool():   # (calibrate() too; _calibrate_here asks before it compiles its loops)
         return 0.0
     tool = _free_tool()
     if tool < 0:
