@@ -46,7 +46,9 @@ Wire format (native byte order; the reader is on the same machine): frames of
   u32 n_hits, u32 n_threads, then n_hits x (u32 slot, u32 hits, i64 t_first, i64 span,
   u64 thread ident, u64 second thread ident, u64 iter_read, u64 free_iters, i64 free_ns, u64
   flags (bit 0: the window's count may be incomplete; bit 1: a stepping local, not an iterator,
-  counted part of it: see "induction"), i64 others (the other callbacks inside
+  counted part of it: see "induction"; bit 2: a forked child's loop that began disarmed, as its
+  parent left it: its hits missed what ran before the re-arm, even in a window that did not
+  saturate), i64 others (the other callbacks inside
   the timed gaps, scaled as span is); a slot with no hits but iterator readings or a flag has
   hits 0; see "spans" and "coverage"), n_threads x (u64 ident, u64 native id),
   3 x (i64 collections, i64 total pause ns, i64 longest ns, i64 first start ns) for gc
@@ -2324,7 +2326,7 @@ def _after_fork_child() -> None:
         # a loop disarmed at the fork may be running in this thread: its iterations until the
         # next re-arm are not counted here
         _clear_reads(s)
-        _gap[s] = _off[s]
+        _gap[s] = 5 if _off[s] else 0   # (bit 2: see the wire format's flags)
         _hits[s] = 0
         _thread[s] = 0
         _thread2[s] = 0

@@ -193,7 +193,7 @@ class ChannelServer:
         if proc is None or proc.ended or proc.cut_short:
             return
         proc.cut_short = True
-        reads = [LoopRead(ent, gap=True) for slot, desc in proc.slots.items() if desc[0] == 0
+        reads = [LoopRead(ent, gap=True, lost=True) for slot, desc in proc.slots.items() if desc[0] == 0
                  and (ent := self._entities.get((id(proc.slots), slot))) is not None]
         with self._lock:
             self._loop_reads.extend(reads)
@@ -422,7 +422,8 @@ class ChannelServer:
             if ent is None:
                 continue
             if read or free_ns or flags or (threaded and ekind == EventKind.LOOP_ITER):
-                reads.append(LoopRead(ent, read, free_iters, free_ns, bool(flags & 1) or threaded, bool(flags & 2)))
+                reads.append(LoopRead(ent, read, free_iters, free_ns, bool(flags & 1) or threaded, bool(flags & 2),
+                                      bool(flags & 4)))
             if not count:
                 continue
             thread = proc.natives.get(ident, ident)

@@ -139,13 +139,16 @@ class LoopRead:
     that stretch is known: the loop's own rate, measured. `gap`: the loop may have run uncounted
     in this window ("coverage"); a loop never flagged was counted whole. `induction`: part of
     `iterations` was read from a local that stepped alike at every timed hit ("induction"), not
-    from an iterator: right while it kept that step, which nothing proves."""
+    from an iterator: right while it kept that step, which nothing proves. `lost`: iterations ran
+    that no hit counted even if no window saturated (the process's last window never arrived; a
+    forked child's loop began disarmed, as its parent left it)."""
     entity: Entity
     iterations: int = 0
     free_iterations: int = 0
     free_ns: int = 0
     gap: bool = False
     induction: bool = False
+    lost: bool = False
 
 
 @dataclass(slots=True)
