@@ -1,4 +1,5 @@
-"""Build the Cython extensions: the kernel engine, the sys.monitoring callbacks and the profiled locks."""
+"""Build the Cython extensions: the kernel engine and its records, the sys.monitoring callbacks and the
+profiled locks."""
 import os
 
 import numpy
@@ -8,6 +9,7 @@ from setuptools import Extension, setup
 # (module, source); each is built when its source exists.
 SOURCES = [
     ("gyroscope.cyext._engine", "cyext/_engine.pyx"),
+    ("gyroscope.cyext._views", "cyext/_views.pyx"),
     ("gyroscope.bridges._inproc", "bridges/_inproc.pyx"),
     ("gyroscope.bridges._locks", "bridges/_locks.pyx"),
 ]

@@ -9,15 +9,18 @@ the pipe, the program goes on; when gyroscope closes the pipe without writing (a
 missing script, gyroscope killed), the program's process exits at once, silently, before its
 first line.
 
-To start that early, the command line is read here without argparse (whose import costs ~2-10
-ms, `re` included): `program_argv` finds python's arguments (`run [OPTIONS] app.py ARGS`, `run
-[OPTIONS] -m mod ARGS`, `run [OPTIONS] - ARGS`) and gives up on anything else (help, unknown
-options, errors), which argparse then reads as always. It is also the reading the program gets:
-argparse drops a `--` among the program's arguments, python does not (`python app.py -- x` has
-argv ['app.py', '--', 'x']). tests/agent/test_launch.py keeps the option tables equal to the
-parser's.
+To start that early, the command line is read here without argparse (whose import costs ~7
+ms: re, enum, gettext): `program_argv` finds python's arguments (`run [OPTIONS] app.py ARGS`,
+`run [OPTIONS] -m mod ARGS`, `run [OPTIONS] - ARGS`) and gives up on anything else (help,
+unknown options, errors), which argparse then reads as always. It is also the reading the
+program gets: argparse drops a `--` among the program's arguments, python does not (`python
+app.py -- x` has argv ['app.py', '--', 'x']). `run_options` reads the options the same way, so
+that a plain command line opens the gate without argparse at all: the program used to wait
+~5 ms at its gate for that import. tests/agent/test_launch.py keeps the option tables equal to
+the parser's and the two readings equal.
 
-Imports only `os`, `sys` and `time`: this runs before anything else of gyroscope's is imported.
+Imports only `os`, `sys` and `time` (and agent/options.py once a number is read): this runs
+before anything else of gyroscope's is imported.
 """
 from __future__ import annotations
 
@@ -27,31 +30,98 @@ import time
 
 BOOT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bridges", "boot")
 
-# `gyroscope run`'s options (agent/run_command.py, agent/sinks/factory.py) by what follows them
-VALUE_OPTIONS = frozenset({
-    "--json", "--window", "--rate", "--include", "--act",
-    "--otlp", "--stream", "--trace", "--ledger", "--pprof", "--speedscope", "--collapsed",
-})
-FLAG_OPTIONS = frozenset({"-q", "--quiet", "--all-code", "--no-subprocesses", "--no-sampling", "--no-otlp-profiles"})
+# `gyroscope run`'s options (agent/run_command.py, agent/sinks/factory.py) by what follows them:
+# option -> (dest, default, how its values are read). tests/agent/test_launch.py keeps these
+# tables equal to the parser's.
+VALUE_TABLE: dict[str, tuple[str, object, str]] = {
+    "--json": ("json", None, "str"), "--window": ("window", 0.2, "positive"), "--rate": ("rate", None, "positive"),
+    "--include": ("include", [], "append"), "--act": ("act", [], "act"),
+    "--otlp": ("otlp", None, "str"), "--stream": ("stream", None, "str"), "--trace": ("trace", None, "str"),
+    "--ledger": ("ledger", None, "str"), "--pprof": ("pprof", None, "str"),
+    "--speedscope": ("speedscope", None, "str"), "--collapsed": ("collapsed", None, "str"),
+}
+FLAG_TABLE: dict[str, tuple[str, bool]] = {   # option -> (dest, the value it sets; the default is the other)
+    "-q": ("quiet", True), "--quiet": ("quiet", True), "--all-code": ("all_code", True),
+    "--no-subprocesses": ("subprocesses", False), "--no-sampling": ("sampling", False),
+    "--no-otlp-profiles": ("no_otlp_profiles", True),
+}
+VALUE_OPTIONS = frozenset(VALUE_TABLE)
+FLAG_OPTIONS = frozenset(FLAG_TABLE)
+ACT_CHOICES = ("priorities",)
 
 
 def program_argv(run_args: list[str]) -> list[str] | None:
     """python's arguments for `gyroscope run RUN_ARGS`: everything from the script (or -m) on,
     exactly as given; None when only argparse can tell (help, errors, grouped short options).
     Long options may be abbreviated, as argparse allows."""
+    reading = _read(run_args)
+    return None if reading is None else reading[0]
+
+
+def run_options(run_args: list[str]) -> object | None:
+    """`gyroscope run RUN_ARGS` read as argparse would read it (the same attributes and values),
+    without importing argparse (~7 ms before the program may start: re, enum, gettext); None
+    when anything needs argparse: help, an error, a value it might read otherwise (empty, or
+    starting with '-'). The namespace is a types.SimpleNamespace, found without importing
+    `types`."""
+    reading = _read(run_args)
+    if reading is None:
+        return None
+    argv, given = reading
+    ns = {dest: (list(default) if isinstance(default, list) else default)
+          for dest, default, _ in VALUE_TABLE.values()}
+    ns.update((dest, not value) for dest, value in FLAG_TABLE.values())
+    for name, value in given:
+        if name in FLAG_TABLE:
+            dest, flag = FLAG_TABLE[name]
+            ns[dest] = flag
+            continue
+        dest, _, how = VALUE_TABLE[name]
+        if not value or value.startswith("-"):
+            return None
+        if how == "positive":
+            from gyroscope.agent.options import finite_positive
+            number = finite_positive(value)
+            if number is None:
+                return None
+            ns[dest] = number
+        elif how == "act":
+            if value not in ACT_CHOICES:
+                return None
+            ns[dest].append(value)
+        elif how == "append":
+            ns[dest].append(value)
+        else:
+            ns[dest] = value
+    if argv[0] == "-m":
+        ns.update(module=argv[1:], script=None, args=[])
+    else:
+        ns.update(module=None, script=argv[0], args=argv[1:])
+    return type(sys.implementation)(command="run", **ns)
+
+
+def _read(run_args: list[str]) -> tuple[list[str], list[tuple[str, str | None]]] | None:
+    """(python's arguments, the options before them as (canonical name, value or None)), or None."""
+    given: list[tuple[str, str | None]] = []
     i = 0
     while i < len(run_args):
         arg = run_args[i]
         if arg == "-m":
             rest = run_args[i + 1:]
-            return ["-m", *rest] if rest and not rest[0].startswith("-") else None
+            return (["-m", *rest], given) if rest and not rest[0].startswith("-") else None
         if arg == "-" or not arg.startswith("-"):
-            return run_args[i:]
-        name, eq, _ = arg.partition("=")
+            return run_args[i:], given
+        name, eq, value = arg.partition("=")
         name = _long_option(name) if name.startswith("--") else name
         if name in VALUE_OPTIONS:
+            if not eq:
+                if i + 1 >= len(run_args):
+                    return None
+                value = run_args[i + 1]
+            given.append((name, value))
             i += 1 if eq else 2
         elif name in FLAG_OPTIONS and not eq:
+            given.append((name, None))
             i += 1
         else:
             return None

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import _signal as signal  # the C module: `signal` and `socket` build enums (~10 ms before the program starts)
 import _socket
-import argparse
 import os
 import sys
-import threading
 import time
 
 from gyroscope.agent.errors import GyroscopeError, UsageError
-from gyroscope.agent.options import positive_float
 from gyroscope.bridges.tmpdir import private_dir, remove_dir
 
-TYPE_CHECKING = False   # not `from typing import ...`: typing costs ~3 ms before the program starts
+TYPE_CHECKING = False   # not typing, argparse nor threading (~3, 7 and 1 ms) before the program starts
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 DESCRIPTION = """\
@@ -69,6 +67,9 @@ SI_KERNEL = 0x80
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    import argparse
+
+    from gyroscope.agent.options import positive_float
     parser.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [ARG]",
                         help="run a library module as a script; like python, everything after it goes "
                              "to the module")
@@ -204,7 +205,8 @@ def main(args: argparse.Namespace) -> int:
     from gyroscope.bridges.procfs import yield_to_program
     yield_to_program()   # after the spawn too: the program keeps its priority, gyroscope takes a lower one
     child = _Child(pid, launch.t0_ns)
-    _SignalForwarder(child).start()
+    import threading
+    threading.Thread(target=_forward_signals, args=(child,), name="gyroscope-signals", daemon=True).start()
     try:
         # the sampler first: every millisecond between the program's start and py-spy's is a
         # millisecond of the program nobody samples
@@ -274,6 +276,7 @@ def _watch(args: argparse.Namespace, prog: Program, child: _Child, server, sourc
     what failed."""
     session = result = None
     err = sys.stderr
+    import threading
     if not getattr(args, "quiet", False):   # the summary's imports while the program runs, not after it
         threading.Thread(target=_warm_summary, name="gyroscope-warm", daemon=True).start()
     try:
@@ -339,6 +342,7 @@ def _die_of(sig: int) -> None:
     _flush()
     if sig in (signal.SIGKILL, signal.SIGSTOP):
         os.kill(os.getpid(), signal.SIGKILL)
+    import threading
     try:
         signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
@@ -369,30 +373,24 @@ def _write_outputs(args: argparse.Namespace, result: Any, status: int) -> int:
     return status
 
 
-class _SignalForwarder(threading.Thread):
-    """Waits for SIGINT/SIGTERM/SIGHUP/SIGQUIT (blocked in every thread of this process) and forwards
-    them to the program unless it got them too."""
-
-    def __init__(self, child: _Child) -> None:
-        super().__init__(name="gyroscope-signals", daemon=True)
-        self.child = child
-
-    def run(self) -> None:
-        while True:
-            try:
-                info = signal.sigwaitinfo(FORWARDED)
-            except Exception:
-                return
-            if self.child.returncode is not None:
-                continue
-            if info.si_code == SI_KERNEL:   # the terminal signalled the whole foreground group
-                continue
-            if _from_group_signalling_parent(info):
-                continue    # the program got it from the same sender
-            try:
-                os.kill(self.child.pid, info.si_signo)
-            except OSError:
-                pass
+def _forward_signals(child: _Child) -> None:
+    """Waits for the FORWARDED signals (blocked in every thread of this process) and forwards them
+    to the program unless it got them too."""
+    while True:
+        try:
+            info = signal.sigwaitinfo(FORWARDED)
+        except Exception:
+            return
+        if child.returncode is not None:
+            continue
+        if info.si_code == SI_KERNEL:   # the terminal signalled the whole foreground group
+            continue
+        if _from_group_signalling_parent(info):
+            continue    # the program got it from the same sender
+        try:
+            os.kill(child.pid, info.si_signo)
+        except OSError:
+            pass
 
 
 GROUP_SIGNALLERS = ("timeout",)   # parents that signal their child, then their whole group

@@ -1,12 +1,11 @@
 """Build the sinks a user asked for on the command line (shared by `run` and `attach`)."""
 from __future__ import annotations
 
-import argparse
-
 from gyroscope.agent.errors import GyroscopeError
 
-TYPE_CHECKING = False   # not `from typing import ...`: typing costs ~3 ms before the program starts
+TYPE_CHECKING = False   # not argparse nor typing: `run` builds its sinks before the program starts
 if TYPE_CHECKING:
+    import argparse
     from typing import Any, TextIO
 
     from gyroscope.agent.sinks.base import Sink

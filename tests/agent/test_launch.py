@@ -10,6 +10,7 @@ import time
 import pytest
 from gyroscope.agent import launch
 from gyroscope.agent.cli import build_parser
+from gyroscope.agent.options import positive_float
 from gyroscope.agent.run_command import program_of
 
 
@@ -20,15 +21,64 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def test_option_tables_are_the_parsers():
-    """Every option `gyroscope run` has is in exactly the table of its arity (a new option that
-    takes a value and is missing from VALUE_OPTIONS would make the early reading wrong)."""
-    value, flags = set(), set()
+    """Every option `gyroscope run` has is in exactly the table of its arity, with argparse's
+    destination, default, and way of reading its value (a new option missing from the tables,
+    or a changed default, would make the early reading wrong)."""
+    value, flags = {}, {}
     for action in _run_parser()._actions:
         if not action.option_strings or action.dest in ("help", "module"):
             continue
-        (flags if action.nargs == 0 else value).update(action.option_strings)
-    assert value == launch.VALUE_OPTIONS
-    assert flags == launch.FLAG_OPTIONS
+        for option in action.option_strings:
+            if action.nargs == 0:
+                flags[option] = (action.dest, action.const)
+            else:
+                how = ("act" if action.choices else "append") if isinstance(action, argparse._AppendAction) else (
+                    "positive" if action.type is positive_float else "str")
+                assert action.type in (None, positive_float) and action.choices in (None, list(launch.ACT_CHOICES))
+                value[option] = (action.dest, action.default, how)
+    assert value == launch.VALUE_TABLE
+    assert flags == launch.FLAG_TABLE
+    assert set(value) == launch.VALUE_OPTIONS and set(flags) == launch.FLAG_OPTIONS
+
+
+READINGS = [
+    ["app.py"], ["app.py", "-x", "--json", "y"], ["-q", "app.py", "a"], ["--json", "o.json", "app.py"],
+    ["--json=o.json", "--window", "0.5", "app.py", "z"], ["--include", "*lib*", "-m", "pkg.mod", "-v"],
+    ["-"], ["-", "a"], ["--all-code", "--no-sampling", "-m", "json.tool", "--help"],
+    ["--act", "priorities", "--otlp", "http://x:4318", "app.py"], ["--js", "o.json", "--wind=1", "app.py"],
+    ["--rate", "250", "--rate=1e3", "--window", " 0.3 ", "--include", "a", "--include=b", "--act=priorities",
+     "--act", "priorities", "--no-subprocesses", "--quiet", "-q", "--no-otlp-profiles", "--stream", "s.jsonl",
+     "--trace", "t.json", "--ledger", "l.bin", "--pprof", "p.pb.gz", "--speedscope", "s.json", "--collapsed",
+     "c.txt", "app.py", "--window", "x"],
+    ["--no-sa", "--qu", "--coll", "c", "--speed=s", "-m", "mod"],
+    ["--window", "1_000", "app.py"], ["--window", "5e-324", "app.py"],
+]
+
+
+def _argparse_reading(argv: list[str]) -> dict:
+    d = vars(_run_parser().parse_args(argv))
+    d.pop("_main", None)
+    return d
+
+
+@pytest.mark.parametrize("argv", READINGS)
+def test_run_options_are_argparses_reading(argv):
+    ns = launch.run_options(argv)
+    assert ns is not None
+    got = dict(vars(ns))
+    assert got.pop("command") == "run"
+    assert got == _argparse_reading(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--window", "0", "app.py"], ["--window", "-1", "app.py"], ["--window", "nan", "app.py"],
+    ["--window", "inf", "app.py"], ["--rate", "x", "app.py"], ["--act", "nice", "app.py"], ["--json=", "app.py"],
+    ["--json", "-o", "app.py"], ["--include", "-x", "app.py"], ["--window=", "app.py"],
+])
+def test_run_options_leave_what_argparse_refuses_or_reads_otherwise_to_it(argv):
+    """A value argparse refuses (it then says why), or might read otherwise (empty, or like an
+    option), is argparse's to read: run_options gives up."""
+    assert launch.run_options(argv) is None
 
 
 @pytest.mark.parametrize("argv", [
@@ -95,3 +145,15 @@ def test_program_gets_its_double_dash(tmp_path):
     got = subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", "run", "-q", script, "--", "-x"],
                          capture_output=True, text=True, timeout=60)
     assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
+
+
+def test_nothing_gyroscope_runs_before_the_go_imports_argparse_or_re():
+    """The modules `gyroscope run` uses until the program's gate opens import neither argparse
+    nor re (~7 ms that the program waited at its gate for)."""
+    code = ("import sys; from gyroscope.agent import cli, launch; launch.run_options(['-q', '--window', '0.5', 'x.py']); "
+            "from gyroscope.agent import run_command, outputs; from gyroscope.agent.sinks import factory, otlp_env; "
+            "from gyroscope.bridges import owncode, tmpdir; print(sorted({'argparse', 're', 'threading', 'typing'} & "
+            "set(sys.modules)))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
