@@ -280,18 +280,21 @@ class Measurements:
                 st.threads.add(ev.thread)
             k = ev.kind
             if k in _COUNTED:
-                saturated = ev.duration_ns > 0 and ev.count > 1
+                timed = ev.duration_ns > 0 and ev.count > 1   # its rate: the timed gaps
+                saturated = ev.saturated or timed
                 if k == EventKind.LOOP_ITER:
                     if ev.thread and len(st.counting_threads) < 2:
                         st.counting_threads.add(ev.thread)
                     if saturated:
                         st.saturated_hits += ev.count
-                        st.rates.append((ev.t_ns, (ev.count - 1) * 1e9 / ev.duration_ns))
+                        if timed:
+                            st.rates.append((ev.t_ns, (ev.count - 1) * 1e9 / ev.duration_ns))
                     else:
                         st.exact_hits += ev.count
                 elif saturated:
                     st.call_saturated += ev.count
-                    st.call_rates.append((ev.t_ns, (ev.count - 1) * 1e9 / ev.duration_ns))
+                    if timed:
+                        st.call_rates.append((ev.t_ns, (ev.count - 1) * 1e9 / ev.duration_ns))
                 else:
                     st.call_exact += ev.count
             elif k == EventKind.SAMPLE_RUN:

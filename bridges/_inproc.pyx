@@ -11,7 +11,8 @@ What it does
   object whether it is the program's own code (bridges/owncode.py, shipped as a string) and
   arms the local events JUMP | PY_RETURN | PY_RESUME | PY_YIELD on it; it always returns
   DISABLE. Each location is counted K + skip times per window (K=320 under `gyroscope run`, skip
-  drawn per window in 0..255), then DISABLEd; the gaps between its last K - WARM hits (WARM=256),
+  drawn per window in 0..255; a loop that already ran free for >= 0.2 ms in a window, its rate
+  then measured there, SHORT_K=8 times: see _draw), then DISABLEd; the gaps between its last K - WARM hits (WARM=256),
   each from the return of one callback to the start of the next (so the callback's own work is
   not in them), give the rate of a loop with no range iterator to read (see "spans" below for
   the others): the median of their four quarters' means (a quarter with a
@@ -48,7 +49,8 @@ Wire format (native byte order; the reader is on the same machine): frames of
   flags (bit 0: the window's count may be incomplete; bit 1: a stepping local, not an iterator,
   counted part of it: see "induction"; bit 2: a forked child's loop that began disarmed, as its
   parent left it: its hits missed what ran before the re-arm, even in a window that did not
-  saturate), i64 others (the other callbacks inside
+  saturate; bit 3: the slot saturated, its last hit DISABLEd it: hits is a lower bound, whether
+  or not any gap was timed: a SHORT_K burst times none), i64 others (the other callbacks inside
   the timed gaps, scaled as span is); a slot with no hits but iterator readings or a flag has
   hits 0; see "spans" and "coverage"), n_threads x (u64 ident, u64 native id),
   3 x (i64 collections, i64 total pause ns, i64 longest ns, i64 first start ns) for gc
@@ -539,6 +541,8 @@ cdef void* _last_frame[MAX_SLOTS]
 DEF SKIP_SPAN = 256
 DEF CALL_WARM = 8      # calls, resumes: timed from the 8th hit, DISABLEd at the 64th (CALL_K)
 DEF CALL_K = 64
+DEF SHORT_K = 8
+DEF FREE_SEEN_NS = 200000   # agent/measure.py MIN_FREE_NS
 cdef uint32_t _base[MAX_SLOTS]      # WARM_HITS for a loop, CALL_WARM for the others
 cdef uint32_t _warm[MAX_SLOTS]      # this window: the hits before the timed ones (base + skip)
 cdef uint32_t _lim[MAX_SLOTS]       # this window: DISABLE at this hit
@@ -553,11 +557,20 @@ cdef inline uint32_t _next_skip() noexcept nogil:
     return _rng % SKIP_SPAN
 
 
+cdef uint8_t _free_seen[MAX_SLOTS]   # the loop ran >= FREE_SEEN_NS with no callback in a window
+
+
 cdef inline void _draw(int s) noexcept nogil:
     """The slot's hit budget for a new window: a loop is timed after WARM + a random skip, for
     K - WARM hits; a call or resume after CALL_WARM, up to CALL_K (no skip: cheaper, and only a
-    call count depends on it)."""
-    if _base[s] == WARM_HITS:
+    call count depends on it). A loop whose iterator (not a local) a span read over a free run
+    has its rate from those runs (agent/measure.py `_rate`): its timed hits would go unused, so
+    its burst is SHORT_K hits, none timed (what opens its span and marks where the free run
+    starts; its window says it saturated by flag bit 3, not by a span)."""
+    if _base[s] == WARM_HITS and _free_seen[s]:
+        _warm[s] = SHORT_K
+        _lim[s] = SHORT_K
+    elif _base[s] == WARM_HITS:
         _warm[s] = WARM_HITS + _next_skip()
         _lim[s] = _warm[s] + (_k - WARM_HITS)
     else:
@@ -806,6 +819,7 @@ cdef int _new_slot(uint32_t sub, object code, int offset, int kind, int dest) ex
     _clear_gaps(s)
     _last_tid[s] = 0
     _base[s] = WARM_HITS if kind == 0 else CALL_WARM
+    _free_seen[s] = 0
     _draw(s)
     _clear_reads(s)
     _off[s] = 0
@@ -1778,12 +1792,14 @@ cdef void _build_hits() noexcept nogil:
             memcpy(rec + 40, &_iter_read[s], 8)
             memcpy(rec + 48, &_free_iters[s], 8)
             memcpy(rec + 56, &_free_ns[s], 8)
-            u64 = _gap[s]
+            u64 = _gap[s] | (8 if h >= _lim[s] else 0)
             memcpy(rec + 64, &u64, 8)
             if i64 == 0:
                 others = 0
             memcpy(rec + 72, &others, 8)
             _put(&_out, &_out_len, &_out_cap, rec, 80)
+            if _free_ns[s] >= FREE_SEEN_NS and not _gap[s] & 2:
+                _free_seen[s] = 1   # (a local's count needs the timed hits: see "induction")
             _clear_reads(s)
             _hits[s] = 0
             _thread[s] = 0

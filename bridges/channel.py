@@ -421,7 +421,7 @@ class ChannelServer:
             ent, ekind = self._entity(proc, epid, slot)
             if ent is None:
                 continue
-            if read or free_ns or flags or (threaded and ekind == EventKind.LOOP_ITER):
+            if read or free_ns or flags & 7 or (threaded and ekind == EventKind.LOOP_ITER):
                 reads.append(LoopRead(ent, read, free_iters, free_ns, bool(flags & 1) or threaded, bool(flags & 2),
                                       bool(flags & 4)))
             if not count:
@@ -433,11 +433,12 @@ class ChannelServer:
             if span > 0 and count > warm:
                 dur = self._duration(span, count, proc.far.get(slot, 0), proc.dispatch_ns, warm, others)
             role = "iter" if ekind == EventKind.LOOP_ITER else "call"
+            saturated = bool(flags & 8)   # its last hit disarmed it (a short burst times no gap)
             if thread2 and count > 1:
-                ev = Event(ent, role, ekind, thread, t_first, count - 1, dur)
-                events.append(Event(ent, role, ekind, thread2, t_first, 1, 0))
+                ev = Event(ent, role, ekind, thread, t_first, count - 1, dur, saturated)
+                events.append(Event(ent, role, ekind, thread2, t_first, 1, 0, saturated))
             else:
-                ev = Event(ent, role, ekind, thread, t_first, count, dur)
+                ev = Event(ent, role, ekind, thread, t_first, count, dur, saturated)
             events.append(ev)
             if dur and proc.dispatch_ns is None and self.dispatch_ns is None:   # priced again at poll
                 unpriced.append((ev, span, count, proc.far.get(slot, 0), warm, others))

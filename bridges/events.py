@@ -129,6 +129,9 @@ class Event:
     t_ns: int            # time.monotonic_ns() of the first occurrence in the window
     count: int = 1
     duration_ns: int = 0
+    # a counter that saturated in the window (the bridge's K hits, then disarmed): `count` is a
+    # lower bound; so is any LOOP_ITER / CALL count with a duration (its timed gaps)
+    saturated: bool = False
 
 
 @dataclass(slots=True)

@@ -222,6 +222,52 @@ def test_measure_a_loop_whose_iterations_were_lost_is_not_exact_though_no_window
     assert not d["iterations_exact"] and d["iterations_error"] > 0
 
 
+def test_measure_a_short_burst_that_saturated_is_not_an_exact_count():
+    """A loop whose rate comes from its free runs gets bursts of 8 untimed hits (bridges/_inproc.pyx
+    SHORT_K): a window that saturated says so by its flag, not by a timed span. Its hits are a
+    lower bound: with no iterator reading its count is extrapolated at its free-run rate over its
+    sampled running time, never called exact (stop 25's bursts were read as exact counts of 8)."""
+    m = Measurements()
+    loop = Entity(EntityKind.LOOP, "a.py", "f", 3)
+    m.update(Observation(0, 1, [Event(loop, "iter", EventKind.LOOP_ITER, 1, 0, 8, 0, True),
+                                Event(loop, "run", EventKind.SAMPLE_RUN, 1, 0, 10, 100_000_000)],
+                         loop_reads=[LoopRead(loop, 0, 1_000_000, 50_000_000, gap=True)]))
+    d = m.as_dict(loop)
+    assert not d["iterations_exact"]
+    assert d["iterations"] == pytest.approx(2_000_000, rel=0.01)   # 20 M/s over the 0.1 s sampled
+    assert d["iterations_per_s_source"] == "uninstrumented"
+
+
+def test_channel_a_window_that_saturated_untimed_is_a_saturated_event_and_no_reading(tmp_path):
+    """Flag bit 3 of a window's hit record (the slot's last hit disarmed it) makes its event
+    saturated though no gap was timed; alone it is no iterator reading (one would make a while
+    loop that saturated count as read whole)."""
+    import socket
+    import struct
+
+    from gyroscope.bridges import channel as ch
+    src = tmp_path / "w.py"
+    src.write_text("def f(a, b):\n    for x in a:\n        pass\n    while a:\n        a.pop()\n    while b:\n        b.pop()\n")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "s"))
+    server = ch.ChannelServer(listener, str(tmp_path / "s"), dispatch_ns=(50.0, 60.0))
+    proc = ch.ProcessInfo(1234, 1, slots={0: (0, 1, 3, 2, str(src), "f"), 1: (0, 1, 5, 5, str(src), "f"),
+                                          2: (0, 1, 7, 7, str(src), "f")})
+    hits = [(0, 8, 100, 0, 7, 0, 0, 0, 0, 8, 0),        # a short burst that saturated: flag bit 3
+            (1, 8, 100, 0, 7, 0, 0, 0, 0, 0, 0),        # 8 hits, all of the window's
+            (2, 400, 100, 0, 7, 0, 0, 0, 0, 8 | 1, 0)]  # saturated, and the loop may have run unseen
+    payload = ch._HEAD.pack(1, 416, 0, 0, len(hits), 0) + b"".join(ch._HIT.pack(*h) for h in hits)
+    payload += ch._GC.pack(0, 0, 0, 0) * 3 + struct.pack("=I", 0)
+    server._window(proc, payload)
+    obs = server.poll()
+    by_line = {ev.entity.line: ev for ev in obs.events}
+    assert by_line[2].saturated and by_line[2].count == 8
+    assert not by_line[4].saturated
+    assert by_line[6].saturated
+    assert [(r.entity.line, r.gap) for r in obs.loop_reads] == [(6, True)]
+    listener.close()
+
+
 def test_measure_a_loop_no_counter_counted_has_an_unknown_count():
     """A library's loop the samples found (not watched without --all-code) says its count is not
     known, rather than an exact 0."""
