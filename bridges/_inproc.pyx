@@ -2082,6 +2082,8 @@ cdef void* _shipper_main(void* arg) noexcept nogil:
                     _rearm_codes()
         if _wait_until(_ship_at):
             break
+        if _ship_delay_us:   # tests: the shipper late at a window's end (see set_ship_delay)
+            usleep(_ship_delay_us)
         _ship_window()
         _receive()
         _next_window()
@@ -2101,7 +2103,7 @@ cdef void _start_shipper(bint here=False) noexcept nogil:
     cdef pthread_attr_t attr
     cdef cpu_set_t one
     cdef int cpu
-    if _shipper_running or _sock < 0:
+    if _shipper_running or _sock < 0 or _exiting:   # (a fork's pending restart after the exit began)
         return
     _stop_shipper = False
     _pinned = False
@@ -2117,7 +2119,9 @@ cdef void _start_shipper(bint here=False) noexcept nogil:
     pthread_attr_destroy(&attr)
 
 
-cdef void _stop_and_join_shipper() noexcept nogil:
+cdef void _stop_and_join_shipper(bint task_gone=True) noexcept nogil:
+    """Stop the shipper and join it; `task_gone`: also wait until the kernel has dropped its
+    thread (what os.fork() counts)."""
     global _shipper_running, _stop_shipper
     if not _shipper_running:
         return
@@ -2127,7 +2131,8 @@ cdef void _stop_and_join_shipper() noexcept nogil:
     pthread_mutex_unlock(&_wake_mu)
     pthread_join(_shipper, NULL)
     _shipper_running = False
-    _wait_task_gone()
+    if task_gone:
+        _wait_task_gone()
 
 
 cdef extern from "<stdio.h>" nogil:
@@ -2157,21 +2162,24 @@ def _last_window() -> None:
     """The interpreter's exit, with the GIL, after the program's threads and its own atexit
     callbacks (ours was registered first, so it runs last) and before finalisation: the last
     window, lock profiler included. (The C-level PyUnstable_AtExit callbacks run only after the
-    modules are torn down, too late for this.) The shipper is told to stop, not joined: it may be
-    waiting for the GIL we hold."""
+    modules are torn down, too late for this.) The shipper is stopped and joined first, the GIL
+    released meanwhile (it may be waiting for it to ship a window): left running, it could take
+    the GIL of a runtime already finalised and crash the process at its very end (a core dump
+    showed PyGILState_Ensure with no interpreter, in ~1 of 200 short-lived processes)."""
     global _exiting, _desc, _desc_len, _desc_cap
     cdef char* d = NULL
     cdef size_t dlen = 0
     cdef uint32_t n32
-    if _exiting or _sock < 0:
+    if _exiting:
         return
     # the interpreter's own exit runs atexit with no Python frame left; a program that calls
     # atexit._run_exitfuncs() itself goes on running: gyroscope must not stop sampling it then
     cdef bint exiting = PyEval_GetFrame() == NULL
     _exiting = True
-    pthread_mutex_lock(&_wake_mu)
-    pthread_cond_signal(&_wake)
-    pthread_mutex_unlock(&_wake_mu)
+    with nogil:
+        _stop_and_join_shipper(False)
+    if _sock < 0:
+        return
     try:
         extras = _drain_python(False)
     except BaseException:
@@ -2218,9 +2226,23 @@ cdef void _at_exit() noexcept nogil:
         _desc_len = 0
     _send_frame_locked(T_FINAL, _out, _out_len)
     pthread_mutex_unlock(&_send_mu)
+    if _ship_delay_us:   # tests (set_ship_delay)
+        usleep(2 * _ship_delay_us)
 
 
 cdef int _send_timeout_s = 10
+cdef unsigned int _ship_delay_us = 0
+
+
+def set_ship_delay(double seconds) -> None:
+    """Tests: the shipper waits this long at the end of each window before it takes the GIL to
+    ship it, as a thread the scheduler left waiting would (an exit then overtakes it), and the
+    process's very end (after finalisation, see _at_exit) waits twice as long, so that such a
+    shipper would wake in a runtime already finalised."""
+    global _ship_delay_us
+    _ship_delay_us = <unsigned int>(seconds * 1e6)
+
+
 
 
 cdef void _set_send_timeout(int fd) noexcept nogil:

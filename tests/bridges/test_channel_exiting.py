@@ -9,12 +9,15 @@ real gate, real channel (as `gyroscope run` wires them, without the session).
 import _socket
 import contextlib
 import os
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from gyroscope.agent.launch import Launch
 from gyroscope.agent.run_command import _bridge_config
 from gyroscope.bridges.channel import ChannelServer
@@ -175,3 +178,25 @@ def test_a_gyroscope_that_stops_reading_never_holds_the_program(tmp_path, capfd)
     assert capfd.readouterr().out == "done\n"
     assert took < 8    # 1 s of work, then at most two sends of 1 s each
 
+
+
+LATE_SHIPPER = textwrap.dedent("""
+    import time
+    from gyroscope.bridges import _inproc
+    _inproc.set_ship_delay(0.3)
+    time.sleep(0.08)     # the first window ends meanwhile: its shipper is left waiting 0.3 s
+    print("done")
+""")
+
+
+@pytest.mark.slow
+def test_a_shipper_left_waiting_at_the_exit_never_crashes_the_program(tmp_path):
+    """A shipper the scheduler left waiting at a window's end, overtaken by the program's exit,
+    took the GIL of a runtime already finalised: SIGSEGV at the very end (PyGILState_Ensure with
+    no interpreter, from a core dump; ~1 in 200 short-lived processes). The exit now joins it."""
+    prog = tmp_path / "late.py"
+    prog.write_text(LATE_SHIPPER)
+    want = subprocess.run([sys.executable, str(prog)], capture_output=True, text=True, timeout=60)
+    got = subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", "run", "-q", str(prog)],
+                         capture_output=True, text=True, timeout=60)
+    assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr) == (0, "done\n", "")
