@@ -59,7 +59,6 @@ STREAM_OPTIONS = frozenset({"--stream", "--ledger"})
 LEDGER_MAGIC = b"GYRL"
 
 
-
 def _is_fd_dir(folder: str) -> bool:
     """/proc/(self|thread-self|PID)[/task/TID]/fd, matched without `re` (~5 ms of imports before
     the program may start)."""

@@ -69,6 +69,7 @@ SI_KERNEL = 0x80
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     import argparse
 
+    from gyroscope.agent.launch import ACT_CHOICES, VALUE_TABLE  # the defaults: one place
     from gyroscope.agent.options import positive_float
     parser.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [ARG]",
                         help="run a library module as a script; like python, everything after it goes "
@@ -76,13 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", nargs="?", help="the script to run (like `python script.py`; - reads stdin)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
     parser.add_argument("--json", metavar="PATH", help="write the session result (JSON) to PATH")
-    parser.add_argument("--window", metavar="SECONDS", type=positive_float, default=0.2,
+    parser.add_argument("--window", metavar="SECONDS", type=positive_float, default=VALUE_TABLE["--window"][1],
                         help="observation window (Phase OS phase window), default 0.2 s")
     parser.add_argument("--rate", metavar="HZ", type=positive_float, default=None,
                         help="stack sampling rate of py-spy, default: the sampler's")
     parser.add_argument("--include", metavar="PATTERN", action="append", default=[],
                         help="also count loops of code whose file matches PATTERN (fnmatch; repeatable)")
-    parser.add_argument("--act", metavar="ACTUATOR", action="append", default=[], choices=["priorities"],
+    parser.add_argument("--act", metavar="ACTUATOR", action="append", default=[], choices=list(ACT_CHOICES),
                         help="act on the program (opt-in, restored at exit): 'priorities' lowers the nice "
                              "value of threads competing with a hot loop or piling onto a contended lock")
     parser.add_argument("--all-code", action="store_true",
