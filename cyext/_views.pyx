@@ -34,6 +34,29 @@ cdef inline double _nsum_end(double s, double c) noexcept nogil:
     return s
 
 
+cdef inline double _anisotropy(int64_t* hist, int bins, int b, int64_t n) noexcept nogil:
+    """1 - 2 x the share of the counts whose index has bit b set."""
+    cdef int64_t acc = 0
+    cdef int i
+    for i in range(bins):
+        if (i >> b) & 1:
+            acc += hist[i]
+    return 1.0 - 2.0 * (<double>acc / <double>n)
+
+
+cdef list _project(int64_t* hist, int bins, object table):
+    """[sum of hist[i] x table[i][k] over i, for each k] (python's sum of floats, in order)."""
+    cdef double s, c
+    cdef int i, k
+    out = []
+    for k in range(len(table[0])):
+        s = c = 0.0
+        for i in range(bins):
+            _nsum_add(&s, &c, <double>hist[i] * <double>table[i][k])
+        out.append(_nsum_end(s, c))
+    return out
+
+
 def record_of(cell_id: int, row: dict, current_resonance: int) -> dict:
     """Every §13.2 field and the optional views of one cell, from its engine's `_row`."""
     cdef int64_t chi[64]
@@ -104,17 +127,9 @@ def record_of(cell_id: int, row: dict, current_resonance: int) -> dict:
     gauge_aniso = [0.0] * 2
     if n > 0:
         for b in range(6):
-            acc = 0
-            for i in range(64):
-                if (i >> b) & 1:
-                    acc += chi[i]
-            chi_aniso[b] = 1.0 - 2.0 * (<double>acc / <double>safe_n)
+            chi_aniso[b] = _anisotropy(chi, 64, b, safe_n)
         for b in range(2):
-            acc = 0
-            for i in range(4):
-                if (i >> b) & 1:
-                    acc += fam_h[i]
-            gauge_aniso[b] = 1.0 - 2.0 * (<double>acc / <double>safe_n)
+            gauge_aniso[b] = _anisotropy(fam_h, 4, b, safe_n)
     s = c = 0.0
     peak = 0.0
     for i in range(64):
@@ -124,23 +139,8 @@ def record_of(cell_id: int, row: dict, current_resonance: int) -> dict:
     norm = sqrt(_nsum_end(s, c))
     peak = peak / norm if norm > 0 else 0.0
 
-    kraw = law.KRAW
-    shell_spectral = [0.0] * 7
-    for k in range(7):
-        s = c = 0.0
-        for i in range(7):
-            _nsum_add(&s, &c, <double>shell_h[i] * <double>kraw[i][k])
-        shell_spectral[k] = _nsum_end(s, c)
-    if n > 0:
-        k4 = law.K4
-        gauge_spectral = [0.0] * 4
-        for k in range(4):
-            s = c = 0.0
-            for i in range(4):
-                _nsum_add(&s, &c, <double>fam_h[i] * <double>k4[i][k])
-            gauge_spectral[k] = _nsum_end(s, c) / <double>n
-    else:
-        gauge_spectral = [0.0] * 4
+    shell_spectral = _project(shell_h, 7, law.KRAW)
+    gauge_spectral = [x / <double>n for x in _project(fam_h, 4, law.K4)] if n > 0 else [0.0] * 4
 
     return {
         "cell_id": int(cell_id),
