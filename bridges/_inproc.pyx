@@ -81,6 +81,7 @@ import sys as _sys
 cdef extern from "Python.h":
     unsigned long PyThread_get_thread_ident()
     int Py_AtExit(void (*func)() noexcept nogil)
+    int Py_IsInitialized() nogil
     int Py_AddPendingCall(int (*func)(void*) noexcept, void* arg)
     ctypedef struct PyCodeObject:
         pass
@@ -2072,18 +2073,26 @@ cdef void* _shipper_main(void* arg) noexcept nogil:
         sched_setaffinity(0, sizeof(cpu_set_t), &_free_cpus)
     if _ship_at == 0:
         _next_window()
+    # Py_IsInitialized() is 0 from the start of the interpreter's finalisation on: the GIL must
+    # not be taken then (a finalised runtime has no interpreter to take it in). The exit joins
+    # the shipper before that (_last_window); this covers an exit that did not run it (a program
+    # that cleared the atexit callbacks).
     while True:
         if not _rearmed:
             if _wait_until(_rearm_at):   # re-arm what the last window disabled
                 break
             _rearmed = True
             if _rearm_pending:
+                if not Py_IsInitialized():
+                    break
                 with gil:
                     _rearm_codes()
         if _wait_until(_ship_at):
             break
         if _ship_delay_us:   # tests: the shipper late at a window's end (see set_ship_delay)
             usleep(_ship_delay_us)
+        if not Py_IsInitialized():
+            break
         _ship_window()
         _receive()
         _next_window()

@@ -190,12 +190,15 @@ LATE_SHIPPER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_a_shipper_left_waiting_at_the_exit_never_crashes_the_program(tmp_path):
+@pytest.mark.parametrize("clears_atexit", [False, True])
+def test_a_shipper_left_waiting_at_the_exit_never_crashes_the_program(tmp_path, clears_atexit):
     """A shipper the scheduler left waiting at a window's end, overtaken by the program's exit,
     took the GIL of a runtime already finalised: SIGSEGV at the very end (PyGILState_Ensure with
-    no interpreter, from a core dump; ~1 in 200 short-lived processes). The exit now joins it."""
+    no interpreter, from a core dump; ~1 in 200 short-lived processes). The exit now joins it;
+    a program that cleared the atexit callbacks (no join then) has a shipper that sees the
+    interpreter finalising and leaves without the GIL."""
     prog = tmp_path / "late.py"
-    prog.write_text(LATE_SHIPPER)
+    prog.write_text(LATE_SHIPPER + ("import atexit\natexit._clear()\n" if clears_atexit else ""))
     want = subprocess.run([sys.executable, str(prog)], capture_output=True, text=True, timeout=60)
     got = subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", "run", "-q", str(prog)],
                          capture_output=True, text=True, timeout=60)
