@@ -132,6 +132,14 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_signal(pthread_cond_t*)
 
 
+cdef extern from "<signal.h>" nogil:
+    ctypedef struct sigset_t:
+        pass
+    int sigfillset(sigset_t*)
+    int pthread_sigmask(int, const sigset_t*, sigset_t*)
+    int SIG_SETMASK
+
+
 cdef extern from "<sys/socket.h>" nogil:
     int socket(int, int, int)
     int connect(int, void*, unsigned int)
@@ -2112,6 +2120,7 @@ cdef void _start_shipper(bint here=False) noexcept nogil:
     cdef pthread_attr_t attr
     cdef cpu_set_t one
     cdef int cpu
+    cdef sigset_t every, before
     if _shipper_running or _sock < 0 or _exiting:   # (a fork's pending restart after the exit began)
         return
     _stop_shipper = False
@@ -2123,8 +2132,14 @@ cdef void _start_shipper(bint here=False) noexcept nogil:
             CPU_ZERO(&one)
             CPU_SET(cpu, &one)
             _pinned = pthread_attr_setaffinity_np(&attr, sizeof(cpu_set_t), &one) == 0
+    # the shipper blocks every signal (it inherits the mask it is created with): a signal sent to
+    # the process goes to the program's threads, as under python; a program that blocked SIGUSR1
+    # to sigwait() for it was killed by it, delivered to the shipper
+    sigfillset(&every)
+    pthread_sigmask(SIG_SETMASK, &every, &before)
     if pthread_create(&_shipper, &attr, _shipper_main, NULL) == 0:
         _shipper_running = True
+    pthread_sigmask(SIG_SETMASK, &before, NULL)
     pthread_attr_destroy(&attr)
 
 

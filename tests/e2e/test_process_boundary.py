@@ -234,6 +234,30 @@ def test_signals_the_program_handles_reach_it_as_under_python(tmp_path):
     assert stdout == "got ['SIGRTMIN', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH']\n"
 
 
+SIGWAIT = """\
+import os, signal, threading
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+t = threading.Thread(target=lambda: None); t.start(); t.join()   # (a thread of its own: it inherits the mask)
+os.kill(os.getpid(), signal.SIGUSR1)
+signal.raise_signal(signal.SIGUSR2)
+print("waited", signal.Signals(signal.sigwait({signal.SIGUSR1})).name,
+      signal.Signals(signal.sigwait({signal.SIGUSR2})).name)
+"""
+
+
+def test_a_signal_the_program_blocked_waits_for_it_as_under_python(tmp_path):
+    """A process-directed signal goes to a thread that does not block it: under python the
+    program's own threads only. The bridge's shipper thread blocks every signal (until stop 26
+    it took SIGUSR1 that the program had blocked to sigwait() for it, and the program died)."""
+    script = tmp_path / "sigwait.py"
+    script.write_text(SIGWAIT)
+    want = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=HANG_S)
+    got = subprocess.run([PY, "-m", "gyroscope.agent.cli", "run", "-q", str(script)], capture_output=True, text=True,
+                         timeout=HANG_S)
+    assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
+    assert want.stdout == "waited SIGUSR1 SIGUSR2\n"
+
+
 SIGCOUNT = """\
 import signal, time
 n = [0]
