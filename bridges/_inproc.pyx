@@ -68,7 +68,7 @@ from cpython.object cimport PyObject, Py_SIZE
 from cpython.weakref cimport PyWeakref_NewRef
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.types cimport clockid_t
 
@@ -124,6 +124,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_join(pthread_t, void**)
     int pthread_mutex_init(pthread_mutex_t*, void*)
     int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_trylock(pthread_mutex_t*)
     int pthread_mutex_unlock(pthread_mutex_t*)
     int pthread_condattr_init(pthread_condattr_t*)
     int pthread_condattr_setclock(pthread_condattr_t*, int)
@@ -184,6 +185,9 @@ cdef extern from "<sys/resource.h>" nogil:
 cdef extern from "<fcntl.h>" nogil:
     int fcntl(int, int, ...)
     int F_DUPFD_CLOEXEC
+    int open(const char*, int)
+    int O_RDONLY
+    int O_CLOEXEC
 
 
 cdef extern from "<sys/un.h>" nogil:
@@ -203,6 +207,7 @@ cdef extern from "<unistd.h>" nogil:
     int F_OK
     int usleep(unsigned int)
     int close(int)
+    long read(int, void*, size_t)
     int getpid()
     int getppid()
 
@@ -671,6 +676,9 @@ cdef bint _follow = True
 cdef int64_t _window_ns = 200000000
 cdef pthread_mutex_t _send_mu    # one frame on the socket at a time
 cdef pthread_mutex_t _wake_mu
+# held while the shipper is started or stopped: two threads that fork at once (or a thread that
+# forks while the program exits) both stopped it, and joined the same thread twice: a hang
+cdef pthread_mutex_t _shipper_mu
 cdef pthread_cond_t _wake
 cdef pthread_t _shipper
 cdef bint _shipper_running = False
@@ -2036,16 +2044,71 @@ def live_decisions():
     return _live_cache
 
 
+DEF ORPHAN_CHECK_NS = 50000000   # how often the shipper asks whether it is the last thread
+
+
+cdef int _read_proc(const char* path, char* buf, int size) noexcept nogil:
+    cdef int fd = open(path, O_RDONLY | O_CLOEXEC)
+    cdef long n
+    if fd < 0:
+        return 0
+    n = read(fd, buf, size - 1)
+    close(fd)
+    if n < 0:
+        n = 0
+    buf[n] = 0
+    return <int>n
+
+
+cdef bint _program_gone() noexcept nogil:
+    """The program's threads have all ended without the interpreter's exit: a process forked
+    from a thread whose function then returned (or raised SystemExit) had that thread, the
+    group's leader, as its only one; python's process ends with it, and the shipper, the last
+    thread left, must not keep it alive (a parent waiting for such children hung). True when the
+    leader is a zombie and no thread but it and the shipper is left."""
+    cdef char buf[2048]
+    cdef int n = _read_proc("/proc/self/stat", buf, 2048)
+    cdef int i = n - 1
+    cdef long threads = 0
+    while i > 0 and buf[i] != 41:    # the last ')': the state follows it
+        i -= 1
+    if i <= 0 or i + 2 >= n or buf[i + 2] != 90:   # 'Z'
+        return False
+    n = _read_proc("/proc/self/status", buf, 2048)
+    for i in range(n - 9):
+        if buf[i] == 10 and memcmp(buf + i + 1, b"Threads:", 8) == 0:
+            i += 9
+            while i < n and (buf[i] == 9 or buf[i] == 32):
+                i += 1
+            while i < n and 48 <= buf[i] <= 57:
+                threads = threads * 10 + (buf[i] - 48)
+                i += 1
+            return 0 < threads <= 2
+    return False
+
+
+cdef bint _orphaned = False      # the shipper found itself the process's last thread
+
+
 cdef bint _wait_until(int64_t deadline) noexcept nogil:
-    """Sleep until the deadline (monotonic ns); True when the shipper must stop instead."""
+    """Sleep until the deadline (monotonic ns); True when the shipper must stop instead. Every
+    ORPHAN_CHECK_NS it asks whether the program's threads are all gone (_program_gone)."""
+    global _orphaned
     cdef timespec ts
-    ts.tv_sec = deadline // 1000000000
-    ts.tv_nsec = deadline % 1000000000
+    cdef int64_t until
     pthread_mutex_lock(&_wake_mu)
     while not _stop_shipper and not _exiting and _now() < deadline:
+        until = _now() + ORPHAN_CHECK_NS
+        if until > deadline:
+            until = deadline
+        ts.tv_sec = until // 1000000000
+        ts.tv_nsec = until % 1000000000
         pthread_cond_timedwait(&_wake, &_wake_mu, &ts)
+        if _now() >= until and _now() < deadline and _program_gone():
+            _orphaned = True
+            break
     pthread_mutex_unlock(&_wake_mu)
-    return _stop_shipper or _exiting or _sock < 0
+    return _stop_shipper or _exiting or _sock < 0 or _orphaned
 
 
 # The shipper's schedule. It outlives the shipper thread, which is stopped at each fork and
@@ -2104,6 +2167,8 @@ cdef void* _shipper_main(void* arg) noexcept nogil:
         _ship_window()
         _receive()
         _next_window()
+    if _orphaned:   # the process ends as this thread does: what is left goes as at an exit
+        _at_exit()
     return NULL
 
 
@@ -2121,7 +2186,10 @@ cdef void _start_shipper(bint here=False) noexcept nogil:
     cdef cpu_set_t one
     cdef int cpu
     cdef sigset_t every, before
+    if pthread_mutex_trylock(&_shipper_mu) != 0:
+        return   # another thread is stopping it (to fork, or the exit): its own restart follows
     if _shipper_running or _sock < 0 or _exiting:   # (a fork's pending restart after the exit began)
+        pthread_mutex_unlock(&_shipper_mu)
         return
     _stop_shipper = False
     _pinned = False
@@ -2141,22 +2209,24 @@ cdef void _start_shipper(bint here=False) noexcept nogil:
         _shipper_running = True
     pthread_sigmask(SIG_SETMASK, &before, NULL)
     pthread_attr_destroy(&attr)
+    pthread_mutex_unlock(&_shipper_mu)
 
 
 cdef void _stop_and_join_shipper(bint task_gone=True) noexcept nogil:
     """Stop the shipper and join it; `task_gone`: also wait until the kernel has dropped its
     thread (what os.fork() counts)."""
     global _shipper_running, _stop_shipper
-    if not _shipper_running:
-        return
-    pthread_mutex_lock(&_wake_mu)
-    _stop_shipper = True
-    pthread_cond_signal(&_wake)
-    pthread_mutex_unlock(&_wake_mu)
-    pthread_join(_shipper, NULL)
-    _shipper_running = False
-    if task_gone:
-        _wait_task_gone()
+    pthread_mutex_lock(&_shipper_mu)   # (called without the GIL: the shipper may need it to stop)
+    if _shipper_running:
+        pthread_mutex_lock(&_wake_mu)
+        _stop_shipper = True
+        pthread_cond_signal(&_wake)
+        pthread_mutex_unlock(&_wake_mu)
+        pthread_join(_shipper, NULL)
+        _shipper_running = False
+        if task_gone:
+            _wait_task_gone()
+    pthread_mutex_unlock(&_shipper_mu)
 
 
 cdef extern from "<stdio.h>" nogil:
@@ -2370,11 +2440,13 @@ def _after_fork_parent() -> None:
 
 def _after_fork_child() -> None:
     """A new process of the session: its own connection (or a quiet bridge with --no-subprocesses)."""
-    global _sock, _active, _desc_len, _in_len, _main_ts, _ship_at, _cal_after
+    global _sock, _active, _desc_len, _in_len, _main_ts, _ship_at, _cal_after, _shipper_running
     cdef int s
+    _shipper_running = False   # (another thread may have restarted it in the parent meanwhile)
     pthread_mutex_init(&_send_mu, NULL)
     pthread_mutex_init(&_wake_mu, NULL)
     pthread_mutex_init(&_live_mu, NULL)
+    pthread_mutex_init(&_shipper_mu, NULL)
     _in_len = 0
     _ship_at = 0   # a new process: short first windows
     if not _cal_done:   # the parent had not calibrated yet: not while this child is young (a pool
@@ -2434,6 +2506,7 @@ def start(str socket_path, predicate, double window_s=0.2, int k=320, bint follo
     pthread_mutex_init(&_send_mu, NULL)
     pthread_mutex_init(&_wake_mu, NULL)
     pthread_mutex_init(&_live_mu, NULL)
+    pthread_mutex_init(&_shipper_mu, NULL)
     cdef pthread_condattr_t attr
     pthread_condattr_init(&attr)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)

@@ -258,6 +258,65 @@ def test_a_signal_the_program_blocked_waits_for_it_as_under_python(tmp_path):
     assert want.stdout == "waited SIGUSR1 SIGUSR2\n"
 
 
+FORKED_FROM_THREADS = """\
+import os, sys, threading, time
+statuses = []
+def f(how):
+    pid = os.fork()
+    if pid == 0:
+        if how == "exit":
+            sys.exit(3)          # SystemExit in a thread: the thread ends, and with it the child
+        if how == "thread":
+            t = threading.Thread(target=time.sleep, args=(0.1,)); t.start()
+        return                   # the thread's function returns
+    _, st = os.waitpid(pid, 0)
+    statuses.append((how, os.waitstatus_to_exitcode(st)))
+for how in ("exit", "return", "thread"):
+    th = threading.Thread(target=f, args=(how,)); th.start(); th.join()
+print(sorted(statuses))
+"""
+
+
+def test_a_child_forked_from_a_thread_ends_with_its_thread_as_under_python(tmp_path):
+    """A process forked from a thread has that thread as its only one: when its function returns
+    (or raises SystemExit) python's process ends. The bridge's shipper thread kept such a child
+    alive for ever, a zombie leader with one live thread, and the parent hung in waitpid (until
+    stop 26); it now sees it is the last thread and ends."""
+    script = tmp_path / "forks.py"
+    script.write_text(FORKED_FROM_THREADS)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")   # (fork's DeprecationWarning: a thread is running)
+    want = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=HANG_S, env=env)
+    got = subprocess.run([PY, "-m", "gyroscope.agent.cli", "run", "-q", str(script)], capture_output=True, text=True,
+                         timeout=HANG_S, env=env)
+    assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
+    assert want.stdout == "[('exit', 0), ('return', 0), ('thread', 0)]\n"
+
+
+FORKING_THREADS = """\
+import os, threading
+def f():
+    for _ in range(10):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        os.waitpid(pid, 0)
+ts = [threading.Thread(target=f) for _ in range(4)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("done")
+"""
+
+
+def test_threads_that_fork_at_once_run_as_under_python(tmp_path):
+    """Each fork stops the bridge's shipper and joins it: two threads forking at once joined the
+    same thread twice and hung (12 of 12 runs of this program until stop 26)."""
+    script = tmp_path / "forking.py"
+    script.write_text(FORKING_THREADS)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    got = subprocess.run([PY, "-m", "gyroscope.agent.cli", "run", "-q", str(script)], capture_output=True, text=True,
+                         timeout=HANG_S, env=env)
+    assert (got.returncode, got.stdout, got.stderr) == (0, "done\n", "")
+
+
 SIGCOUNT = """\
 import signal, time
 n = [0]
