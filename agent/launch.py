@@ -141,6 +141,11 @@ class Launch:
 
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
+        # a standard descriptor gyroscope was started without (`>&-`) must be missing in the
+        # program too, not be the first descriptor gyroscope opens (the gate's pipe, then
+        # whatever the program opens: its print() went into its own log file): it is held by
+        # /dev/null here, so that nothing else takes it, and closed in the program's process
+        self._held = _hold_closed_std_fds()
         read_end, self._gate = os.pipe()   # both ends close-on-exec; the program's end is opened below
         env = dict(os.environ)
         self.pythonpath = env.get("PYTHONPATH")   # the program's own, which the bootstrap restores
@@ -149,7 +154,8 @@ class Launch:
         self.t0_ns = time.monotonic_ns()
         try:
             os.set_inheritable(read_end, True)
-            self.pid = os.posix_spawn(sys.executable, [sys.executable, *argv], env)
+            self.pid = os.posix_spawn(sys.executable, [sys.executable, *argv], env,
+                                      file_actions=[(os.POSIX_SPAWN_CLOSE, fd) for fd in self._held])
         except BaseException:
             os.close(self._gate)
             self._gate = -1
@@ -186,6 +192,29 @@ class Launch:
         if self._gate >= 0:
             os.close(self._gate)
             self._gate = -1
+
+
+_HELD: list[int] | None = None   # once per process: a second launch must close the same ones
+
+
+def _hold_closed_std_fds() -> list[int]:
+    """Of descriptors 0, 1 and 2, those gyroscope was started without, held open on /dev/null."""
+    global _HELD
+    if _HELD is None:
+        closed = []
+        for fd in (0, 1, 2):
+            try:
+                os.fstat(fd)
+            except OSError:
+                closed.append(fd)
+        _HELD = []
+        for fd in closed:
+            got = os.open(os.devnull, os.O_RDWR)   # the lowest free descriptor: `fd`, in order
+            if got != fd:
+                os.close(got)
+                break
+            _HELD.append(fd)
+    return _HELD
 
 
 def early_launch(argv: list[str] | None) -> Launch | None:

@@ -339,8 +339,15 @@ def _add_processes(result: Any, server: Any, main_pid: int) -> None:
 
 
 def _die_of(sig: int) -> None:
-    """Die of the program's signal, as its parent would have seen python die."""
+    """Die of the program's signal, as its parent would have seen python die, without a core
+    file of gyroscope's own: where the program dumped one (SIGSEGV, SIGABRT, ...), it would be
+    replaced by gyroscope's (same folder, same name)."""
     _flush()
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    except (ImportError, OSError, ValueError):
+        pass
     if sig in (signal.SIGKILL, signal.SIGSTOP):
         os.kill(os.getpid(), signal.SIGKILL)
     import threading

@@ -317,6 +317,48 @@ def test_threads_that_fork_at_once_run_as_under_python(tmp_path):
     assert (got.returncode, got.stdout, got.stderr) == (0, "done\n", "")
 
 
+STD_FDS = """\
+import os, sys
+f = open(sys.argv[1], "w")
+f.write(repr((sys.stdin is None, sys.stdout is None, sys.stderr is None, f.fileno())))
+"""
+
+
+@pytest.mark.parametrize("closed", ["0", "1", "2", "0 1 2"])
+def test_a_standard_descriptor_closed_for_gyroscope_is_closed_for_the_program(tmp_path, closed):
+    """`gyroscope run app.py >&-`: python gives the program sys.stdout None, and its first file
+    fd 1. Until stop 26 the program got the gate's pipe as fd 1 (sys.stdout a real file), then
+    its own first file there: its print()s went into that file."""
+    script = tmp_path / "fds.py"
+    script.write_text(STD_FDS)
+    redirections = " ".join(f"{fd}>&-" if fd != "0" else "0<&-" for fd in closed.split())
+    seen = []
+    for cmd in (f"{PY} {script}", f"{PY} -m gyroscope.agent.cli run -q {script}"):
+        out = tmp_path / "seen.txt"
+        p = subprocess.run(["sh", "-c", f"exec {redirections}; exec {cmd} {out}"], capture_output=True, text=True,
+                           timeout=HANG_S, cwd=Path.cwd())
+        seen.append((p.returncode, out.read_text()))
+    assert seen[0] == seen[1]
+
+
+def test_a_crashing_programs_core_file_is_its_own(tmp_path):
+    """gyroscope dies of the program's SIGSEGV as python would, without dumping a core of its
+    own over the program's (same folder, same name: 12 of 12 runs until stop 26)."""
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    if pattern.startswith("|") or "/" in pattern:
+        pytest.skip(f"cores go elsewhere here: {pattern}")
+    (tmp_path / "segv.py").write_text("import ctypes\nctypes.string_at(0)\n")
+    p = subprocess.run(["sh", "-c", f"ulimit -c unlimited; exec {PY} -m gyroscope.agent.cli run -q segv.py"],
+                       cwd=tmp_path, capture_output=True, timeout=HANG_S)
+    assert p.returncode == -signal.SIGSEGV
+    cores = [f for f in tmp_path.iterdir() if f.name.startswith("core")]
+    if not cores:
+        pytest.skip("no core file written here (a hard core limit of 0?)")
+    for core in cores:
+        head = core.read_bytes()[:1 << 16]   # the notes: the dumped process's command line
+        assert b"segv.py" in head and b"-m gyroscope.agent.cli" not in head
+
+
 SIGCOUNT = """\
 import signal, time
 n = [0]
