@@ -1933,10 +1933,37 @@ cdef void _rearm_codes():
         _rearm_code(code)
 
 
+cdef bint _drain_and_build(char** e, size_t* elen, size_t* ecap, char** d, size_t* dlen) noexcept with gil:
+    """The window's Python part, under the GIL: the extras drained into e, the frame built in
+    _out, the new slot descriptors handed over in d; True with _send_mu held. (Its own function,
+    so that the Python objects it uses are released before the GIL is: a nogil function that
+    holds one takes the GIL again at its end to release it, after the shipper's finalisation
+    check, and crashed the process when the interpreter had been finalised meanwhile.)"""
+    global _desc, _desc_len, _desc_cap
+    cdef uint32_t n32
+    if _sock < 0 or _exiting:   # at exit, _last_window ships under the GIL instead
+        return False
+    try:
+        for b in _drain_python(True):
+            n32 = <uint32_t>len(b)
+            _put(e, elen, ecap, &n32, 4)
+            _put(e, elen, ecap, <char*>(<bytes>b), n32)
+    except BaseException:
+        pass
+    pthread_mutex_lock(&_send_mu)   # nobody holding _send_mu ever waits for the GIL
+    _build_hits()
+    _build_threads()
+    _build_gc()
+    _build_steps()
+    d[0], dlen[0] = _desc, _desc_len      # the callbacks append new descriptors to a fresh buffer
+    _desc, _desc_len, _desc_cap = NULL, 0, 0
+    return True
+
+
 cdef void _ship_window() noexcept nogil:
     """One window: drain under the GIL (microseconds), send after releasing it. Holds _send_mu
-    from the drain to the last frame, so the frames of one window stay together."""
-    global _desc, _desc_len, _desc_cap
+    from the drain to the last frame, so the frames of one window stay together. No Python
+    object here (see _drain_and_build)."""
     cdef char* e = NULL
     cdef size_t elen = 0
     cdef size_t ecap = 0
@@ -1944,25 +1971,7 @@ cdef void _ship_window() noexcept nogil:
     cdef size_t dlen = 0
     cdef size_t pos = 0
     cdef uint32_t n32
-    cdef bint ok = False
-    with gil:
-        if _sock >= 0 and not _exiting:   # at exit, _last_window ships under the GIL instead
-            try:
-                for b in _drain_python(True):
-                    n32 = <uint32_t>len(b)
-                    _put(&e, &elen, &ecap, &n32, 4)
-                    _put(&e, &elen, &ecap, <char*>(<bytes>b), n32)
-            except BaseException:
-                pass
-            pthread_mutex_lock(&_send_mu)   # nobody holding _send_mu ever waits for the GIL
-            _build_hits()
-            _build_threads()
-            _build_gc()
-            _build_steps()
-            d, dlen = _desc, _desc_len      # the callbacks append new descriptors to a fresh buffer
-            _desc, _desc_len, _desc_cap = NULL, 0, 0
-            ok = True
-    if ok:
+    if _drain_and_build(&e, &elen, &ecap, &d, &dlen):
         if dlen:
             _send_frame_locked(T_SLOTS, d, dlen)
         _send_frame_locked(T_WINDOW, _out, _out_len)
@@ -1971,6 +1980,8 @@ cdef void _ship_window() noexcept nogil:
             _send_frame_locked(T_EXTRA, e + pos + 4, n32)
             pos += 4 + n32
         pthread_mutex_unlock(&_send_mu)
+        if _ship_delay_us and _ship_delay_after:   # tests (set_ship_delay)
+            usleep(_ship_delay_us)
     if d != NULL:
         free(d)
     if e != NULL:
@@ -2160,7 +2171,7 @@ cdef void* _shipper_main(void* arg) noexcept nogil:
                     _rearm_codes()
         if _wait_until(_ship_at):
             break
-        if _ship_delay_us:   # tests: the shipper late at a window's end (see set_ship_delay)
+        if _ship_delay_us and not _ship_delay_after:   # tests (set_ship_delay)
             usleep(_ship_delay_us)
         if not Py_IsInitialized():
             break
@@ -2326,15 +2337,18 @@ cdef void _at_exit() noexcept nogil:
 
 cdef int _send_timeout_s = 10
 cdef unsigned int _ship_delay_us = 0
+cdef bint _ship_delay_after = False
 
 
-def set_ship_delay(double seconds) -> None:
+def set_ship_delay(double seconds, bint after_send=False) -> None:
     """Tests: the shipper waits this long at the end of each window before it takes the GIL to
-    ship it, as a thread the scheduler left waiting would (an exit then overtakes it), and the
-    process's very end (after finalisation, see _at_exit) waits twice as long, so that such a
-    shipper would wake in a runtime already finalised."""
-    global _ship_delay_us
+    ship it (or, `after_send`, once it has sent it), as a thread the scheduler left waiting
+    would (an exit then overtakes it), and the process's very end (after finalisation, see
+    _at_exit) waits twice as long, so that such a shipper would wake in a runtime already
+    finalised."""
+    global _ship_delay_us, _ship_delay_after
     _ship_delay_us = <unsigned int>(seconds * 1e6)
+    _ship_delay_after = after_send
 
 
 
