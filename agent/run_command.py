@@ -395,6 +395,8 @@ def _forward_signals(child: _Child) -> None:
             continue
         if _from_group_signalling_parent(info):
             continue    # the program got it from the same sender
+        if _from_the_program(info.si_pid, child.pid):
+            continue    # its own killpg(0, ...) reached it already; a signal to its parent is not for it
         try:
             os.kill(child.pid, info.si_signo)
         except OSError:
@@ -402,6 +404,22 @@ def _forward_signals(child: _Child) -> None:
 
 
 GROUP_SIGNALLERS = ("timeout",)   # parents that signal their child, then their whole group
+
+
+def _from_the_program(sender: int, program: int) -> bool:
+    """The sender is the program or a process it started (its parent chain reaches the program):
+    its signal to its whole group (`os.killpg(0, SIGTERM)`) reached the program already (it was
+    forwarded a second time until stop 26), and one to its parent, here gyroscope, was never
+    meant for it."""
+    from gyroscope.bridges.procfs import parent_pid
+    pid = sender
+    for _ in range(64):
+        if pid == program:
+            return True
+        if pid <= 1:
+            return False
+        pid = parent_pid(pid)
+    return False
 
 
 def _from_group_signalling_parent(info: Any) -> bool:

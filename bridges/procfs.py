@@ -54,6 +54,14 @@ def process_state(pid: int) -> str:
         return "?"
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of `pid` (its PPid), 0 when there is no such process."""
+    try:
+        return int(_stat_fields(f"/proc/{pid}/stat")[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def is_alive(pid: int) -> bool:
     return process_state(pid) not in ("", "Z", "X")
 

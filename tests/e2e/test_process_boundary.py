@@ -359,6 +359,27 @@ def test_a_crashing_programs_core_file_is_its_own(tmp_path):
         assert b"segv.py" in head and b"-m gyroscope.agent.cli" not in head
 
 
+GROUP_KILLER = """\
+import os, signal, time
+n = []
+signal.signal(signal.SIGTERM, lambda s, f: n.append(s))
+os.killpg(0, signal.SIGTERM)     # its whole process group: gyroscope, when it leads the group
+time.sleep(0.3)
+print("handled", len(n))
+"""
+
+
+def test_a_program_that_signals_its_own_group_gets_the_signal_once(tmp_path):
+    """Started as a job (gyroscope leads the group), the program's `os.killpg(0, SIGTERM)` reaches
+    the program and gyroscope; gyroscope forwarded its copy, and the handler ran twice (5 of 5
+    runs until stop 26). A signal from the program (or a process it started) is never forwarded."""
+    script = tmp_path / "killpg.py"
+    script.write_text(GROUP_KILLER)
+    runs = [subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_S, start_new_session=True)
+            for cmd in ([PY, str(script)], [PY, "-m", "gyroscope.agent.cli", "run", "-q", str(script)])]
+    assert [(p.returncode, p.stdout, p.stderr) for p in runs] == [(0, "handled 1\n", "")] * 2
+
+
 SIGCOUNT = """\
 import signal, time
 n = [0]
