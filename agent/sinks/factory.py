@@ -142,7 +142,7 @@ def sink_failures(result: Any) -> list[str]:
     count: dict[str, int] = {}
     errors = result.get("errors") if isinstance(result, dict) else result.errors
     for e in errors or []:
-        if not isinstance(e, str) or not e.startswith(("sink ", "otlp ")):
+        if not isinstance(e, str) or not e.startswith(("sink ", "otlp ", "cannot write ")):   # (a profile file)
             continue
         key = e.split(":", 1)[0]
         first.setdefault(key, e)

@@ -394,3 +394,16 @@ def test_own_code_follows_symlinks_like_realpath(tmp_path):
         assert own._realpath(str(f)) == os.path.realpath(f)
     assert own.ours(str(lib / "to_app.py")) and own.ours(str(tmp_path / "proj_link" / "app.py"))
     assert not own.ours(str(proj / "to_other.py")) and not own.ours(str(lib / "other.py"))
+
+
+def test_quiet_still_prints_a_profile_file_that_could_not_be_written():
+    """-q hides the summary, never a lost output: a --pprof/--speedscope/--collapsed file that
+    could not be written (its folder replaced by the program) said nothing under -q until stop 26."""
+    import io
+
+    from gyroscope.agent.sinks.factory import print_sink_failures
+    out = io.StringIO()
+    print_sink_failures({"errors": ["cannot write /x/p.pb.gz: Not a directory", "agent: something else",
+                                    "sink stream.on_window: OSError: full"]}, out)
+    assert out.getvalue().splitlines() == ["gyroscope: error: cannot write /x/p.pb.gz: Not a directory",
+                                           "gyroscope: error: sink stream.on_window: OSError: full"]
