@@ -52,7 +52,9 @@ Processes the program starts (fork, multiprocessing, python subprocesses) are fo
 a process of the same session. --no-subprocesses turns that off.
 
 Exit status: the program's own (killed by a signal: the same signal); 2 if the script does not
-exist or an option is wrong.
+exist or an option is wrong, and 2 instead of 0 when the program succeeded but --json could not
+be written (an error line says why; a profile file that could not be written is an error line
+only).
 """
 
 # Signals sent to gyroscope that go to the program instead: every one whose default would end
