@@ -151,18 +151,15 @@ cdef extern from "<sys/socket.h>" nogil:
     int SOCK_STREAM
     int SOCK_CLOEXEC
     int MSG_NOSIGNAL
+    int setsockopt(int, int, int, const void*, unsigned int)
+    int SOL_SOCKET
+    int SO_SNDTIMEO
 
 
 cdef extern from "<sys/time.h>" nogil:
     struct timeval:
         long tv_sec
         long tv_usec
-
-
-cdef extern from "<sys/socket.h>" nogil:
-    int setsockopt(int, int, int, const void*, unsigned int)
-    int SOL_SOCKET
-    int SO_SNDTIMEO
 
 
 cdef extern from "<sys/stat.h>" nogil:
@@ -1939,7 +1936,6 @@ cdef bint _drain_and_build(char** e, size_t* elen, size_t* ecap, char** d, size_
     so that the Python objects it uses are released before the GIL is: a nogil function that
     holds one takes the GIL again at its end to release it, after the shipper's finalisation
     check, and crashed the process when the interpreter had been finalised meanwhile.)"""
-    global _desc, _desc_len, _desc_cap
     cdef uint32_t n32
     if _sock < 0 or _exiting:   # at exit, _last_window ships under the GIL instead
         return False
@@ -1951,13 +1947,20 @@ cdef bint _drain_and_build(char** e, size_t* elen, size_t* ecap, char** d, size_
     except BaseException:
         pass
     pthread_mutex_lock(&_send_mu)   # nobody holding _send_mu ever waits for the GIL
+    _build_window(d, dlen)
+    return True
+
+
+cdef void _build_window(char** d, size_t* dlen):
+    """The window's frame in _out (under the GIL and _send_mu), and the slot descriptors made
+    since the last one handed over in d (the callbacks append new ones to a fresh buffer)."""
+    global _desc, _desc_len, _desc_cap
     _build_hits()
     _build_threads()
     _build_gc()
     _build_steps()
-    d[0], dlen[0] = _desc, _desc_len      # the callbacks append new descriptors to a fresh buffer
+    d[0], dlen[0] = _desc, _desc_len
     _desc, _desc_len, _desc_cap = NULL, 0, 0
-    return True
 
 
 cdef void _ship_window() noexcept nogil:
@@ -2106,7 +2109,7 @@ cdef bint _wait_until(int64_t deadline) noexcept nogil:
     ORPHAN_CHECK_NS it asks whether the program's threads are all gone (_program_gone)."""
     global _orphaned
     cdef timespec ts
-    cdef int64_t until
+    cdef int64_t until, now
     pthread_mutex_lock(&_wake_mu)
     while not _stop_shipper and not _exiting and _now() < deadline:
         until = _now() + ORPHAN_CHECK_NS
@@ -2115,7 +2118,8 @@ cdef bint _wait_until(int64_t deadline) noexcept nogil:
         ts.tv_sec = until // 1000000000
         ts.tv_nsec = until % 1000000000
         pthread_cond_timedwait(&_wake, &_wake_mu, &ts)
-        if _now() >= until and _now() < deadline and _program_gone():
+        now = _now()
+        if until <= now < deadline and _program_gone():
             _orphaned = True
             break
     pthread_mutex_unlock(&_wake_mu)
@@ -2271,7 +2275,7 @@ def _last_window() -> None:
     released meanwhile (it may be waiting for it to ship a window): left running, it could take
     the GIL of a runtime already finalised and crash the process at its very end (a core dump
     showed PyGILState_Ensure with no interpreter, in ~1 of 200 short-lived processes)."""
-    global _exiting, _desc, _desc_len, _desc_cap
+    global _exiting
     cdef char* d = NULL
     cdef size_t dlen = 0
     cdef uint32_t n32
@@ -2291,13 +2295,8 @@ def _last_window() -> None:
         extras = []
     _close_all_spans()
     with nogil:
-        pthread_mutex_lock(&_send_mu)   # a window the shipper may be sending (it holds no GIL then)
-    _build_hits()
-    _build_threads()
-    _build_gc()
-    _build_steps()
-    d, dlen = _desc, _desc_len
-    _desc, _desc_len, _desc_cap = NULL, 0, 0
+        pthread_mutex_lock(&_send_mu)   # (the shipper is joined; a frame of another sender's ends first)
+    _build_window(&d, &dlen)
     if dlen:
         _send_frame_locked(T_SLOTS, d, dlen)
         free(d)
@@ -2349,8 +2348,6 @@ def set_ship_delay(double seconds, bint after_send=False) -> None:
     global _ship_delay_us, _ship_delay_after
     _ship_delay_us = <unsigned int>(seconds * 1e6)
     _ship_delay_after = after_send
-
-
 
 
 cdef void _set_send_timeout(int fd) noexcept nogil:

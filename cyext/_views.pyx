@@ -66,7 +66,7 @@ def record_of(cell_id: int, row: dict, current_resonance: int) -> dict:
     cdef double spec[64]
     cdef int64_t n, safe_n, x, y, acc
     cdef int i, j, h, b, k
-    cdef double s, c, p, v, eff, rho, eta, ent, norm, peak, support
+    cdef double s, c, p, eff, rho, eta, ent, norm, peak, support
     w = int(row["omega12"])
     lb = int(row["last_byte"])
     n = int(row["chi_valid_len"])
