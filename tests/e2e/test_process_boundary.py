@@ -249,11 +249,8 @@ def test_a_signal_the_program_blocked_waits_for_it_as_under_python(tmp_path):
     """A process-directed signal goes to a thread that does not block it: under python the
     program's own threads only. The bridge's shipper thread blocks every signal (until stop 26
     it took SIGUSR1 that the program had blocked to sigwait() for it, and the program died)."""
-    script = tmp_path / "sigwait.py"
-    script.write_text(SIGWAIT)
-    want = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=HANG_S)
-    got = subprocess.run([PY, "-m", "gyroscope.agent.cli", "run", "-q", str(script)], capture_output=True, text=True,
-                         timeout=HANG_S)
+    write(tmp_path, "sigwait.py", SIGWAIT)
+    want, got, _ = both(tmp_path, ["sigwait.py"])
     assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
     assert want.stdout == "waited SIGUSR1 SIGUSR2\n"
 
@@ -282,12 +279,9 @@ def test_a_child_forked_from_a_thread_ends_with_its_thread_as_under_python(tmp_p
     (or raises SystemExit) python's process ends. The bridge's shipper thread kept such a child
     alive for ever, a zombie leader with one live thread, and the parent hung in waitpid (until
     stop 26); it now sees it is the last thread and ends."""
-    script = tmp_path / "forks.py"
-    script.write_text(FORKED_FROM_THREADS)
-    env = dict(os.environ, PYTHONWARNINGS="ignore")   # (fork's DeprecationWarning: a thread is running)
-    want = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=HANG_S, env=env)
-    got = subprocess.run([PY, "-m", "gyroscope.agent.cli", "run", "-q", str(script)], capture_output=True, text=True,
-                         timeout=HANG_S, env=env)
+    write(tmp_path, "forks.py", FORKED_FROM_THREADS)
+    # (fork's DeprecationWarning, a thread running, is left out)
+    want, got, _ = both(tmp_path, ["forks.py"], env={"PYTHONWARNINGS": "ignore"})
     assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
     assert want.stdout == "[('exit', 0), ('return', 0), ('thread', 0)]\n"
 
@@ -309,12 +303,9 @@ print("done")
 def test_threads_that_fork_at_once_run_as_under_python(tmp_path):
     """Each fork stops the bridge's shipper and joins it: two threads forking at once joined the
     same thread twice and hung (12 of 12 runs of this program until stop 26)."""
-    script = tmp_path / "forking.py"
-    script.write_text(FORKING_THREADS)
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    got = subprocess.run([PY, "-m", "gyroscope.agent.cli", "run", "-q", str(script)], capture_output=True, text=True,
-                         timeout=HANG_S, env=env)
-    assert (got.returncode, got.stdout, got.stderr) == (0, "done\n", "")
+    write(tmp_path, "forking.py", FORKING_THREADS)
+    want, got, _ = both(tmp_path, ["forking.py"], env={"PYTHONWARNINGS": "ignore"})
+    assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr) == (0, "done\n", "")
 
 
 STD_FDS = """\
