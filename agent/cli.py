@@ -93,15 +93,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, site_later: bool = False) -> int:
+    """`site_later`: python was started with -S by the launcher (see entry): `site` runs here,
+    once the program's process is started."""
     argv = sys.argv[1:] if argv is None else argv
     launch = program = args = None
     if argv[:1] == ["run"]:   # the program's interpreter starts while gyroscope reads its options
-        from gyroscope.agent.launch import early_launch, program_argv, run_options
+        from gyroscope.agent.launch import early_launch, program_argv
         program = program_argv(argv[1:])
         launch = early_launch(program)
-        if program is not None:
-            args = run_options(argv[1:])   # argparse (~7 ms) only when this cannot tell
+    if site_later:
+        import site
+        site.main()
+    if program is not None:
+        from gyroscope.agent.launch import run_options
+        args = run_options(argv[1:])   # argparse (~7 ms) only when this cannot tell
     try:
         if args is not None:
             from gyroscope.agent.run_command import main as run_main
@@ -130,12 +136,17 @@ def main(argv: list[str] | None = None) -> int:
             launch.abort()   # the program never got its go (bad options, --help): it leaves unseen
 
 
-def entry() -> None:
+def entry(site_later: bool = False) -> None:
     """The `gyroscope` console script: main(), then leave at once. When main returns, everything
     gyroscope writes is written and closed (files, sinks shut down, the summary printed); the
     interpreter's own teardown with numpy and the kernel loaded (~25 ms) would only keep the
-    user's shell, or a pipe reading our stderr, waiting."""
-    status = main()
+    user's shell, or a pipe reading our stderr, waiting.
+
+    `site_later`: called so by the launcher .ci/setup writes over the console script. It starts
+    python with -S (no `site`: the .pth files, the user site, the venv's prefix) and puts
+    gyroscope's own folder on sys.path itself; `site` then runs in main(), once the program's
+    process is started (python -c pass: 16 ms, 9.5 ms with -S)."""
+    status = main(site_later=site_later)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

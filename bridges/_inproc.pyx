@@ -569,6 +569,16 @@ cdef inline uint32_t _next_skip() noexcept nogil:
 
 
 cdef uint8_t _free_seen[MAX_SLOTS]   # the loop ran >= FREE_SEEN_NS with no callback in a window
+# A loop timed by its hits (no free run read) is timed in its first TIMED_FIRST windows with hits,
+# then in one such window in TIMED_EVERY, drawn at random (a program whose phases repeat every few
+# windows is not always timed in the same one); the others get SHORT_K untimed hits. Its rate is
+# the median over its timed windows (agent/measure.py), so it needs a few, not all: the 256 hits
+# before each burst's timed ones were 60-75% of all callbacks (go, hexiom). A loop counted by a
+# stepping local is timed in every window: its count needs its timed hits (see "induction").
+DEF TIMED_FIRST = 1
+DEF TIMED_EVERY = 4
+cdef uint8_t _timed_n[MAX_SLOTS]     # windows whose burst this loop completed, timed (at most 255)
+cdef uint8_t _stepping[MAX_SLOTS]    # a stepping local counted part of this loop in a window
 
 
 cdef inline void _draw(int s) noexcept nogil:
@@ -578,7 +588,8 @@ cdef inline void _draw(int s) noexcept nogil:
     has its rate from those runs (agent/measure.py `_rate`): its timed hits would go unused, so
     its burst is SHORT_K hits, none timed (what opens its span and marks where the free run
     starts; its window says it saturated by flag bit 3, not by a span)."""
-    if _base[s] == WARM_HITS and _free_seen[s]:
+    if _base[s] == WARM_HITS and (_free_seen[s] or (_timed_n[s] >= TIMED_FIRST and not _stepping[s]
+                                                    and _next_skip() % TIMED_EVERY != 0)):
         _warm[s] = SHORT_K
         _lim[s] = SHORT_K
     elif _base[s] == WARM_HITS:
@@ -834,6 +845,8 @@ cdef int _new_slot(uint32_t sub, object code, int offset, int kind, int dest) ex
     _last_tid[s] = 0
     _base[s] = WARM_HITS if kind == 0 else CALL_WARM
     _free_seen[s] = 0
+    _timed_n[s] = 0
+    _stepping[s] = 0
     _draw(s)
     _clear_reads(s)
     _off[s] = 0
@@ -1814,6 +1827,10 @@ cdef void _build_hits() noexcept nogil:
             _put(&_out, &_out_len, &_out_cap, rec, 80)
             if _free_ns[s] >= FREE_SEEN_NS and not _gap[s] & 2:
                 _free_seen[s] = 1   # (a local's count needs the timed hits: see "induction")
+            if _gap[s] & 2:
+                _stepping[s] = 1
+            if i64 != 0 and _warm[s] > SHORT_K and _timed_n[s] < 255:
+                _timed_n[s] += 1
             _clear_reads(s)
             _hits[s] = 0
             _thread[s] = 0

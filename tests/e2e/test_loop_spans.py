@@ -93,13 +93,14 @@ def test_while_loops_are_counted_by_their_stepping_local(both) -> None:
         assert not m[name]["iterations_exact"] and m[name]["iterations_error"] == 0.05, name
 
 
-def test_a_loop_whose_end_cannot_be_read_says_its_rate_is_from_timed_hits(both) -> None:
+def test_a_loop_whose_end_cannot_be_read_is_not_called_exact(both) -> None:
     """A worklist loop: its list grows as it runs, so where the exhausted iterator ended is not
-    known (3.13 forgets it) and its stretches without callbacks give no rate."""
-    _, _, _, m = both
-    for name in ("grown",):
-        assert m[name]["iterations_per_s_source"] == "timed hits", name
-        assert not m[name]["iterations_exact"] and m[name]["iterations_error"] > 0
+    known (3.13 forgets it): its count is an estimate with an error. Its rate is from its timed
+    hits, or from the stretches read while it still ran (its windows after the first have short,
+    untimed bursts: bridges/_inproc.pyx TIMED_EVERY), never from a run's unknown end."""
+    _, _, truth, m = both
+    assert not m["grown"]["iterations_exact"] and m["grown"]["iterations_error"] > 0
+    assert m["grown"]["iterations_per_s_source"] in ("timed hits", "uninstrumented")
 
 
 def test_no_count_is_called_whole_in_a_process_of_several_threads(both) -> None:
