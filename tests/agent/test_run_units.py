@@ -314,6 +314,9 @@ def test_stacks_enclosing_loops(tmp_path):
     assert enclosing_loops((caller,), own) == []
     # a loop around the innermost frame's own loop runs that loop too
     assert enclosing_loops((Frame(str(src), "grid", 15),), own) == [Entity(EntityKind.LOOP, str(src), "grid", 13)]
+    # a recursion: its frames are in the same loop, which is running other code once, not per frame
+    deep = (leaf, caller, caller, caller)
+    assert enclosing_loops(deep, own) == enclosing_loops(deep, own) == [Entity(EntityKind.LOOP, str(src), "main", 7)]
 
 
 def test_measure_joins_counts_and_sampled_time_over_the_session_and_estimates_native_time():
