@@ -57,8 +57,14 @@ FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to c
 # of it and missed its decision in 4 of 6 runs). py-spy's CPU on a spinning target, % of one core (2 s, chrometrace --idle
 # --nonblocking): 1.5% at 100 Hz, 4.5% at 250, 8% at 500, 22% at 1000. 10x/5x/2.5x was tried:
 # the 1 s pyperformance runs then paid ~5% more (py-spy beside them on 2 cores) and the chunks'
-# parsing at the end.
-RAMP_X = ((0.75, 4.0), (1.75, 2.0))   # (until s after the recorder started, factor)
+# parsing at the end. Each sample also costs the target's own CPU, though it is never paused
+# (richards, the program's user time, 13 alternating runs of 1.17 s: +14 ms at 100 Hz, +28 at
+# 400, +56 at 1000). So a program `run` started (`fresh`) is sampled at 4x in the first chunk
+# and 2x in the second, started 0.5 s in (until stop 27 that one was at 4x too: a 1 s program
+# was sampled at 400 Hz all along); an attach keeps 4x until 0.75 s, 2x until 1.75 s: it lands
+# at a random moment of a long program, and its decisions need those samples (shared workloads).
+RAMP_X = ((0.4, 4.0), (1.2, 2.0))   # (until s after the recorder started, factor): run
+ATTACH_RAMP_X = ((0.75, 4.0), (1.75, 2.0))
 # Every chunk's rate is the nominal one times a factor of this cycle: a program whose work
 # repeats with a period commensurate with a fixed sampling period (two functions alternating
 # every ~2.8 ms, sampled every 10 ms) would be seen at the same phase every time (aliasing: one
@@ -216,10 +222,10 @@ class ChunkedRecorder:
 
     # ---- one chunk -----------------------------------------------------------------------
     def chunk_rate_hz(self, n: int, age_s: float) -> float:
-        """The sampling rate of chunk n (1-based) started age_s after the recorder: RAMP_X while
-        the recorder is young, then the nominal rate moved by JITTER_X (on average the nominal
+        """The sampling rate of chunk n (1-based) started age_s after the recorder: RAMP_X (an
+        attach's: ATTACH_RAMP_X) while the recorder is young, then the nominal rate moved by JITTER_X (on average the nominal
         rate)."""
-        for until, factor in RAMP_X:
+        for until, factor in (RAMP_X if self.fresh else ATTACH_RAMP_X):
             if age_s < until:
                 return self.rate_hz * factor
         return self.rate_hz * JITTER_X[(n - 1) % len(JITTER_X)]

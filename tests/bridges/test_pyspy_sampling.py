@@ -336,3 +336,16 @@ def test_attribution_threads_without_a_reading_share_the_process_rest():
     # 100 ms of CPU over 120 ms of their samples: 5/6 running, the rest waits for the GIL held by 1
     assert got[77].cpu_ns + got[78].cpu_ns == 100 * MS
     assert (got[77].run_ns, got[77].gil_ns) == (50 * MS, 10 * MS)
+
+
+def test_a_recorder_samples_faster_in_its_first_two_chunks_only(tmp_path):
+    """4x in the first chunk (0.5 s: a 0.15 s program gets its decision), 2x in the second
+    (started 0.5 s in; it was 4x until stop 27, and each sample costs the target CPU too), then
+    the nominal rate, moved by the jitter cycle. An attach keeps 4x in its second chunk."""
+    from gyroscope.bridges.pyspy_record import JITTER_X, ChunkedRecorder
+    rec = ChunkedRecorder("py-spy", 1, 100, lambda spans, t: None, lambda m: None, str(tmp_path), fresh=True)
+    assert rec.chunk_rate_hz(1, 0.0) == 400
+    assert rec.chunk_rate_hz(2, 0.5) == rec.chunk_rate_hz(2, 0.55) == 200
+    assert rec.chunk_rate_hz(3, 1.5) == 100 * JITTER_X[2]
+    attach = ChunkedRecorder("py-spy", 1, 100, lambda spans, t: None, lambda m: None, str(tmp_path))
+    assert (attach.chunk_rate_hz(1, 0.0), attach.chunk_rate_hz(2, 0.5), attach.chunk_rate_hz(3, 1.5)) == (400, 400, 200)
