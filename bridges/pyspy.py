@@ -215,7 +215,7 @@ class PySpySource:
     def __init__(self, pid: int, py_spy: str | None = None, rate_hz: float = DEFAULT_RATE_HZ,
                  subprocesses: bool = False, own_code: Callable[[str], bool] = is_own_code,
                  fresh: bool = False, keep_stacks: bool = False, chunk_s: float = DEFAULT_CHUNK_S,
-                 overlap_s: float = 0.25, poll_s: float = 0.2, entity_pid: int = 0,
+                 overlap_s: float | None = None, poll_s: float = 0.2, entity_pid: int = 0,
                  name: str = "attach") -> None:
         self.name = name           # the session's "source": "attach", or "run" for run's child
         self.pid = pid

@@ -8,7 +8,9 @@ seen over each time span; a span of wall time W stands for W x rate samples. (`r
 `speedscope` aggregate or drop time; neither has thread states either.)
 
 So this recorder runs `py-spy record -f chrometrace --idle --threads --nonblocking` in chunks
-that grow from 0.5 s to `chunk_s` (4 s; doubling: 0.5, 1, 2, 4, 4, ...) and starts chunk k+1 `overlap_s` before it stops chunk k with SIGINT: py-spy needs
+that grow from 0.5 s to `chunk_s` (4 s; doubling: 0.5, 1, 2, 4, 4, ...; under `run`, from 0.25 s,
+at least twice the overlap: 0.3, 0.5, 1, ...) and starts chunk k+1 `overlap_s` (0.25 s; 0.15 s
+under `run`) before it stops chunk k with SIGINT: py-spy needs
 ~10-70 ms from its start to its first sample (attaching, reading the interpreter's symbols),
 which used to leave ~70 ms unsampled between chunks. The spans of each chunk are placed on the
 monotonic clock (the time the chunk was started + ts; py-spy starts its clock ~1 ms after exec)
@@ -51,6 +53,12 @@ from gyroscope.bridges.stacks import StackMender
 
 STOP_TIMEOUT_S = 10.0
 FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to chunk_s, doubling
+# `run` (a `fresh` target): a shorter first chunk and overlap, so that a program of 0.45 s or
+# more has its first stacks classified (its files read, its library loops named) while it runs,
+# not all after its end: the last chunk of a 0.5 s logging run took 10-15 ms to classify after
+# the program had ended. py-spy's first sample comes 10-70 ms after its start.
+RUN_FIRST_CHUNK_S = 0.25
+RUN_OVERLAP_S = 0.15
 # Every recorder samples faster while it is young, so that a 0.3 s program (or a short attach)
 # gets ~120 samples, not 30: its first chunks (0.5 s, 1 s) at 4x and 2x the rate, then the rate
 # (since stop 23 attach too: an attach 0.2 s after a 0.4 s hot thread started got 10-20 samples
@@ -59,11 +67,11 @@ FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to c
 # the 1 s pyperformance runs then paid ~5% more (py-spy beside them on 2 cores) and the chunks'
 # parsing at the end. Each sample also costs the target's own CPU, though it is never paused
 # (richards, the program's user time, 13 alternating runs of 1.17 s: +14 ms at 100 Hz, +28 at
-# 400, +56 at 1000). So a program `run` started (`fresh`) is sampled at 4x in the first chunk
-# and 2x in the second, started 0.5 s in (until stop 27 that one was at 4x too: a 1 s program
-# was sampled at 400 Hz all along); an attach keeps 4x until 0.75 s, 2x until 1.75 s: it lands
-# at a random moment of a long program, and its decisions need those samples (shared workloads).
-RAMP_X = ((0.4, 4.0), (1.2, 2.0))   # (until s after the recorder started, factor): run
+# 400, +56 at 1000). So a program `run` started (`fresh`) is sampled at 4x in its first chunk
+# (0-0.3 s) and 2x in its second (0.3-0.8 s; until stop 27 a 1 s program was sampled at 400 Hz
+# all along); an attach keeps 4x until 0.75 s, 2x until 1.75 s: it lands at a random moment of a
+# long program, and its decisions need those samples (shared workloads).
+RAMP_X = ((0.15, 4.0), (0.55, 2.0))   # (until s after the recorder started, factor): run
 ATTACH_RAMP_X = ((0.75, 4.0), (1.75, 2.0))
 # Every chunk's rate is the nominal one times a factor of this cycle: a program whose work
 # repeats with a period commensurate with a fixed sampling period (two functions alternating
@@ -168,12 +176,13 @@ class ChunkedRecorder:
 
     def __init__(self, py_spy: str, pid: int, rate_hz: float,
                  on_spans: Callable[[list[Span], int], None], on_error: Callable[[str], None],
-                 tmpdir: str, chunk_s: float = 4.0, overlap_s: float = 0.25, subprocesses: bool = False,
+                 tmpdir: str, chunk_s: float = 4.0, overlap_s: float | None = None, subprocesses: bool = False,
                  fresh: bool = False, explain: Callable[[int, str], Exception] | None = None,
                  on_tick: Callable[[], None] | None = None, tick_s: float = 0.1) -> None:
         self.py_spy, self.pid, self.rate_hz = py_spy, pid, rate_hz
-        self.chunk_s, self.overlap_s = chunk_s, overlap_s
-        self.first_chunk_s = min(chunk_s, FIRST_CHUNK_S)
+        self.chunk_s = chunk_s
+        self.overlap_s = overlap_s if overlap_s is not None else (RUN_OVERLAP_S if fresh else 0.25)
+        self.first_chunk_s = min(chunk_s, RUN_FIRST_CHUNK_S if fresh else FIRST_CHUNK_S)
         self.subprocesses, self.fresh = subprocesses, fresh
         self.on_spans, self.on_error = on_spans, on_error
         self.tmpdir = tmpdir

@@ -339,13 +339,14 @@ def test_attribution_threads_without_a_reading_share_the_process_rest():
 
 
 def test_a_recorder_samples_faster_in_its_first_two_chunks_only(tmp_path):
-    """4x in the first chunk (0.5 s: a 0.15 s program gets its decision), 2x in the second
-    (started 0.5 s in; it was 4x until stop 27, and each sample costs the target CPU too), then
+    """4x in the first chunk (0.3 s: a 0.15 s program gets its decision), 2x in the second
+    (0.3-0.8 s; until stop 27 a run was at 4x until 1.5 s, and each sample costs CPU too), then
     the nominal rate, moved by the jitter cycle. An attach keeps 4x in its second chunk."""
     from gyroscope.bridges.pyspy_record import JITTER_X, ChunkedRecorder
     rec = ChunkedRecorder("py-spy", 1, 100, lambda spans, t: None, lambda m: None, str(tmp_path), fresh=True)
+    assert (rec.first_chunk_s, rec.overlap_s) == (0.25, 0.15)   # chunks start at 0, 0.3, 0.8 s
     assert rec.chunk_rate_hz(1, 0.0) == 400
-    assert rec.chunk_rate_hz(2, 0.5) == rec.chunk_rate_hz(2, 0.55) == 200
-    assert rec.chunk_rate_hz(3, 1.5) == 100 * JITTER_X[2]
+    assert rec.chunk_rate_hz(2, 0.3) == rec.chunk_rate_hz(2, 0.35) == 200
+    assert rec.chunk_rate_hz(3, 0.8) == 100 * JITTER_X[2]
     attach = ChunkedRecorder("py-spy", 1, 100, lambda spans, t: None, lambda m: None, str(tmp_path))
     assert (attach.chunk_rate_hz(1, 0.0), attach.chunk_rate_hz(2, 0.5), attach.chunk_rate_hz(3, 1.5)) == (400, 400, 200)
