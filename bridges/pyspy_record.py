@@ -9,8 +9,9 @@ seen over each time span; a span of wall time W stands for W x rate samples. (`r
 
 So this recorder runs `py-spy record -f chrometrace --idle --threads --nonblocking` in chunks
 that grow from 0.5 s to `chunk_s` (4 s; doubling: 0.5, 1, 2, 4, 4, ...; under `run`, from 0.25 s,
-at least twice the overlap: 0.3, 0.5, 1, ...) and starts chunk k+1 `overlap_s` (0.25 s; 0.15 s
-under `run`) before it stops chunk k with SIGINT: py-spy needs
+at least twice the overlap: 0.3, 0.5, 1, ...) and starts chunk k+1 before it stops chunk k with
+SIGINT: 30 ms after chunk k+1's py-spy printed that it samples, at most `overlap_s` (0.25 s; 0.15 s
+under `run`) after its start. py-spy needs
 ~10-70 ms from its start to its first sample (attaching, reading the interpreter's symbols),
 which used to leave ~70 ms unsampled between chunks. The spans of each chunk are placed on the
 monotonic clock (the time the chunk was started + ts; py-spy starts its clock ~1 ms after exec)
@@ -59,6 +60,9 @@ FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to c
 # the program had ended. py-spy's first sample comes 10-70 ms after its start.
 RUN_FIRST_CHUNK_S = 0.25
 RUN_OVERLAP_S = 0.15
+# The overlap ends this long after the next chunk's py-spy said it samples (its banner), instead
+# of after overlap_s: both py-spys sample meanwhile, and each sample costs the target CPU.
+OVERLAP_AFTER_BANNER_S = 0.03
 # Every recorder samples faster while it is young, so that a 0.3 s program (or a short attach)
 # gets ~120 samples, not 30: its first chunks (0.5 s, 1 s) at 4x and 2x the rate, then the rate
 # (since stop 23 attach too: an attach 0.2 s after a 0.4 s hot thread started got 10-20 samples
@@ -205,6 +209,7 @@ class ChunkedRecorder:
         self._retries = 0
         self._live: list[tuple[subprocess.Popen, str, int]] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._said: dict[int, bytes] = {}   # py-spy's stdout read early (its banner), by pid
         self.mender = StackMender()   # generator stacks a --nonblocking read cut short
 
     def start(self) -> None:
@@ -277,6 +282,7 @@ class ChunkedRecorder:
         except subprocess.TimeoutExpired:
             proc.kill()
             said, err = proc.communicate()
+        said = self._said.pop(proc.pid, b"") + (said or b"")
         m = re.search(rb"Samples: (\d+) Errors: (\d+)", said or b"")
         if m:
             self.sampling_errors += int(m.group(2))
@@ -387,9 +393,14 @@ class ChunkedRecorder:
                 return
             self._live = [current, nxt]
             end = time.monotonic() + self.overlap_s
+            sampling_at = 0.0
             while not self._stop.is_set() and time.monotonic() < end:
                 self._tick()
-                self._stop.wait(min(self.tick_s, max(0.0, end - time.monotonic())))
+                if not sampling_at and self._says_sampling(nxt[0], min(self.tick_s, end - time.monotonic())):
+                    sampling_at = time.monotonic()
+                    end = min(end, sampling_at + OVERLAP_AFTER_BANNER_S)
+                elif sampling_at:
+                    self._stop.wait(min(self.tick_s, max(0.0, end - time.monotonic())))
             self._live = [nxt]
             self._finish(current)
             current = nxt
@@ -422,6 +433,29 @@ class ChunkedRecorder:
         finally:
             if pidfd is not None:
                 os.close(pidfd)
+
+    def _says_sampling(self, proc: subprocess.Popen, timeout_s: float) -> bool:
+        """Whether py-spy printed its banner ("Sampling process ..."), waiting up to timeout_s for
+        its output (kept for _finish). py-spy prints it as it takes its first sample (0-2 ms
+        before it, 9-14 ms after its start here)."""
+        fd = proc.stdout.fileno() if proc.stdout is not None else -1
+        said = self._said.get(proc.pid, b"")
+        if fd < 0 or b"Sampling process" in said:
+            return fd >= 0
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        if any(f == fd for f, _ in poller.poll(max(0.0, timeout_s) * 1000)):
+            try:
+                got = os.read(fd, 4096)
+            except OSError:
+                got = b""
+            if not got:   # py-spy ended: its chunk is finished in the main loop
+                self._stop.wait(max(0.0, timeout_s))
+                return False
+            said += got
+            self._said[proc.pid] = said
+        return b"Sampling process" in said
 
     def _tick(self) -> None:
         now = time.monotonic()
