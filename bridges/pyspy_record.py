@@ -210,6 +210,8 @@ class ChunkedRecorder:
         self._live: list[tuple[subprocess.Popen, str, int]] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._said: dict[int, bytes] = {}   # py-spy's stdout read early (its banner), by pid
+        self.overlaps = 0                   # chunk boundaries, and the time two py-spys ran at once
+        self.overlap_ns = 0
         self.mender = StackMender()   # generator stacks a --nonblocking read cut short
 
     def start(self) -> None:
@@ -402,6 +404,8 @@ class ChunkedRecorder:
                 elif sampling_at:
                     self._stop.wait(min(self.tick_s, max(0.0, end - time.monotonic())))
             self._live = [nxt]
+            self.overlaps += 1
+            self.overlap_ns += time.monotonic_ns() - nxt[2]
             self._finish(current)
             current = nxt
 
