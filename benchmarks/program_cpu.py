@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gyroscope.agent.result import write_json_atomic  # noqa: E402
 from overhead import BIN, PY, bench_dir  # noqa: E402
+from warm_bytecode import compile_gyroscope  # noqa: E402
 
 WRAPPER = '''\
 import os, resource, runpy, sys, time
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     script = bench_dir() / f"bm_{args.bench}" / "run_benchmark.py"
     if not script.exists():
         ap.error(f"no pyperformance benchmark {args.bench!r}")
+    compile_gyroscope()   # as installed: no module compiled in a measured run
     runs: dict[str, list[tuple[float, float, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         wrapper = Path(tmp) / "program_cpu_wrapper.py"
