@@ -61,18 +61,18 @@ FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to c
 RUN_FIRST_CHUNK_S = 0.25
 RUN_OVERLAP_S = 0.15
 # The overlap ends this long after the next chunk's py-spy said it samples (its banner), instead
-# of after overlap_s: both py-spys sample meanwhile, and each sample costs the target CPU.
+# of after overlap_s: both py-spys sample meanwhile (twice the samples to take and classify).
 OVERLAP_AFTER_BANNER_S = 0.03
 # Every recorder samples faster while it is young, so that a 0.3 s program (or a short attach)
-# gets ~120 samples, not 30: its first chunks (0.5 s, 1 s) at 4x and 2x the rate, then the rate
-# (since stop 23 attach too: an attach 0.2 s after a 0.4 s hot thread started got 10-20 samples
-# of it and missed its decision in 4 of 6 runs). py-spy's CPU on a spinning target, % of one core (2 s, chrometrace --idle
-# --nonblocking): 1.5% at 100 Hz, 4.5% at 250, 8% at 500, 22% at 1000. 10x/5x/2.5x was tried:
-# the 1 s pyperformance runs then paid ~5% more (py-spy beside them on 2 cores) and the chunks'
-# parsing at the end. Each sample may also cost the target's own CPU, though it is never paused
-# (richards, the program's user time, alternating runs of 1.2 s, benchmarks/program_cpu.py:
-# +14 ms at 100 Hz, +28 at 400, +56 at 1000 in one series; +0 / +11 / +9 and +15 / +12 / -4 in
-# two later ones: not resolved by this machine's noise). So a program `run` started (`fresh`) is sampled at 4x in its first chunk
+# gets ~120 samples, not 30 (since stop 23 attach too: an attach 0.2 s after a 0.4 s hot thread
+# started got 10-20 samples of it and missed its decision in 4 of 6 runs). py-spy's CPU on a
+# spinning target, % of one core (2 s, chrometrace --idle --nonblocking): 1.5% at 100 Hz, 4.5% at
+# 250, 8% at 500, 22% at 1000. 10x/5x/2.5x was tried: the 1 s pyperformance runs then paid ~5%
+# more (py-spy beside them on 2 cores) and the chunks' parsing at the end. Each sample may also
+# cost the target's own CPU, though it is never paused (richards, the program's user time,
+# alternating runs of 1.2 s, benchmarks/program_cpu.py: +14 ms at 100 Hz, +28 at 400, +56 at 1000
+# in one series; +0 / +11 / +9 and +15 / +12 / -4 in two later ones: not resolved by this
+# machine's noise). A program `run` started (`fresh`) is sampled at 4x in its first chunk
 # (0-0.3 s) and 2x in its second (0.3-0.8 s; until stop 27 a 1 s program was sampled at 400 Hz
 # all along); an attach keeps 4x until 0.75 s, 2x until 1.75 s: it lands at a random moment of a
 # long program, and its decisions need those samples (shared workloads).
