@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gyroscope.agent.result import write_json_atomic  # noqa: E402
 from overhead import BIN, PY, bench_dir  # noqa: E402
+from overhead import command as tool_command  # noqa: E402
 from warm_bytecode import compile_gyroscope  # noqa: E402
 
 WRAPPER = '''\
@@ -47,22 +48,19 @@ finally:
     sys.stderr.write("program-cpu wall=%.6f user=%.6f sys=%.6f\\n"
                      % (time.perf_counter() - t0, r.ru_utime, r.ru_stime))
 '''
+TOOLS = ("bare", "gyroscope", "gyroscope-nosampler")
 FIGURES = re.compile(r"program-cpu wall=([\d.]+) user=([\d.]+) sys=([\d.]+)")
 
 
 def command(variant: str, wrapper: Path, script: Path, loops: int) -> list[str]:
-    program = [str(wrapper), str(script), "--worker", "-l", str(loops), "-n", "1", "-w", "0"]
-    if variant == "bare":
-        return [PY, *program]
-    if variant == "gyroscope":
-        return [str(BIN / "gyroscope"), "run", "-q", *program]
-    if variant == "gyroscope-nosampler":
-        return [str(BIN / "gyroscope"), "run", "-q", "--no-sampling", *program]
+    """The wrapper running `script` as a pyperf worker, under `variant` (bare, gyroscope and
+    gyroscope-nosampler as benchmarks/overhead.py runs them)."""
+    worker = [str(script), "--worker", "-l", str(loops), "-n", "1", "-w", "0"]
     if variant.startswith("py-spy@"):
         py_spy = shutil.which("py-spy") or str(BIN / "py-spy")
         return [py_spy, "record", "--nonblocking", "-r", variant.split("@", 1)[1], "-f", "chrometrace", "-t",
-                "--idle", "--full-filenames", "-o", os.devnull, "--", PY, *program]
-    raise ValueError(f"unknown variant {variant!r}")
+                "--idle", "--full-filenames", "-o", os.devnull, "--", PY, str(wrapper), *worker]
+    return tool_command(variant, wrapper, worker)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",")
     if variants[0] != "bare":
         ap.error("--variants must start with bare (the reference)")
+    for v in variants:
+        rate = v.split("@", 1)[1] if v.startswith("py-spy@") else ""
+        if v not in TOOLS and not (rate.isdigit() and int(rate) > 0):
+            ap.error(f"unknown variant {v!r} (one of {', '.join(TOOLS)}, or py-spy@HZ)")
     script = bench_dir() / f"bm_{args.bench}" / "run_benchmark.py"
     if not script.exists():
         ap.error(f"no pyperformance benchmark {args.bench!r}")

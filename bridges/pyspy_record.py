@@ -59,6 +59,7 @@ FIRST_CHUNK_S = 0.5    # chunks grow from this (first stacks after ~0.75 s) to c
 # not all after its end: the last chunk of a 0.5 s logging run took 10-15 ms to classify after
 # the program had ended. py-spy's first sample comes 10-70 ms after its start.
 RUN_FIRST_CHUNK_S = 0.25
+OVERLAP_S = 0.25       # at most: the next chunk's py-spy says when it samples (OVERLAP_AFTER_BANNER_S)
 RUN_OVERLAP_S = 0.15
 # The overlap ends this long after the next chunk's py-spy said it samples (its banner), instead
 # of after overlap_s: both py-spys sample meanwhile (twice the samples to take and classify).
@@ -186,7 +187,7 @@ class ChunkedRecorder:
                  on_tick: Callable[[], None] | None = None, tick_s: float = 0.1) -> None:
         self.py_spy, self.pid, self.rate_hz = py_spy, pid, rate_hz
         self.chunk_s = chunk_s
-        self.overlap_s = overlap_s if overlap_s is not None else (RUN_OVERLAP_S if fresh else 0.25)
+        self.overlap_s = overlap_s if overlap_s is not None else (RUN_OVERLAP_S if fresh else OVERLAP_S)
         self.first_chunk_s = min(chunk_s, RUN_FIRST_CHUNK_S if fresh else FIRST_CHUNK_S)
         self.subprocesses, self.fresh = subprocesses, fresh
         self.on_spans, self.on_error = on_spans, on_error
@@ -396,14 +397,14 @@ class ChunkedRecorder:
                 return
             self._live = [current, nxt]
             end = time.monotonic() + self.overlap_s
-            sampling_at = 0.0
+            sampling = False
             while not self._stop.is_set() and time.monotonic() < end:
                 self._tick()
-                if not sampling_at and self._says_sampling(nxt[0], min(self.tick_s, end - time.monotonic())):
-                    sampling_at = time.monotonic()
-                    end = min(end, sampling_at + OVERLAP_AFTER_BANNER_S)
-                elif sampling_at:
+                if sampling:
                     self._stop.wait(min(self.tick_s, max(0.0, end - time.monotonic())))
+                elif self._says_sampling(nxt[0], min(self.tick_s, end - time.monotonic())):
+                    sampling = True
+                    end = min(end, time.monotonic() + OVERLAP_AFTER_BANNER_S)
             self._live = [nxt]
             self.overlaps += 1
             self.overlap_ns += time.monotonic_ns() - nxt[2]
@@ -428,10 +429,7 @@ class ChunkedRecorder:
                         return True
                     except subprocess.TimeoutExpired:
                         continue
-                poller = select.poll()   # not select(): descriptors past 1024 (many processes watched)
-                poller.register(pidfd, select.POLLIN)
-                poller.register(self._wake_r, select.POLLIN)
-                if any(fd == pidfd for fd, _ in poller.poll(timeout * 1000)):
+                if self._readable(pidfd, timeout):
                     proc.wait()
                     return True
             return False
@@ -439,18 +437,22 @@ class ChunkedRecorder:
             if pidfd is not None:
                 os.close(pidfd)
 
+    def _readable(self, fd: int, timeout_s: float) -> bool:
+        """Whether `fd` is readable within timeout_s; a stop (the wake pipe) ends the wait early."""
+        poller = select.poll()   # not select(): descriptors past 1024 (many processes watched)
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        return any(f == fd for f, _ in poller.poll(max(0.0, timeout_s) * 1000))
+
     def _says_sampling(self, proc: subprocess.Popen, timeout_s: float) -> bool:
         """Whether py-spy printed its banner ("Sampling process ..."), waiting up to timeout_s for
         its output (kept for _finish). py-spy prints it as it takes its first sample (0-2 ms
         before it, 9-14 ms after its start here)."""
-        fd = proc.stdout.fileno() if proc.stdout is not None else -1
+        if proc.stdout is None:
+            return False
+        fd = proc.stdout.fileno()
         said = self._said.get(proc.pid, b"")
-        if fd < 0 or b"Sampling process" in said:
-            return fd >= 0
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        if any(f == fd for f, _ in poller.poll(max(0.0, timeout_s) * 1000)):
+        if b"Sampling process" not in said and self._readable(fd, timeout_s):
             try:
                 got = os.read(fd, 4096)
             except OSError:

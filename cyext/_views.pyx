@@ -64,7 +64,7 @@ def record_of(cell_id: int, row: dict, current_resonance: int) -> dict:
     cdef int64_t shell_h[7]
     cdef int64_t fam_h[4]
     cdef double spec[64]
-    cdef int64_t n, safe_n, x, y, acc
+    cdef int64_t n, safe_n
     cdef int i, j, h, b, k
     cdef double s, c, p, eff, rho, eta, ent, norm, peak, support
     w = int(row["omega12"])

@@ -98,7 +98,7 @@ def test_a_loop_whose_end_cannot_be_read_is_not_called_exact(both) -> None:
     known (3.13 forgets it): its count is an estimate with an error. Its rate is from its timed
     hits, or from the stretches read while it still ran (its windows after the first have short,
     untimed bursts: bridges/_inproc.pyx TIMED_EVERY), never from a run's unknown end."""
-    _, _, truth, m = both
+    _, _, _, m = both
     assert not m["grown"]["iterations_exact"] and m["grown"]["iterations_error"] > 0
     assert m["grown"]["iterations_per_s_source"] in ("timed hits", "uninstrumented")
 
