@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None, site_later: bool = False) -> int:
     argv = sys.argv[1:] if argv is None else argv
     launch = program = args = None
     if argv[:1] == ["run"]:   # the program's interpreter starts while gyroscope reads its options
-        from gyroscope.agent.launch import early_launch, program_argv
+        from gyroscope.agent.launch import adopt, early_launch, program_argv
         program = program_argv(argv[1:])
-        launch = early_launch(program)
+        launch = adopt(program, argv) or early_launch(program)
     if site_later:
         import site
         site.main()

@@ -19,6 +19,10 @@ that a plain command line opens the gate without argparse at all: the program us
 ~5 ms at its gate for that import. tests/agent/test_launch.py keeps the option tables equal to
 the parser's and the two readings equal.
 
+The `gyroscope` command .ci/setup installs is agent/launcher.c: for a command line it can read
+(a strict subset of program_argv's) it starts the program behind the gate itself, before
+gyroscope's python starts, and `adopt` takes that process over.
+
 Imports only `os`, `sys` and `time` (and agent/options.py once a number is read): this runs
 before anything else of gyroscope's is imported.
 """
@@ -164,6 +168,14 @@ class Launch:
             os.close(read_end)
         self.went = False
 
+    @classmethod
+    def adopted(cls, argv: list[str], pid: int, gate: int, t0_ns: int) -> Launch:
+        """The process another launcher (agent/launcher.c) started as Launch(argv) would have."""
+        self = cls.__new__(cls)
+        self.argv, self.pid, self._gate, self.t0_ns, self.went = argv, pid, gate, t0_ns, False
+        self.pythonpath = os.environ.get("PYTHONPATH")
+        return self
+
     def go(self, config: str) -> bool:
         """Let the program run with this bridge configuration; False if its process is gone."""
         self.went = True
@@ -215,6 +227,47 @@ def _hold_closed_std_fds() -> list[int]:
                 break
             _HELD.append(fd)
     return _HELD
+
+
+def adopt(program: list[str] | None, argv: list[str]) -> Launch | None:
+    """The program's process the native launcher (agent/launcher.c) already started behind its
+    gate, when it started it with the arguments program_argv reads (`program`; `argv`: gyroscope's
+    own, from "run" on), or None. Started otherwise (never expected: the launcher's reading is a
+    strict subset of this one), it is made to leave before its first line."""
+    word = os.environ.pop("GYROSCOPE_LAUNCHED", None)
+    if word is None:
+        return None
+    try:
+        pid, gate, t0_ns, start, held = (int(x) for x in word.split(","))
+    except ValueError:
+        return None
+    global _HELD
+    _HELD = [fd for fd in (0, 1, 2) if held & (1 << fd)]   # held on /dev/null by the launcher
+    launch = Launch.adopted(argv[start:], pid, gate, t0_ns)
+    if launch.argv != program:
+        launch.abort()
+        return None
+    return launch
+
+
+def c_header(entry: str) -> str:
+    """agent/launcher.c's configuration: this python, the script it runs with -S (`entry`), the
+    bootstrap's folder and the option tables above, as C (.ci/setup writes it when it compiles the
+    launcher)."""
+    def c(text: str) -> str:   # a C string literal; a path C would need escapes for is refused
+        if not text.isprintable() or '"' in text or "\\" in text or "?" in text:
+            raise ValueError(f"cannot write {text!r} as a C string")
+        return f'"{text}"'
+
+    def table(items: frozenset[str]) -> str:
+        return "{" + ", ".join(c(o) for o in sorted(items)) + ", 0}"
+    return "\n".join([
+        f"#define GYROSCOPE_PYTHON {c(sys.executable)}",
+        f"#define GYROSCOPE_ENTRY {c(entry)}",
+        f"#define GYROSCOPE_BOOT {c(BOOT_DIR)}",
+        f"static const char *const VALUE_OPTIONS[] = {table(VALUE_OPTIONS)};",
+        f"static const char *const FLAG_OPTIONS[] = {table(FLAG_OPTIONS)};",
+        ""])
 
 
 def early_launch(argv: list[str] | None) -> Launch | None:

@@ -11,13 +11,14 @@ repeat (the order rotates from one repeat to the next), and reports the median r
   - min:   the ratio of the fastest runs (inner), less sensitive to other load on the machine.
 
     .venv/bin/python benchmarks/overhead.py --json overhead.json [--only nbody,go] [--repeat 3]
-        [--tools bare,gyroscope,cProfile,pyinstrument,yappi,py-spy,gyroscope-nosampler,bare-control]
+        [--tools bare,gyroscope,cProfile,pyinstrument,yappi,py-spy,gyroscope-nosampler,gyroscope-script,bare-control]
 
 bare-control runs bare again as if it were a tool: its ratio (ideally 1.000) shows how much of
 a ratio is noise from the machine. `--baseline CHECKOUT` adds the tool gyroscope-baseline:
 `gyroscope run -q` from another checkout of gyroscope (its extensions built in place:
 `python setup.py build_ext --inplace` there), so that a change is measured against the code
-before it in one run, on the same noise.
+before it in one run, on the same noise. gyroscope-script is the command without its native
+launcher (agent/launcher.c): the script .ci/setup puts behind it, which starts the program itself.
 
 Other processes share the machine: ratios are measured within one run, side by side.
 """
@@ -44,10 +45,12 @@ BENCHMARKS = ["nbody", "richards", "raytrace", "chaos", "float", "deltablue", "g
               "nqueens", "json_dumps", "coroutines", "generators", "deepcopy", "logging", "regex_v8",
               "unpack_sequence"]
 TOOLS = ["bare", "gyroscope", "cProfile", "pyinstrument", "yappi", "py-spy"]
-EXTRA_TOOLS = ["gyroscope-nosampler", "bare-control"]   # opt-in with --tools
+EXTRA_TOOLS = ["gyroscope-nosampler", "gyroscope-script", "bare-control"]   # opt-in with --tools
 BASELINE_ENV: dict[str, str] = {}   # gyroscope-baseline's environment (--baseline)
 PY = sys.executable
 BIN = Path(sys.executable).parent
+# the command without its native launcher (agent/launcher.c): the script .ci/setup puts behind it
+SCRIPT = BIN.parent / "gyroscope-command" / "entry.py"
 
 
 def bench_dir() -> Path:
@@ -64,6 +67,8 @@ def command(tool: str, script: Path, worker: list[str]) -> list[str]:
     if tool == "gyroscope-baseline":   # the other checkout comes first on PYTHONPATH (--baseline)
         return [PY, "-c", "import sys; from gyroscope.agent.cli import entry; sys.argv[0] = 'gyroscope'; entry()",
                 "run", "-q", s, *worker]
+    if tool == "gyroscope-script":
+        return [str(SCRIPT), "run", "-q", s, *worker]
     if tool == "gyroscope-nosampler":   # py-spy sampling off (counters only): what sampling costs
         return [str(BIN / "gyroscope"), "run", "-q", "--no-sampling", s, *worker]
     if tool == "cProfile":
