@@ -110,17 +110,15 @@ static int launch(int argc, char **argv, int start) {
         held |= 1 << fd;
         held_fds[n_held++] = fd;
     }
-    int gate[2];
-    if (pipe2(gate, O_CLOEXEC) != 0)
-        return 0;
-    char **env = program_env(gate[0]);
-    char **pargv = calloc((size_t)(argc - start) + 2, sizeof(char *));
+    int gate[2] = {-1, -1};
+    char **env = NULL, **pargv = NULL;
     posix_spawn_file_actions_t actions;
-    if (!env || !pargv || posix_spawn_file_actions_init(&actions) != 0) {
-        close(gate[0]);
-        close(gate[1]);
-        return 0;
-    }
+    if (pipe2(gate, O_CLOEXEC) != 0)
+        goto give_up;
+    env = program_env(gate[0]);
+    pargv = calloc((size_t)(argc - start) + 2, sizeof(char *));
+    if (!env || !pargv || posix_spawn_file_actions_init(&actions) != 0)
+        goto give_up;
     pargv[0] = GYROSCOPE_PYTHON;
     for (int i = start; i < argc; i++)
         pargv[i - start + 1] = argv[i];
@@ -132,17 +130,23 @@ static int launch(int argc, char **argv, int start) {
     pid_t pid;
     int rc = posix_spawn(&pid, GYROSCOPE_PYTHON, &actions, NULL, pargv, env);
     posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0)
+        goto give_up;
     close(gate[0]);
-    if (rc != 0) {
-        close(gate[1]);
-        return 0;
-    }
     fcntl(gate[1], F_SETFD, 0);   /* gyroscope's python keeps the gate's write end */
     char value[160];
     snprintf(value, sizeof value, "%d,%d,%lld,%d,%d", (int)pid, gate[1],
              (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec, start - 1, held);
     setenv("GYROSCOPE_LAUNCHED", value, 1);
     return (int)pid;
+
+give_up:   /* as if never tried: gyroscope's python finds the descriptors as they were */
+    for (int j = 0; j < 2; j++)
+        if (gate[j] >= 0)
+            close(gate[j]);
+    for (int j = 0; j < n_held; j++)
+        close(held_fds[j]);
+    return 0;
 }
 
 int main(int argc, char **argv) {
