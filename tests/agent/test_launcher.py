@@ -39,8 +39,9 @@ def native(tmp_path_factory) -> Path:
     return d / "gyroscope"
 
 
-def _both(native: Path, tmp_path: Path, *args: str, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, str]:
-    p = subprocess.run([str(native), *args], capture_output=True, text=True, timeout=60, cwd=cwd or tmp_path)
+def _via_launcher(native: Path, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, str]:
+    """The run, with the entry's first stderr line ("launched 0/1") taken off its stderr."""
+    p = subprocess.run([str(native), *args], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     first, _, rest = p.stderr.partition("\n")
     return subprocess.CompletedProcess(p.args, p.returncode, p.stdout, rest), first
 
@@ -52,7 +53,7 @@ def test_the_launcher_starts_the_program_that_python_would(native, tmp_path, opt
     (tmp_path / "probe.py").write_text(PROBE)
     args = ["probe.py", "a", "--", "-x"]
     want = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    got, said = _both(native, tmp_path, "run", *options, *args)
+    got, said = _via_launcher(native, tmp_path, "run", *options, *args)
     assert said == "launched 1"
     assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
 
@@ -61,7 +62,7 @@ def test_the_launcher_starts_a_module(native, tmp_path):
     (tmp_path / "probe_mod.py").write_text(PROBE)
     want = subprocess.run([sys.executable, "-m", "probe_mod", "z"], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path)
-    got, said = _both(native, tmp_path, "run", "-q", "-m", "probe_mod", "z")
+    got, said = _via_launcher(native, tmp_path, "run", "-q", "-m", "probe_mod", "z")
     assert said == "launched 1"
     assert (got.returncode, got.stdout) == (want.returncode, want.stdout)
 
@@ -74,7 +75,7 @@ def test_the_launcher_starts_a_module(native, tmp_path):
 ])
 def test_what_the_launcher_cannot_read_goes_to_gyroscope_untouched(native, tmp_path, args):
     (tmp_path / "probe.py").write_text(PROBE)
-    got, said = _both(native, tmp_path, *args)
+    got, said = _via_launcher(native, tmp_path, *args)
     assert said == "launched 0"
     via_python = subprocess.run([sys.executable, "-m", "gyroscope.agent.cli", *args], capture_output=True, text=True,
                                 timeout=60, cwd=tmp_path)
@@ -85,7 +86,7 @@ def test_a_refused_option_after_the_launch_runs_nothing(native, tmp_path):
     """Started by the launcher, then refused by gyroscope (an output over the script): the
     program leaves at its gate, silently, and is reaped."""
     (tmp_path / "probe.py").write_text(PROBE)
-    got, said = _both(native, tmp_path, "run", "-q", "--json", "probe.py", "probe.py")
+    got, said = _via_launcher(native, tmp_path, "run", "-q", "--json", "probe.py", "probe.py")
     assert said == "launched 1"
     assert got.returncode == 2 and "ran" not in got.stdout
     assert got.stderr.count("\n") == 1 and "refusing to overwrite" in got.stderr
