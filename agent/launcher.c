@@ -93,9 +93,9 @@ static char **program_env(int gate_fd) {
     return env;
 }
 
-/* Starts the program behind a gate; sets GYROSCOPE_LAUNCHED for gyroscope's python. Returns 0
-   when nothing was started (gyroscope's python will start it). */
-static int launch(int argc, char **argv, int start) {
+/* Starts the program behind a gate; sets GYROSCOPE_LAUNCHED for gyroscope's python and *gate_fd
+   to the gate's write end. Returns 0 when nothing was started (gyroscope's python will start it). */
+static pid_t launch(int argc, char **argv, int start, int *gate_fd) {
     int held = 0, held_fds[3], n_held = 0;
     struct stat st;
     for (int fd = 0; fd < 3; fd++) {   /* agent/launch.py _hold_closed_std_fds */
@@ -138,7 +138,8 @@ static int launch(int argc, char **argv, int start) {
     snprintf(value, sizeof value, "%d,%d,%lld,%d,%d", (int)pid, gate[1],
              (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec, start - 1, held);
     setenv("GYROSCOPE_LAUNCHED", value, 1);
-    return (int)pid;
+    *gate_fd = gate[1];
+    return pid;
 
 give_up:   /* as if never tried: gyroscope's python finds the descriptors as they were */
     for (int j = 0; j < 2; j++)
@@ -156,9 +157,7 @@ int main(int argc, char **argv) {
     if (argc > 2 && strcmp(argv[1], "run") == 0) {
         int start = program_start(argc, argv);
         if (start)
-            pid = launch(argc, argv, start);
-        if (pid)
-            sscanf(getenv("GYROSCOPE_LAUNCHED"), "%*d,%d", &gate_fd);
+            pid = launch(argc, argv, start, &gate_fd);
     }
     char **args = calloc((size_t)argc + 3, sizeof(char *));
     if (args) {
